@@ -1,0 +1,159 @@
+// Package testimages builds the container images that warmpod's tests and demos run, without any registry:
+// a busybox image made from Debian's busybox-static binary, arbitrary tar layers, multi-arch indexes, an
+// in-process registry to serve them, and docker-archive / OCI-layout tarballs for import tests.
+//
+// Everything it builds is deterministic (fixed mtimes, sorted entries), so an image built twice has the
+// same digests and tests can compare image ids across runs.
+package testimages
+
+import (
+	"archive/tar"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// Epoch is the mtime of every entry the package writes (unless an Entry says otherwise) and the image
+// creation time, so that digests do not depend on when a test ran.
+var Epoch = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Entry is one raw tar entry of a layer. Header is written as given (Name, Typeflag, Linkname, Mode, Uid,
+// Gid, Devmajor/Devminor, PAXRecords ...); Size is set from Body and a zero ModTime becomes Epoch. Tests use
+// raw entries to build layers that no well-behaved builder would: whiteouts, `..` names, links out of
+// the root.
+type Entry struct {
+	Header tar.Header
+	Body   []byte
+}
+
+// File is the content and metadata of a file added with WithFile. Mode carries the type too:
+// os.ModeDir for a directory, os.ModeSymlink for a symlink to Target; anything else is a regular file.
+type File struct {
+	Content []byte
+	Mode    os.FileMode
+	UID     int
+	GID     int
+	Target  string
+}
+
+// LayerFromEntries builds a gzip-compressed layer holding exactly the given entries, in order.
+func LayerFromEntries(entries ...Entry) (v1.Layer, error) {
+	raw, err := tarBytes(entries)
+	if err != nil {
+		return nil, err
+	}
+	return layerFromTar(raw)
+}
+
+// layerFromTar wraps an uncompressed tar stream as a layer; the compressed form is computed once and kept,
+// so digests and pushes do not recompress it.
+func layerFromTar(raw []byte) (v1.Layer, error) {
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(raw)), nil
+	}, tarball.WithCompressedCaching)
+	if err != nil {
+		return nil, fmt.Errorf("build layer: %w", err)
+	}
+	return l, nil
+}
+
+func tarBytes(entries []Entry) ([]byte, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for i := range entries {
+		hdr := entries[i].Header
+		hdr.Size = int64(len(entries[i].Body))
+		if hdr.ModTime.IsZero() {
+			hdr.ModTime = Epoch
+		}
+		if hdr.Format == tar.FormatUnknown && len(hdr.PAXRecords) > 0 {
+			hdr.Format = tar.FormatPAX
+		}
+		if err := tw.WriteHeader(&hdr); err != nil {
+			return nil, fmt.Errorf("write tar header %q: %w", hdr.Name, err)
+		}
+		if _, err := tw.Write(entries[i].Body); err != nil {
+			return nil, fmt.Errorf("write tar body %q: %w", hdr.Name, err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, fmt.Errorf("close tar: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// filesLayer turns path -> File into a layer, creating missing parent directories (0755 root:root) and
+// writing entries in path order so the result is reproducible.
+func filesLayer(files map[string]File) (v1.Layer, error) {
+	paths := make([]string, 0, len(files))
+	for p := range files {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	seen := map[string]bool{}
+	var entries []Entry
+	for _, p := range paths {
+		name := strings.TrimPrefix(path.Clean("/"+p), "/")
+		if name == "" {
+			return nil, fmt.Errorf("file path %q names the root", p)
+		}
+		for _, dir := range parents(name) {
+			if !seen[dir] {
+				seen[dir] = true
+				entries = append(entries, Entry{Header: tar.Header{Name: dir + "/", Typeflag: tar.TypeDir, Mode: 0o755}})
+			}
+		}
+		seen[name] = true
+		entries = append(entries, fileEntry(name, files[p]))
+	}
+	return LayerFromEntries(entries...)
+}
+
+func fileEntry(name string, f File) Entry {
+	hdr := tar.Header{Name: name, Mode: int64(f.Mode.Perm()), Uid: f.UID, Gid: f.GID}
+	if f.Mode&os.ModeSetuid != 0 {
+		hdr.Mode |= 0o4000
+	}
+	if f.Mode&os.ModeSetgid != 0 {
+		hdr.Mode |= 0o2000
+	}
+	if f.Mode&os.ModeSticky != 0 {
+		hdr.Mode |= 0o1000
+	}
+	switch {
+	case f.Mode&os.ModeDir != 0:
+		hdr.Typeflag = tar.TypeDir
+		hdr.Name += "/"
+		return Entry{Header: hdr}
+	case f.Mode&os.ModeSymlink != 0:
+		hdr.Typeflag = tar.TypeSymlink
+		hdr.Linkname = f.Target
+		hdr.Mode = 0o777
+		return Entry{Header: hdr}
+	default:
+		if f.Mode.Perm() == 0 && f.Mode&(os.ModeSetuid|os.ModeSetgid|os.ModeSticky) == 0 {
+			hdr.Mode = 0o644
+		}
+		hdr.Typeflag = tar.TypeReg
+		return Entry{Header: hdr, Body: f.Content}
+	}
+}
+
+// parents lists the ancestors of a slash-separated relative path, outermost first ("a/b/c" -> a, a/b).
+func parents(name string) []string {
+	var out []string
+	for i := 0; i < len(name); i++ {
+		if name[i] == '/' {
+			out = append(out, name[:i])
+		}
+	}
+	return out
+}
