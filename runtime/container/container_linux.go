@@ -1,0 +1,227 @@
+package container
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	// Device cgroup rules are only applied when this package is linked in.
+	_ "github.com/opencontainers/cgroups/devices"
+)
+
+// ErrNotRunning is returned for operations that need a live process.
+var ErrNotRunning = errors.New("container is not running")
+
+// Engine creates containers whose libcontainer state lives under one
+// directory (a pod's state dir, in the shim).
+type Engine struct {
+	root string
+}
+
+// NewEngine returns an engine keeping libcontainer state under root.
+func NewEngine(root string) (*Engine, error) {
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, fmt.Errorf("create container state dir: %w", err)
+	}
+	return &Engine{root: root}, nil
+}
+
+// Config describes one container generation.
+type Config struct {
+	// ID names the libcontainer instance; unique per generation.
+	ID string
+	// Spec must be complete: Root.Path and Linux.CgroupsPath set.
+	Spec  *specs.Spec
+	Tty   bool
+	Stdin bool
+}
+
+// Gen is one created container: its init process exists, set up and blocked
+// before execve, until Release.
+//
+//	Create ──▶ created ──Release──▶ running ──exit──▶ exited ──Destroy──▶ gone
+//	              └───────────Kill──────────────────────▶┘
+type Gen struct {
+	ID   string
+	Init *Proc
+	lc   *libcontainer.Container
+}
+
+// Create creates a container and leaves its process blocked before execve.
+// On error nothing is left behind.
+func (e *Engine) Create(cfg Config) (_ *Gen, retErr error) {
+	lcfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
+		CgroupName: cfg.ID,
+		Spec:       cfg.Spec,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("convert spec of %s: %w", cfg.ID, err)
+	}
+	lc, err := libcontainer.Create(e.root, cfg.ID, lcfg)
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: %w", cfg.ID, err)
+	}
+	defer func() {
+		if retErr != nil {
+			_ = lc.Signal(unix.SIGKILL)
+			_ = lc.Destroy()
+		}
+	}()
+	lp, err := newProcess(cfg.Spec.Process)
+	if err != nil {
+		return nil, fmt.Errorf("process of %s: %w", cfg.ID, err)
+	}
+	lp.Init = true
+	p, err := startProc(lp, cfg.Tty, cfg.Stdin, lc.Start)
+	if err != nil {
+		return nil, fmt.Errorf("start init of %s: %w", cfg.ID, err)
+	}
+	return &Gen{ID: cfg.ID, Init: p, lc: lc}, nil
+}
+
+// startProc wires stdio, runs start and begins waiting for the process.
+func startProc(lp *libcontainer.Process, tty, stdin bool, start func(*libcontainer.Process) error) (*Proc, error) {
+	child, stdio, err := setupIO(lp, tty, stdin)
+	if err != nil {
+		return nil, err
+	}
+	if err := start(lp); err != nil {
+		child.close()
+		if child.console != nil {
+			child.console.Close()
+		}
+		stdio.Close()
+		return nil, err
+	}
+	child.close()
+	p := &Proc{lp: lp, done: make(chan struct{})}
+	if child.console != nil {
+		c, err := receiveConsole(child.console)
+		if err != nil {
+			_ = lp.Signal(unix.SIGKILL)
+			_, _ = lp.Wait()
+			stdio.Close()
+			return nil, err
+		}
+		stdio.Console = c
+	}
+	p.IO = stdio
+	if p.pid, err = lp.Pid(); err != nil {
+		_ = lp.Signal(unix.SIGKILL)
+		_, _ = lp.Wait()
+		stdio.Close()
+		return nil, fmt.Errorf("pid: %w", err)
+	}
+	go p.wait()
+	return p, nil
+}
+
+// Release lets the blocked init process exec the container's command.
+func (g *Gen) Release() error {
+	if err := g.lc.Exec(); err != nil {
+		return fmt.Errorf("release %s: %w", g.ID, err)
+	}
+	return nil
+}
+
+// Kill sends SIGKILL to the container; without a pid namespace of its own
+// every process in its cgroup is killed.
+func (g *Gen) Kill() error {
+	select {
+	case <-g.Init.Done():
+		return nil
+	default:
+	}
+	if err := g.lc.Signal(unix.SIGKILL); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
+		return fmt.Errorf("kill %s: %w", g.ID, err)
+	}
+	return nil
+}
+
+// Signal sends sig to the container's init process.
+func (g *Gen) Signal(sig syscall.Signal) error {
+	if sig == unix.SIGKILL {
+		return g.Kill()
+	}
+	return g.Init.Signal(sig)
+}
+
+// Exec starts another process in the running container.
+func (g *Gen) Exec(p *specs.Process, tty, stdin bool) (*Proc, error) {
+	lp, err := newProcess(p)
+	if err != nil {
+		return nil, err
+	}
+	proc, err := startProc(lp, tty, stdin, g.lc.Run)
+	if err != nil {
+		return nil, fmt.Errorf("exec in %s: %w", g.ID, err)
+	}
+	return proc, nil
+}
+
+// CgroupPath returns the container's cgroup path relative to the cgroup
+// root, the same on v1 and v2.
+func (g *Gen) CgroupPath() string {
+	cfg := g.lc.Config()
+	if cfg.Cgroups == nil {
+		return ""
+	}
+	return cfg.Cgroups.Path
+}
+
+// OOMKilled reports whether the kernel's OOM killer killed a process of the
+// container. Call it after exit and before Destroy.
+func (g *Gen) OOMKilled() bool {
+	st, err := g.lc.State()
+	if err != nil {
+		return false
+	}
+	if p, ok := st.CgroupPaths["memory"]; ok {
+		return counter(filepath.Join(p, "memory.oom_control"), "oom_kill") > 0
+	}
+	if p, ok := st.CgroupPaths[""]; ok {
+		return counter(filepath.Join(p, "memory.events"), "oom_kill") > 0
+	}
+	return false
+}
+
+func counter(file, key string) int64 {
+	f, err := os.Open(file)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		k, v, ok := strings.Cut(s.Text(), " ")
+		if ok && k == key {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// Destroy kills what is left of the container and removes its cgroup and
+// libcontainer state. It waits for the init process to be reaped. The
+// caller owns Init.IO and closes it once it has drained the output.
+func (g *Gen) Destroy() error {
+	if err := g.Kill(); err != nil {
+		return err
+	}
+	<-g.Init.Done()
+	if err := g.lc.Destroy(); err != nil {
+		return fmt.Errorf("destroy %s: %w", g.ID, err)
+	}
+	return nil
+}
