@@ -1,0 +1,118 @@
+// Package shim is the per-pod process that owns a pod's containers.
+//
+// The daemon starts one shim per pod sandbox ("warmpod shim --state DIR") after
+// writing the pod's Config to DIR/pod.json. The shim serves the Shim gRPC API
+// on DIR/shim.sock. It is the parent (child subreaper) of every container
+// process of the pod, owns their stdio and log files, and records every
+// container transition in DIR/containers/<id>.json, so a daemon restart loses
+// neither a running container nor an exit code nor a log line.
+//
+// Warmth: for every container name the shim keeps a slot with the spec of its
+// latest container and, while that container runs, a pre-created next
+// generation (rootfs mounted, namespaces joined, cgroup placed, process
+// blocked before execve). A CreateContainer with the same process shape takes
+// the pre-created generation; a pod reset kills the current generations and
+// releases the pre-created ones in start order.
+package shim
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Config is the pod-level configuration the daemon hands to a shim.
+type Config struct {
+	PodID string `json:"podID"`
+	// StateDir holds the socket, pod.json, exit records and libcontainer
+	// state (tmpfs, /run/warmpod/pods/<id>).
+	StateDir string `json:"stateDir"`
+	// RootDir holds the writable layers of the pod's containers
+	// (/var/lib/warmpod/pods/<id>).
+	RootDir string `json:"rootDir"`
+	// CgroupParent is the pod cgroup; each generation gets a child of it.
+	CgroupParent string `json:"cgroupParent"`
+	// SharedPID asks for a pod-wide pid namespace, held by a pause process.
+	SharedPID bool `json:"sharedPID"`
+	// InitContainers names the pod's init containers in order, when the pod
+	// says so (annotation); otherwise roles are inferred from the order in
+	// which containers are created and finish.
+	InitContainers []string `json:"initContainers,omitempty"`
+	// RestartRules, per container name, are applied by the shim the moment a
+	// container exits (opt-in, see RestartRule).
+	RestartRules map[string][]RestartRule `json:"restartRules,omitempty"`
+	// RestartPolicy is the pod's restartPolicy (Always, OnFailure, Never):
+	// with Never a reset stops at a failed init container instead of
+	// retrying it.
+	RestartPolicy string `json:"restartPolicy,omitempty"`
+	// MaxPrecreate bounds how many generations may be pre-created at once on
+	// the node (0: the number of CPUs).
+	MaxPrecreate int `json:"maxPrecreate,omitempty"`
+	// PrecreateLockDir holds the node-wide pre-creation tokens.
+	PrecreateLockDir string `json:"precreateLockDir,omitempty"`
+	LogLevel         string `json:"logLevel,omitempty"`
+}
+
+// File names inside Config.StateDir.
+const (
+	ConfigFile = "pod.json"
+	SocketFile = "shim.sock"
+	PidFile    = "shim.pid"
+	LogFile    = "shim.log"
+	recordsDir = "containers"
+	lcDir      = "lc"
+)
+
+// SocketPath is where the shim of the pod whose state is in stateDir listens.
+func SocketPath(stateDir string) string { return filepath.Join(stateDir, SocketFile) }
+
+// WriteConfig stores cfg in its state dir for the shim to read.
+func WriteConfig(cfg *Config) error {
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(cfg.StateDir, ConfigFile), data)
+}
+
+// ReadConfig loads the Config stored in stateDir.
+func ReadConfig(stateDir string) (*Config, error) {
+	data, err := os.ReadFile(filepath.Join(stateDir, ConfigFile))
+	if err != nil {
+		return nil, fmt.Errorf("read pod config: %w", err)
+	}
+	var cfg Config
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		return nil, fmt.Errorf("parse pod config %s: %w", filepath.Join(stateDir, ConfigFile), err)
+	}
+	if cfg.PodID == "" || cfg.StateDir == "" || cfg.RootDir == "" {
+		return nil, errors.New("pod config lacks podID, stateDir or rootDir")
+	}
+	return &cfg, nil
+}
+
+// writeFileAtomic replaces path with data so that readers see the old or the
+// new content, never a part. It does not fsync: the records live on tmpfs and
+// describe processes that do not outlive the machine.
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return nil
+}

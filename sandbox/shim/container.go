@@ -1,0 +1,607 @@
+package shim
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/warmpod/warmpod/runtime/container"
+	"github.com/warmpod/warmpod/runtime/logs"
+	"github.com/warmpod/warmpod/runtime/rootfs"
+)
+
+// CreateRequest asks for a new container.
+type CreateRequest struct {
+	ID, Name string
+	// Spec is an OCI spec (JSON) without root.path and linux.cgroupsPath.
+	Spec       []byte
+	Layers     []string
+	LogPath    string
+	Tty        bool
+	Stdin      bool
+	StdinOnce  bool
+	StopSignal int
+}
+
+// template is what every generation of a container is made from.
+type template struct {
+	spec       []byte
+	layers     []string
+	tty        bool
+	stdin      bool
+	stdinOnce  bool
+	stopSignal syscall.Signal
+	// key identifies the process shape: generations with equal keys are
+	// interchangeable.
+	key string
+}
+
+func newTemplate(r *CreateRequest) (*template, error) {
+	var spec specs.Spec
+	if err := json.Unmarshal(r.Spec, &spec); err != nil {
+		return nil, fmt.Errorf("parse spec of container %q: %w: %w", r.Name, err, errdefs.ErrInvalidArgument)
+	}
+	if spec.Process == nil || len(spec.Process.Args) == 0 {
+		return nil, fmt.Errorf("spec of container %q has no process args: %w", r.Name, errdefs.ErrInvalidArgument)
+	}
+	// Annotations carry per-attempt data (the kubelet's restart count);
+	// they do not shape the process.
+	spec.Annotations = nil
+	canon, err := json.Marshal(&spec)
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	h.Write(canon)
+	fmt.Fprintf(h, "\x00%s\x00%t%t%t%d", strings.Join(r.Layers, "\x00"), r.Tty, r.Stdin, r.StdinOnce, r.StopSignal)
+	sig := syscall.Signal(r.StopSignal)
+	if sig == 0 {
+		sig = unix.SIGTERM
+	}
+	return &template{
+		spec:       r.Spec,
+		layers:     r.Layers,
+		tty:        r.Tty,
+		stdin:      r.Stdin,
+		stdinOnce:  r.StdinOnce,
+		stopSignal: sig,
+		key:        hex.EncodeToString(h.Sum(nil)),
+	}, nil
+}
+
+// slot tracks all generations of one container name: the template of its
+// latest container and the pre-created next generation.
+type slot struct {
+	name string
+	// Preconditions for the fields below: Shim.mu held.
+	tmpl      *template
+	latest    *ctr
+	next      *gen
+	preparing bool
+	wantNext  bool
+	// init is set once the slot is known to be an init container: its
+	// container completed successfully before a later container was created.
+	init       bool
+	classified bool
+}
+
+// gen is one libcontainer container with its own rootfs and cgroup.
+type gen struct {
+	id     string
+	key    string
+	c      *container.Gen
+	rootfs rootfs.Rootfs
+	// exited is closed once the process exit has been recorded; only for a
+	// released generation (released set).
+	exited   chan struct{}
+	released bool
+	// drained is closed once the process's output has been copied to
+	// the log; nil until the generation is bound to a container.
+	drained chan struct{}
+}
+
+// drainTimeout bounds the wait for a dead container's output: a process
+// that escaped the kill must not hold an exit record back forever.
+const drainTimeout = 2 * time.Second
+
+func (g *gen) waitDrained() {
+	if g.drained == nil {
+		return
+	}
+	select {
+	case <-g.drained:
+	case <-time.After(drainTimeout):
+	}
+}
+
+func (g *gen) kill() error { return g.c.Kill() }
+
+// ctr is one CRI container.
+type ctr struct {
+	id   string
+	name string
+	slot *slot
+	tmpl *template
+
+	stdout *fanout
+	stderr *fanout
+
+	// mu guards the fields below.
+	mu  sync.Mutex
+	rec Record
+	gen *gen
+	log *logs.File
+	// killing marks an exit the shim caused (stop, remove, reset): restart
+	// rules do not apply to it.
+	killing   bool
+	removed   bool
+	stdinUsed bool
+}
+
+func (c *ctr) record() Record {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.rec
+	return r
+}
+
+// commit records c's state on disk and publishes event t about it.
+// Preconditions: c.mu held, so records and events keep the order of the
+// transitions.
+func (s *Shim) commit(c *ctr, t EventType) Record {
+	rec := c.rec
+	if err := writeRecord(s.cfg.StateDir, &rec); err != nil {
+		s.log.WithError(err).Warn("record container state")
+	}
+	s.events.publish(Event{Type: t, Container: rec, Timestamp: time.Now().UnixNano()})
+	return rec
+}
+
+func (c *ctr) closeLog() {
+	c.mu.Lock()
+	l := c.log
+	c.mu.Unlock()
+	if l != nil {
+		l.Close()
+	}
+}
+
+// genSpec makes the spec of a new generation from the template.
+func (s *Shim) genSpec(t *template, id string, rfs rootfs.Rootfs) (*specs.Spec, error) {
+	var spec specs.Spec
+	if err := json.Unmarshal(t.spec, &spec); err != nil {
+		return nil, err
+	}
+	if spec.Root == nil {
+		spec.Root = &specs.Root{}
+	}
+	spec.Root.Path = rfs.Merged
+	if spec.Linux == nil {
+		spec.Linux = &specs.Linux{}
+	}
+	spec.Linux.CgroupsPath = filepath.Join("/", s.cfg.CgroupParent, id)
+	return &spec, nil
+}
+
+// newGen creates a generation from t: rootfs, cgroup, namespaces and a
+// process blocked before execve. On error nothing is left behind.
+func (s *Shim) newGen(t *template) (*gen, error) {
+	id := newID()
+	rfs, err := rootfs.Mount(t.layers, filepath.Join(s.cfg.RootDir, "gens", id))
+	if err != nil {
+		return nil, err
+	}
+	spec, err := s.genSpec(t, id, rfs)
+	if err != nil {
+		_ = rfs.Remove()
+		return nil, err
+	}
+	c, err := s.engine.Create(container.Config{ID: id, Spec: spec, Tty: t.tty, Stdin: t.stdin})
+	if err != nil {
+		_ = rfs.Remove()
+		return nil, err
+	}
+	return &gen{id: id, key: t.key, c: c, rootfs: rfs, exited: make(chan struct{})}, nil
+}
+
+// Create creates container r.ID, from the slot's pre-created generation when
+// it has the same process shape, and binds its output to r.LogPath.
+func (s *Shim) Create(ctx context.Context, r *CreateRequest) (Record, bool, error) {
+	if r.ID == "" || r.Name == "" {
+		return Record{}, false, fmt.Errorf("container id and name are required: %w", errdefs.ErrInvalidArgument)
+	}
+	t, err := newTemplate(r)
+	if err != nil {
+		return Record{}, false, err
+	}
+	c := &ctr{id: r.ID, name: r.Name, tmpl: t, stdout: newFanout(), stderr: newFanout()}
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return Record{}, false, fmt.Errorf("pod %s is shutting down: %w", s.cfg.PodID, errdefs.ErrFailedPrecondition)
+	}
+	if _, ok := s.containers[r.ID]; ok {
+		s.mu.Unlock()
+		return Record{}, false, fmt.Errorf("container %q: %w", r.ID, errdefs.ErrAlreadyExists)
+	}
+	// Reserve the id before creating anything.
+	s.containers[r.ID] = c
+	sl := s.slotFor(r.Name)
+	c.slot = sl
+	// A pre-creation in flight for this slot finishes in tens of ms;
+	// waiting for it is cheaper than creating another one beside it.
+	for sl.preparing {
+		s.idle.Wait()
+	}
+	g := sl.next
+	sl.next = nil
+	stale := g != nil && g.key != t.key
+	sl.tmpl = t
+	sl.latest = c
+	sl.wantNext = false
+	s.mu.Unlock()
+
+	warm := g != nil && !stale
+	if stale {
+		s.discard(g)
+	}
+	if !warm {
+		s.begin()
+		g, err = s.newGen(t)
+		s.end()
+		if err != nil {
+			s.mu.Lock()
+			delete(s.containers, r.ID)
+			if sl.latest == c {
+				sl.latest = nil
+			}
+			s.mu.Unlock()
+			return Record{}, false, fmt.Errorf("create container %q: %w", r.Name, err)
+		}
+	}
+	l, err := logs.Open(r.LogPath)
+	if err != nil {
+		s.discard(g)
+		s.mu.Lock()
+		delete(s.containers, r.ID)
+		s.mu.Unlock()
+		return Record{}, false, fmt.Errorf("create container %q: %w", r.Name, err)
+	}
+	now := time.Now().UnixNano()
+	c.mu.Lock()
+	c.log = l
+	c.rec = Record{ID: r.ID, Name: r.Name, State: StateCreated, CreatedAt: now, LogPath: r.LogPath}
+	s.bind(c, g)
+	rec := s.commit(c, EventCreated)
+	c.mu.Unlock()
+	return rec, warm, nil
+}
+
+// slotFor returns the slot for a container name, creating it, and classifies
+// earlier slots: a slot whose container already completed successfully when
+// a new slot appears ran as an init container.
+// Preconditions: s.mu held.
+func (s *Shim) slotFor(name string) *slot {
+	if sl, ok := s.slots[name]; ok {
+		return sl
+	}
+	for _, prev := range s.order {
+		if prev.classified || prev.latest == nil {
+			continue
+		}
+		r := prev.latest.record()
+		if r.State == StateExited {
+			prev.init = r.ExitCode == 0
+			prev.classified = true
+		} else if r.State == StateRunning {
+			prev.classified = true
+		}
+	}
+	sl := &slot{name: name}
+	for _, n := range s.cfg.InitContainers {
+		if n == name {
+			sl.init, sl.classified = true, true
+		}
+	}
+	s.slots[name] = sl
+	s.order = append(s.order, sl)
+	return sl
+}
+
+// bind makes g the current generation of c and starts copying its output.
+// Preconditions: c.mu held.
+func (s *Shim) bind(c *ctr, g *gen) {
+	c.gen = g
+	c.stdinUsed = false
+	c.rec.Pid = g.c.Init.Pid()
+	c.rec.CgroupPath = g.c.CgroupPath()
+	c.rec.UpperDir = g.rootfs.Upper
+	io := g.c.Init.IO
+	l := c.log
+	drained := make(chan struct{})
+	g.drained = drained
+	if io.Console != nil {
+		go func() {
+			_ = logs.Copy(l, logs.Stdout, io.Console, c.stdout)
+			close(drained)
+		}()
+		return
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { _ = logs.Copy(l, logs.Stdout, io.Stdout, c.stdout); wg.Done() }()
+	go func() { _ = logs.Copy(l, logs.Stderr, io.Stderr, c.stderr); wg.Done() }()
+	go func() { wg.Wait(); close(drained) }()
+}
+
+// Start releases container id's process.
+func (s *Shim) Start(ctx context.Context, id string) (Record, error) {
+	c, err := s.lookup(id)
+	if err != nil {
+		return Record{}, err
+	}
+	c.mu.Lock()
+	if c.rec.State != StateCreated {
+		st := c.rec.State
+		c.mu.Unlock()
+		return Record{}, fmt.Errorf("container %q is %s, not created: %w", id, st, errdefs.ErrFailedPrecondition)
+	}
+	g := c.gen
+	if err := s.release(c, g); err != nil {
+		c.mu.Unlock()
+		return Record{}, err
+	}
+	rec := s.commit(c, EventStarted)
+	c.mu.Unlock()
+	s.schedule(c.slot)
+	return rec, nil
+}
+
+// release execs g's process and starts watching for its exit.
+// Preconditions: c.mu held; g is c's current generation.
+func (s *Shim) release(c *ctr, g *gen) error {
+	if err := g.c.Release(); err != nil {
+		// The process died before it could exec: record it as exited.
+		_ = g.kill()
+		<-g.c.Init.Done()
+		code, at := g.c.Init.Exit()
+		c.rec.State = StateExited
+		c.rec.StartedAt = at.UnixNano()
+		c.rec.FinishedAt = at.UnixNano()
+		c.rec.ExitCode = int32(code)
+		c.rec.Reason = ReasonError
+		c.rec.Message = err.Error()
+		close(g.exited)
+		return fmt.Errorf("start container %q: %w", c.name, err)
+	}
+	g.released = true
+	c.rec.State = StateRunning
+	c.rec.StartedAt = time.Now().UnixNano()
+	c.rec.FinishedAt = 0
+	c.rec.ExitCode = 0
+	c.rec.Reason = ""
+	c.rec.Message = ""
+	c.killing = false
+	go s.monitor(c, g)
+	return nil
+}
+
+// monitor records the exit of g, c's generation, and applies restart rules.
+func (s *Shim) monitor(c *ctr, g *gen) {
+	<-g.c.Init.Done()
+	code, at := g.c.Init.Exit()
+	// Processes left behind by an init that shared its pid namespace would
+	// keep the output pipes open; containers end with their init.
+	_ = g.kill()
+	oom := g.c.OOMKilled()
+	g.waitDrained()
+
+	c.mu.Lock()
+	if c.gen != g || c.removed {
+		c.mu.Unlock()
+		close(g.exited)
+		return
+	}
+	c.rec.State = StateExited
+	c.rec.FinishedAt = at.UnixNano()
+	c.rec.ExitCode = int32(code)
+	switch {
+	case oom:
+		c.rec.Reason = ReasonOOMKilled
+	case code == 0:
+		c.rec.Reason = ReasonCompleted
+	default:
+		c.rec.Reason = ReasonError
+	}
+	rec := s.commit(c, EventStopped)
+	byUs := c.killing || c.removed
+	c.mu.Unlock()
+	close(g.exited)
+	if !byUs {
+		s.applyRules(c, rec.ExitCode)
+	}
+}
+
+// Stop signals container id with its stop signal and kills it after timeout;
+// it returns once the container has exited. Stopping a container that is not
+// running does nothing.
+func (s *Shim) Stop(ctx context.Context, id string, timeout time.Duration) (Record, error) {
+	c, err := s.lookup(id)
+	if err != nil {
+		return Record{}, err
+	}
+	c.mu.Lock()
+	g := c.gen
+	running := c.rec.State == StateRunning
+	if running {
+		c.killing = true
+	}
+	c.mu.Unlock()
+	if !running {
+		return c.record(), nil
+	}
+	if timeout > 0 {
+		if err := g.c.Signal(c.tmpl.stopSignal); err != nil {
+			s.log.WithError(err).WithField("container", id).Debug("stop signal")
+		}
+		select {
+		case <-g.exited:
+			return c.record(), nil
+		case <-time.After(timeout):
+		case <-ctx.Done():
+			return Record{}, ctx.Err()
+		}
+	}
+	if err := g.kill(); err != nil {
+		return Record{}, err
+	}
+	select {
+	case <-g.exited:
+	case <-ctx.Done():
+		return Record{}, ctx.Err()
+	}
+	return c.record(), nil
+}
+
+// Remove forgets container id, killing it first when it runs. Its rootfs
+// and libcontainer state are released in the background.
+func (s *Shim) Remove(ctx context.Context, id string) error {
+	c, err := s.lookup(id)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if c.removed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.removed = true
+	c.killing = true
+	g := c.gen
+	c.mu.Unlock()
+
+	s.mu.Lock()
+	delete(s.containers, id)
+	if c.slot.latest == c {
+		// The slot keeps its template and pre-created generation: the
+		// kubelet removes a container right before creating its successor.
+		c.slot.latest = nil
+	}
+	s.mu.Unlock()
+
+	if g != nil {
+		_ = g.kill()
+		s.discard(g)
+	}
+	if err := removeRecord(s.cfg.StateDir, id); err != nil {
+		s.log.WithError(err).Warn("remove container record")
+	}
+	s.emit(EventDeleted, c)
+	go func() {
+		if g != nil {
+			<-g.c.Init.Done()
+			g.waitDrained()
+		}
+		c.closeLog()
+	}()
+	return nil
+}
+
+// ReopenLog reopens container id's log file after rotation.
+func (s *Shim) ReopenLog(id string) error {
+	c, err := s.lookup(id)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	l, st := c.log, c.rec.State
+	c.mu.Unlock()
+	if st != StateRunning {
+		return fmt.Errorf("container %q is %s, not running: %w", id, st, errdefs.ErrFailedPrecondition)
+	}
+	return l.Reopen()
+}
+
+// Update applies new resource limits to container id.
+func (s *Shim) Update(id string, res *specs.LinuxResources) error {
+	c, err := s.lookup(id)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	g, st := c.gen, c.rec.State
+	c.mu.Unlock()
+	if st != StateCreated && st != StateRunning {
+		return fmt.Errorf("container %q is %s: %w", id, st, errdefs.ErrFailedPrecondition)
+	}
+	if err := g.c.Update(res); err != nil {
+		return err
+	}
+	return nil
+}
+
+// running returns c's current generation if it is running.
+func (c *ctr) running() (*gen, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rec.State != StateRunning {
+		return nil, fmt.Errorf("container %q is %s, not running: %w", c.id, c.rec.State, errdefs.ErrFailedPrecondition)
+	}
+	return c.gen, nil
+}
+
+// discard kills g and queues its destruction.
+func (s *Shim) discard(g *gen) {
+	_ = g.kill()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.cleanupsClosed {
+		select {
+		case s.cleanups <- g:
+			return
+		default:
+		}
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.destroy(g)
+	}()
+}
+
+func (s *Shim) cleanupLoop() {
+	defer s.bg.Done()
+	for g := range s.cleanups {
+		s.destroy(g)
+	}
+}
+
+// destroy releases everything g holds: process, cgroup, libcontainer state,
+// output streams and rootfs.
+func (s *Shim) destroy(g *gen) {
+	if g.released {
+		// The monitor still reads the container's cgroup after the exit.
+		<-g.exited
+	}
+	if err := g.c.Destroy(); err != nil && !errors.Is(err, container.ErrNotRunning) {
+		s.log.WithError(err).WithField("gen", g.id).Warn("destroy container generation")
+	}
+	g.waitDrained()
+	g.c.Init.IO.Close()
+	if err := g.rootfs.Remove(); err != nil {
+		s.log.WithError(err).WithField("gen", g.id).Warn("remove rootfs")
+	}
+}

@@ -1,0 +1,127 @@
+package shim
+
+import (
+	"sync"
+	"time"
+)
+
+// EventType says what happened to a container.
+type EventType int
+
+const (
+	EventCreated EventType = iota + 1
+	EventStarted
+	EventStopped
+	EventDeleted
+)
+
+// Event is one container transition.
+type Event struct {
+	Type      EventType
+	Container Record
+	Timestamp int64
+}
+
+// eventBuffer is how many events a subscriber may lag behind before it is
+// cut off; a cut-off subscriber sees its channel closed and must re-list.
+const eventBuffer = 4096
+
+// broadcaster hands every event to every subscriber, in order.
+type broadcaster struct {
+	mu     sync.Mutex
+	subs   map[chan Event]struct{}
+	closed bool
+}
+
+func newBroadcaster() *broadcaster {
+	return &broadcaster{subs: make(map[chan Event]struct{})}
+}
+
+func (b *broadcaster) subscribe() (<-chan Event, func()) {
+	ch := make(chan Event, eventBuffer)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		close(ch)
+		return ch, func() {}
+	}
+	b.subs[ch] = struct{}{}
+	return ch, func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if _, ok := b.subs[ch]; ok {
+			delete(b.subs, ch)
+			close(ch)
+		}
+	}
+}
+
+func (b *broadcaster) publish(e Event) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for ch := range b.subs {
+		select {
+		case ch <- e:
+		default:
+			delete(b.subs, ch)
+			close(ch)
+		}
+	}
+}
+
+func (b *broadcaster) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	for ch := range b.subs {
+		delete(b.subs, ch)
+		close(ch)
+	}
+}
+
+// fanoutTimeout is how long a container's output waits for a slow attached
+// client before that client is cut off.
+const fanoutTimeout = 5 * time.Second
+
+// fanout copies a container's output stream to attached clients. It is the
+// tee of the log copier, so it must not stall the container for long.
+type fanout struct {
+	mu   sync.Mutex
+	subs map[chan []byte]struct{}
+}
+
+func newFanout() *fanout { return &fanout{subs: make(map[chan []byte]struct{})} }
+
+func (f *fanout) subscribe() (<-chan []byte, func()) {
+	ch := make(chan []byte, 256)
+	f.mu.Lock()
+	f.subs[ch] = struct{}{}
+	f.mu.Unlock()
+	return ch, func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if _, ok := f.subs[ch]; ok {
+			delete(f.subs, ch)
+			close(ch)
+		}
+	}
+}
+
+// Write implements io.Writer for logs.Copy.
+func (f *fanout) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.subs) == 0 {
+		return len(p), nil
+	}
+	b := append([]byte(nil), p...)
+	for ch := range f.subs {
+		select {
+		case ch <- b:
+		case <-time.After(fanoutTimeout):
+			delete(f.subs, ch)
+			close(ch)
+		}
+	}
+	return len(p), nil
+}

@@ -1,0 +1,225 @@
+package shim
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/containerd/errdefs"
+)
+
+// initRetryBackoff is the first wait before a failed init container runs
+// again during a reset; it doubles up to initRetryMaxBackoff.
+const (
+	initRetryBackoff    = 10 * time.Millisecond
+	initRetryMaxBackoff = time.Second
+)
+
+// Reset restarts every container of the pod in place, the way Kubernetes'
+// RestartAllContainers does:
+//
+//  1. AllContainersRestarting: every container is killed at once, without a
+//     stop signal or grace period, and its exit recorded.
+//  2. Init containers run again in their original order, each to
+//     completion; a failing one is retried with back-off until ctx ends,
+//     unless the pod's restart policy is Never.
+//  3. Sidecars and main containers start in their original order.
+//
+// Each container keeps its id; its restart count goes up and its previous
+// run becomes its last termination. Reset returns once the last container
+// has been started. A reset asked for during another runs after it.
+func (s *Shim) Reset(ctx context.Context) ([]Record, time.Duration, error) {
+	s.resetMu.Lock()
+	defer s.resetMu.Unlock()
+	start := time.Now()
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, 0, fmt.Errorf("pod %s is shutting down: %w", s.cfg.PodID, errdefs.ErrFailedPrecondition)
+	}
+	var cs []*ctr
+	for _, sl := range s.order {
+		if sl.latest != nil {
+			cs = append(cs, sl.latest)
+		}
+	}
+	s.busy++
+	s.restarting = true
+	s.mu.Unlock()
+	defer s.end()
+
+	s.killAll(cs)
+
+	s.mu.Lock()
+	s.restarting = false
+	s.resets++
+	s.mu.Unlock()
+
+	for _, c := range cs {
+		if err := s.restartInPlace(ctx, c); err != nil {
+			s.scheduleAll()
+			return s.records(cs), time.Since(start), err
+		}
+	}
+	d := time.Since(start)
+	s.scheduleAll()
+	return s.records(cs), d, nil
+}
+
+// killAll kills the current generation of every container in cs and waits
+// until each exit is recorded.
+func (s *Shim) killAll(cs []*ctr) {
+	var wait []*gen
+	for _, c := range cs {
+		c.mu.Lock()
+		c.killing = true
+		g, st := c.gen, c.rec.State
+		c.mu.Unlock()
+		switch st {
+		case StateRunning:
+			_ = g.kill()
+			wait = append(wait, g)
+		case StateCreated:
+			// Never released: nothing ran, nothing to record.
+			_ = g.kill()
+		}
+	}
+	for _, g := range wait {
+		<-g.exited
+	}
+}
+
+// restartInPlace gives c a new generation, the pre-created one when ready,
+// and starts it; for an init container it waits for its successful
+// completion.
+func (s *Shim) restartInPlace(ctx context.Context, c *ctr) error {
+	backoff := initRetryBackoff
+	for {
+		g, err := s.takeNext(c)
+		if err != nil {
+			return err
+		}
+		c.mu.Lock()
+		if c.removed {
+			c.mu.Unlock()
+			s.discard(g)
+			return nil
+		}
+		old := c.gen
+		prev := c.rec
+		if prev.State == StateExited && prev.StartedAt != 0 {
+			c.rec.LastTermination = &Termination{
+				ExitCode:   prev.ExitCode,
+				StartedAt:  prev.StartedAt,
+				FinishedAt: prev.FinishedAt,
+				Reason:     prev.Reason,
+				Message:    prev.Message,
+			}
+		}
+		c.rec.RestartCount++
+		s.bind(c, g)
+		err = s.release(c, g)
+		s.commit(c, EventStarted)
+		c.mu.Unlock()
+		if old != nil && old != g {
+			s.discard(old)
+		}
+		if err != nil {
+			return err
+		}
+		if !c.slot.init {
+			return nil
+		}
+		select {
+		case <-g.exited:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for init container %q: %w", c.name, ctx.Err())
+		}
+		r := c.record()
+		if r.ExitCode == 0 {
+			return nil
+		}
+		if s.cfg.RestartPolicy == "Never" {
+			return fmt.Errorf("init container %q exited with code %d: %w", c.name, r.ExitCode, errdefs.ErrFailedPrecondition)
+		}
+		s.log.WithField("container", c.name).Debugf("init container exited with %d, retrying in %s", r.ExitCode, backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return fmt.Errorf("init container %q exited with code %d: %w", c.name, r.ExitCode, ctx.Err())
+		}
+		backoff = min(2*backoff, initRetryMaxBackoff)
+	}
+}
+
+// takeNext returns the pre-created generation of c's slot when it fits c,
+// or a freshly created one.
+func (s *Shim) takeNext(c *ctr) (*gen, error) {
+	s.mu.Lock()
+	sl := c.slot
+	for sl.preparing {
+		s.idle.Wait()
+	}
+	g := sl.next
+	sl.next = nil
+	s.mu.Unlock()
+	if g != nil && g.key == c.tmpl.key {
+		return g, nil
+	}
+	if g != nil {
+		s.discard(g)
+	}
+	g, err := s.newGen(c.tmpl)
+	if err != nil {
+		return nil, fmt.Errorf("restart container %q: %w", c.name, err)
+	}
+	return g, nil
+}
+
+func (s *Shim) records(cs []*ctr) []Record {
+	out := make([]Record, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, c.record())
+	}
+	return out
+}
+
+// applyRules runs the restart rule matching c's exit, if any.
+func (s *Shim) applyRules(c *ctr, code int32) {
+	action, ok := matchRule(s.cfg.RestartRules[c.name], code)
+	if !ok {
+		return
+	}
+	log := s.log.WithField("container", c.name)
+	log.Debugf("exit code %d matches a %s rule", code, action)
+	go func() {
+		var err error
+		switch action {
+		case ActionRestart:
+			err = s.restartOne(c)
+		case ActionRestartAllContainers:
+			_, _, err = s.Reset(context.Background())
+		}
+		if err != nil {
+			log.WithError(err).Warnf("apply %s rule", action)
+		}
+	}()
+}
+
+// restartOne restarts container c alone, in place.
+func (s *Shim) restartOne(c *ctr) error {
+	s.resetMu.Lock()
+	defer s.resetMu.Unlock()
+	s.begin()
+	defer s.end()
+	c.mu.Lock()
+	st, removed := c.rec.State, c.removed
+	c.mu.Unlock()
+	if removed || st != StateExited {
+		return nil
+	}
+	err := s.restartInPlace(context.Background(), c)
+	s.schedule(c.slot)
+	return err
+}

@@ -1,0 +1,251 @@
+package shim
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/warmpod/warmpod/runtime/container"
+)
+
+// Shim owns the containers of one pod. Its methods are safe for concurrent use.
+type Shim struct {
+	cfg    *Config
+	engine *container.Engine
+	events *broadcaster
+	log    *logrus.Entry
+	pause  *pause
+	tokens *tokens
+
+	// resetMu serialises resets: a reset asked for during another runs
+	// after it, as a reset of its own.
+	resetMu sync.Mutex
+
+	// mu guards the maps and flags below. It is never held across a
+	// container operation that blocks (create, wait, kill).
+	mu         sync.Mutex
+	containers map[string]*ctr
+	slots      map[string]*slot
+	order      []*slot
+	restarting bool
+	resets     uint64
+	// busy counts foreground work (cold creates, resets) in progress;
+	// pre-creation waits for it to drop to zero.
+	busy   int
+	idle   *sync.Cond
+	closed bool
+
+	// cleanupsClosed is set, under mu, when cleanups is closed.
+	cleanupsClosed bool
+
+	wake          chan struct{}
+	cleanups      chan *gen
+	precreateDone chan struct{}
+	bg            sync.WaitGroup
+}
+
+// New prepares a shim for the pod described by cfg: it becomes the child
+// subreaper of its descendants and starts the pause process when the pod
+// shares a pid namespace.
+func New(cfg *Config, log *logrus.Entry) (*Shim, error) {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return nil, fmt.Errorf("become subreaper: %w", err)
+	}
+	for _, d := range []string{filepath.Join(cfg.StateDir, recordsDir), cfg.RootDir} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("create shim dirs: %w", err)
+		}
+	}
+	engine, err := container.NewEngine(filepath.Join(cfg.StateDir, lcDir))
+	if err != nil {
+		return nil, err
+	}
+	s := &Shim{
+		cfg:           cfg,
+		engine:        engine,
+		events:        newBroadcaster(),
+		log:           log,
+		tokens:        newTokens(cfg.PrecreateLockDir, cfg.MaxPrecreate),
+		containers:    make(map[string]*ctr),
+		slots:         make(map[string]*slot),
+		wake:          make(chan struct{}, 1),
+		cleanups:      make(chan *gen, 64),
+		precreateDone: make(chan struct{}),
+	}
+	s.idle = sync.NewCond(&s.mu)
+	if cfg.SharedPID {
+		p, err := startPause(PIDNamespacePath(cfg.StateDir))
+		if err != nil {
+			return nil, err
+		}
+		s.pause = p
+	}
+	s.bg.Add(1)
+	go s.precreateLoop()
+	go s.cleanupLoop()
+	return s, nil
+}
+
+// PIDNamespacePath is where a pod's shared pid namespace is pinned.
+func PIDNamespacePath(stateDir string) string { return filepath.Join(stateDir, "pidns") }
+
+// Info describes the shim.
+type Info struct {
+	PodID      string
+	Pid        int
+	PausePid   int
+	Restarting bool
+	Resets     uint64
+}
+
+// Info reports the shim's identity and the pod's reset condition.
+func (s *Shim) Info() Info {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	info := Info{PodID: s.cfg.PodID, Pid: os.Getpid(), Restarting: s.restarting, Resets: s.resets}
+	if s.pause != nil {
+		info.PausePid = s.pause.pid()
+	}
+	return info
+}
+
+// Subscribe returns a channel of container events and a function that ends
+// the subscription.
+func (s *Shim) Subscribe() (<-chan Event, func()) { return s.events.subscribe() }
+
+// List returns the records of every container of the pod.
+func (s *Shim) List() []Record {
+	s.mu.Lock()
+	cs := make([]*ctr, 0, len(s.containers))
+	for _, c := range s.containers {
+		cs = append(cs, c)
+	}
+	s.mu.Unlock()
+	out := make([]Record, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, s.recordOf(c))
+	}
+	return out
+}
+
+// Get returns the record of container id.
+func (s *Shim) Get(id string) (Record, error) {
+	c, err := s.lookup(id)
+	if err != nil {
+		return Record{}, err
+	}
+	return s.recordOf(c), nil
+}
+
+// recordOf is c's record with Warm filled in.
+func (s *Shim) recordOf(c *ctr) Record {
+	r := c.record()
+	s.mu.Lock()
+	r.Warm = c.slot.latest == c && c.slot.next != nil
+	s.mu.Unlock()
+	return r
+}
+
+func (s *Shim) lookup(id string) (*ctr, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.containers[id]
+	if !ok {
+		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
+	}
+	return c, nil
+}
+
+// Shutdown kills every container (pre-created generations included),
+// releases their rootfs and stops the pause process. The shim is unusable
+// afterwards.
+func (s *Shim) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	var gens []*gen
+	for _, sl := range s.slots {
+		if sl.next != nil {
+			gens = append(gens, sl.next)
+			sl.next = nil
+		}
+	}
+	cs := make([]*ctr, 0, len(s.containers))
+	for _, c := range s.containers {
+		cs = append(cs, c)
+	}
+	s.idle.Broadcast()
+	s.mu.Unlock()
+	close(s.wake)
+
+	for _, c := range cs {
+		c.mu.Lock()
+		c.killing = true
+		if c.gen != nil {
+			gens = append(gens, c.gen)
+		}
+		c.mu.Unlock()
+	}
+	for _, g := range gens {
+		_ = g.kill()
+	}
+	for _, g := range gens {
+		s.destroy(g)
+	}
+	for _, c := range cs {
+		c.closeLog()
+	}
+	<-s.precreateDone
+	s.mu.Lock()
+	s.cleanupsClosed = true
+	close(s.cleanups)
+	s.mu.Unlock()
+	s.bg.Wait()
+	if s.pause != nil {
+		s.pause.stop()
+	}
+	s.events.close()
+	return nil
+}
+
+func newID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// begin marks foreground work, which pre-creation yields to.
+func (s *Shim) begin() {
+	s.mu.Lock()
+	s.busy++
+	s.mu.Unlock()
+}
+
+func (s *Shim) end() {
+	s.mu.Lock()
+	s.busy--
+	if s.busy == 0 {
+		s.idle.Broadcast()
+	}
+	s.mu.Unlock()
+}
+
+func (s *Shim) emit(t EventType, c *ctr) {
+	s.events.publish(Event{Type: t, Container: c.record(), Timestamp: time.Now().UnixNano()})
+}
+
+// defaultMaxPrecreate bounds node-wide concurrent pre-creations.
+func defaultMaxPrecreate() int { return runtime.NumCPU() }

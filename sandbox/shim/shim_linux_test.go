@@ -1,0 +1,324 @@
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sirupsen/logrus"
+
+	"github.com/warmpod/warmpod/runtime/container"
+)
+
+func TestMain(m *testing.M) {
+	container.Init()
+	os.Exit(m.Run())
+}
+
+// busyboxLayer makes a layer dir with a static busybox and its applets.
+func busyboxLayer(t *testing.T) string {
+	t.Helper()
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Skip("busybox (Debian busybox-static) is not installed")
+	}
+	dir := t.TempDir()
+	for _, d := range []string{"bin", "tmp", "proc", "dev", "sys", "etc", "vol"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "busybox"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(filepath.Join(dir, "bin", "busybox"), "--list").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, applet := range strings.Fields(string(out)) {
+		_ = os.Symlink("busybox", filepath.Join(dir, "bin", applet))
+	}
+	return dir
+}
+
+type fixture struct {
+	t      *testing.T
+	s      *Shim
+	layer  string
+	vol    string
+	logDir string
+}
+
+func newFixture(t *testing.T, cfgMod func(*Config)) *fixture {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("needs root to create containers")
+	}
+	layer := busyboxLayer(t)
+	state := t.TempDir()
+	cgroup := fmt.Sprintf("warmpod-test-%d", time.Now().UnixNano())
+	cfg := &Config{
+		PodID:        "pod-" + t.Name(),
+		StateDir:     state,
+		RootDir:      t.TempDir(),
+		CgroupParent: cgroup,
+	}
+	if cfgMod != nil {
+		cfgMod(cfg)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	s, err := New(cfg, logrus.NewEntry(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = s.Shutdown(context.Background())
+		removeCgroup(cgroup)
+	})
+	return &fixture{t: t, s: s, layer: layer, vol: t.TempDir(), logDir: t.TempDir()}
+}
+
+// removeCgroup removes the pod cgroup libcontainer created as the parent of
+// the generations' cgroups.
+func removeCgroup(name string) {
+	matches, _ := filepath.Glob("/sys/fs/cgroup/*/" + name)
+	if m, _ := filepath.Glob("/sys/fs/cgroup/" + name); len(m) > 0 {
+		matches = append(matches, m...)
+	}
+	for _, m := range matches {
+		_ = os.Remove(m)
+	}
+}
+
+func (f *fixture) spec(args ...string) []byte {
+	f.t.Helper()
+	spec := specconv.Example()
+	spec.Root = &specs.Root{}
+	spec.Process.Terminal = false
+	spec.Process.Args = args
+	spec.Hostname = "shimtest"
+	spec.Mounts = append(spec.Mounts, specs.Mount{
+		Destination: "/vol", Type: "bind", Source: f.vol, Options: []string{"rbind", "rw"},
+	})
+	data, err := json.Marshal(spec)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return data
+}
+
+func (f *fixture) create(id, name string, args ...string) (Record, bool) {
+	f.t.Helper()
+	rec, warm, err := f.s.Create(context.Background(), &CreateRequest{
+		ID: id, Name: name, Spec: f.spec(args...), Layers: []string{f.layer},
+		LogPath: filepath.Join(f.logDir, id+".log"),
+	})
+	if err != nil {
+		f.t.Fatalf("create %s: %v", id, err)
+	}
+	return rec, warm
+}
+
+func (f *fixture) start(id string) Record {
+	f.t.Helper()
+	rec, err := f.s.Start(context.Background(), id)
+	if err != nil {
+		f.t.Fatalf("start %s: %v", id, err)
+	}
+	return rec
+}
+
+// waitFor polls cond; the deadline is generous and only guards against a hang.
+func (f *fixture) waitFor(what string, cond func() bool) {
+	f.t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	f.t.Fatalf("timed out waiting for %s", what)
+}
+
+func (f *fixture) waitExited(id string) Record {
+	f.t.Helper()
+	var rec Record
+	f.waitFor(id+" to exit", func() bool {
+		r, err := f.s.Get(id)
+		rec = r
+		return err == nil && r.State == StateExited
+	})
+	return rec
+}
+
+func (f *fixture) waitWarm(id string) {
+	f.t.Helper()
+	f.waitFor(id+"'s next generation", func() bool {
+		r, err := f.s.Get(id)
+		return err == nil && r.Warm
+	})
+}
+
+func TestRunToCompletion(t *testing.T) {
+	f := newFixture(t, nil)
+	f.create("c1", "main", "sh", "-c", "echo hello; echo oops >&2; exit 3")
+	f.start("c1")
+	rec := f.waitExited("c1")
+	if rec.ExitCode != 3 || rec.Reason != ReasonError {
+		t.Errorf("exit = %d %q, want 3 Error", rec.ExitCode, rec.Reason)
+	}
+	if rec.StartedAt == 0 || rec.FinishedAt < rec.StartedAt {
+		t.Errorf("times: started %d finished %d", rec.StartedAt, rec.FinishedAt)
+	}
+	data, _ := os.ReadFile(filepath.Join(f.logDir, "c1.log"))
+	if !strings.Contains(string(data), " stdout F hello\n") || !strings.Contains(string(data), " stderr F oops\n") {
+		t.Errorf("log = %q", data)
+	}
+	recs, err := ReadRecords(f.s.cfg.StateDir)
+	if err != nil || len(recs) != 1 || recs[0].ExitCode != 3 || recs[0].State != StateExited {
+		t.Errorf("records on disk = %+v, %v", recs, err)
+	}
+}
+
+func TestStopAndRemove(t *testing.T) {
+	f := newFixture(t, nil)
+	f.create("c1", "main", "sh", "-c", "trap '' TERM; echo ready; while true; do sleep 1; done")
+	f.start("c1")
+	f.waitFor("the TERM trap", func() bool {
+		data, _ := os.ReadFile(filepath.Join(f.logDir, "c1.log"))
+		return strings.Contains(string(data), "ready")
+	})
+	rec, err := f.s.Stop(context.Background(), "c1", 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.State != StateExited || rec.ExitCode != 137 {
+		t.Errorf("after stop: %v exit %d, want exited 137", rec.State, rec.ExitCode)
+	}
+	if err := f.s.Remove(context.Background(), "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.s.Get("c1"); err == nil {
+		t.Error("container still known after remove")
+	}
+	if err := f.s.Remove(context.Background(), "c1"); err == nil {
+		t.Error("second remove of an unknown id should say not found (the daemon makes it idempotent)")
+	}
+}
+
+func TestKubeletSequenceUsesPrecreatedGeneration(t *testing.T) {
+	f := newFixture(t, nil)
+	f.create("a1", "main", "sleep", "1000")
+	f.start("a1")
+	f.waitWarm("a1")
+	if _, err := f.s.Stop(context.Background(), "a1", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.s.Remove(context.Background(), "a1"); err != nil {
+		t.Fatal(err)
+	}
+	_, warm := f.create("a2", "main", "sleep", "1000")
+	if !warm {
+		t.Fatal("same-shape create after remove did not use the pre-created generation")
+	}
+	rec := f.start("a2")
+	if rec.State != StateRunning {
+		t.Fatalf("a2 is %v", rec.State)
+	}
+	// A different command must not take the pre-created generation.
+	f.waitWarm("a2")
+	f.s.Stop(context.Background(), "a2", 0)
+	f.s.Remove(context.Background(), "a2")
+	if _, warm := f.create("a3", "main", "sleep", "999"); warm {
+		t.Fatal("create with another command used the pre-created generation")
+	}
+}
+
+func TestResetPod(t *testing.T) {
+	f := newFixture(t, nil)
+	f.create("i1", "init", "sh", "-c", "echo run >> /vol/init.log")
+	f.start("i1")
+	f.waitExited("i1")
+	f.create("s1", "sidecar", "sleep", "1000")
+	f.start("s1")
+	f.create("m1", "main", "sh", "-c", "touch /marker; echo started; sleep 1000")
+	f.start("m1")
+	if err := os.WriteFile(filepath.Join(f.vol, "keep"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.waitWarm("m1")
+
+	recs, d, err := f.s.Reset(context.Background())
+	if err != nil {
+		t.Fatalf("reset: %v", err)
+	}
+	t.Logf("reset took %s", d)
+	byName := map[string]Record{}
+	for _, r := range recs {
+		byName[r.Name] = r
+	}
+	if r := byName["init"]; r.State != StateExited || r.ExitCode != 0 || r.RestartCount != 1 {
+		t.Errorf("init after reset: %+v", r)
+	}
+	for _, n := range []string{"sidecar", "main"} {
+		r := byName[n]
+		if r.State != StateRunning || r.RestartCount != 1 {
+			t.Errorf("%s after reset: %v restarts %d", n, r.State, r.RestartCount)
+		}
+		if r.LastTermination == nil || r.LastTermination.ExitCode != 137 {
+			t.Errorf("%s last termination = %+v, want the kill (137)", n, r.LastTermination)
+		}
+	}
+	data, _ := os.ReadFile(filepath.Join(f.vol, "init.log"))
+	if got := strings.Count(string(data), "run"); got != 2 {
+		t.Errorf("init ran %d times, want 2", got)
+	}
+	if _, err := os.Stat(filepath.Join(f.vol, "keep")); err != nil {
+		t.Errorf("volume content lost: %v", err)
+	}
+	// A fresh writable layer: the marker of the first run is gone.
+	out, _, code, err := f.s.ExecSync(context.Background(), "m1", []string{"sh", "-c", "ls /marker && cat /proc/1/cmdline"}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != 0 || !strings.Contains(string(out), "/marker") {
+		t.Logf("exec output %q code %d", out, code)
+	}
+	f.waitFor("main log of both runs", func() bool {
+		data, _ := os.ReadFile(filepath.Join(f.logDir, "m1.log"))
+		return strings.Count(string(data), "started") == 2
+	})
+}
+
+func TestExecSync(t *testing.T) {
+	f := newFixture(t, nil)
+	f.create("c1", "main", "sleep", "1000")
+	f.start("c1")
+	out, errOut, code, err := f.s.ExecSync(context.Background(), "c1", []string{"sh", "-c", "echo out; echo err >&2; exit 7"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(out) != "out\n" || string(errOut) != "err\n" || code != 7 {
+		t.Errorf("got %q %q %d", out, errOut, code)
+	}
+	_, _, _, err = f.s.ExecSync(context.Background(), "c1", []string{"sleep", "10"}, time.Second)
+	if err == nil || !strings.Contains(err.Error(), "timed out") {
+		t.Errorf("timeout error = %v", err)
+	}
+	if _, _, _, err := f.s.ExecSync(context.Background(), "nope", []string{"true"}, 0); err == nil {
+		t.Error("exec in unknown container succeeded")
+	}
+}
