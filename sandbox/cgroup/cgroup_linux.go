@@ -1,0 +1,248 @@
+package cgroup
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/containerd/cgroups/v3"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// hostRoot is where the kernel's cgroup hierarchies are mounted.
+const hostRoot = "/sys/fs/cgroup"
+
+// manager is one cgroup mode on one root. Paths are already validated.
+type manager interface {
+	exists(path string) (bool, error)
+	create(path string, res *specs.LinuxResources) error
+	update(path string, res *specs.LinuxResources) error
+	delete(path string) error
+	stats(path string) (*Metrics, error)
+	procs(path string) ([]int, error)
+	addProc(path string, pid int) error
+}
+
+var (
+	hostOnce sync.Once
+	hostMgr  manager
+	hostErr  error
+)
+
+// host returns the manager for this host's cgroup mode. Hybrid hosts keep
+// every controller on v1 (the v2 mount there only tracks processes), so they
+// are driven as v1.
+func host() (manager, error) {
+	hostOnce.Do(func() {
+		switch cgroups.Mode() {
+		case cgroups.Unified:
+			hostMgr = &v2Manager{mountpoint: hostRoot}
+		case cgroups.Legacy, cgroups.Hybrid:
+			hostMgr = &v1Manager{root: hostRoot, procRoot: "/proc"}
+		default:
+			hostErr = fmt.Errorf("no cgroup hierarchy mounted at %s: %w", hostRoot, errors.ErrUnsupported)
+		}
+	})
+	return hostMgr, hostErr
+}
+
+// Create makes the pod cgroup parent/name ("" parent: DefaultParent),
+// creating missing ancestors, applies res (nil: no limits) and returns its
+// path. On cgroup v2 it also enables every available controller in the
+// ancestors, so the pod cgroup has usage files for Stats even without
+// limits. Creating an existing cgroup applies res and succeeds, so a retried
+// RunPodSandbox works. On error a cgroup this call made is removed again;
+// ancestors are kept, as other pods share them.
+func Create(parent, name string, res *specs.LinuxResources) (string, error) {
+	path, err := podPath(parent, name)
+	if err != nil {
+		return "", err
+	}
+	m, err := host()
+	if err != nil {
+		return "", err
+	}
+	return create(m, path, res)
+}
+
+func create(m manager, path string, res *specs.LinuxResources) (string, error) {
+	existed, err := m.exists(path)
+	if err != nil {
+		return "", fmt.Errorf("create pod cgroup %s: %w", path, err)
+	}
+	if res == nil {
+		res = &specs.LinuxResources{}
+	}
+	if err := m.create(path, res); err != nil {
+		if !existed {
+			_ = m.delete(path)
+		}
+		return "", fmt.Errorf("create pod cgroup %s: %w", path, err)
+	}
+	return path, nil
+}
+
+// Update applies res to the existing cgroup at path.
+func Update(path string, res *specs.LinuxResources) error {
+	if err := checkPath(path); err != nil {
+		return err
+	}
+	m, err := host()
+	if err != nil {
+		return err
+	}
+	return update(m, path, res)
+}
+
+func update(m manager, path string, res *specs.LinuxResources) error {
+	if res == nil {
+		return nil
+	}
+	ok, err := m.exists(path)
+	if err != nil {
+		return fmt.Errorf("update cgroup %s: %w", path, err)
+	}
+	if !ok {
+		return fmt.Errorf("update cgroup %s: %w", path, ErrNotFound)
+	}
+	if err := m.update(path, res); err != nil {
+		return fmt.Errorf("update cgroup %s: %w", path, err)
+	}
+	return nil
+}
+
+// Delete removes the cgroup at path and any empty cgroups below it. It
+// kills nothing: if a process is still inside it fails with ErrNotEmpty.
+// Deleting a missing cgroup succeeds. The kernel can answer EBUSY for a
+// moment after the last process left; that is retried for up to about
+// 150 ms.
+func Delete(path string) error {
+	if err := checkPath(path); err != nil {
+		return err
+	}
+	m, err := host()
+	if err != nil {
+		return err
+	}
+	return remove(m, path)
+}
+
+func remove(m manager, path string) error {
+	ok, err := m.exists(path)
+	if err != nil {
+		return fmt.Errorf("delete cgroup %s: %w", path, err)
+	}
+	if !ok {
+		return nil
+	}
+	pids, err := m.procs(path)
+	if err != nil {
+		return fmt.Errorf("delete cgroup %s: %w", path, err)
+	}
+	if len(pids) > 0 {
+		return fmt.Errorf("delete cgroup %s: %w (pids %v)", path, ErrNotEmpty, pids)
+	}
+	if err := m.delete(path); err != nil {
+		return fmt.Errorf("delete cgroup %s: %w", path, err)
+	}
+	return nil
+}
+
+// Stats reads the usage of the cgroup at path, its subtree included.
+func Stats(path string) (*Metrics, error) {
+	if err := checkPath(path); err != nil {
+		return nil, err
+	}
+	m, err := host()
+	if err != nil {
+		return nil, err
+	}
+	return stats(m, path)
+}
+
+func stats(m manager, path string) (*Metrics, error) {
+	ok, err := m.exists(path)
+	if err != nil {
+		return nil, fmt.Errorf("read stats of cgroup %s: %w", path, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("read stats of cgroup %s: %w", path, ErrNotFound)
+	}
+	s, err := m.stats(path)
+	if err != nil {
+		return nil, fmt.Errorf("read stats of cgroup %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Procs lists the processes in the cgroup at path and below it, each once.
+func Procs(path string) ([]int, error) {
+	if err := checkPath(path); err != nil {
+		return nil, err
+	}
+	m, err := host()
+	if err != nil {
+		return nil, err
+	}
+	return procs(m, path)
+}
+
+func procs(m manager, path string) ([]int, error) {
+	ok, err := m.exists(path)
+	if err != nil {
+		return nil, fmt.Errorf("list processes of cgroup %s: %w", path, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("list processes of cgroup %s: %w", path, ErrNotFound)
+	}
+	pids, err := m.procs(path)
+	if err != nil {
+		return nil, fmt.Errorf("list processes of cgroup %s: %w", path, err)
+	}
+	return pids, nil
+}
+
+// AddProc moves process pid into the cgroup at path. See the package doc
+// for why this must stay off hot paths. On cgroup v2 a cgroup whose
+// controllers are enabled for children (one libcontainer has put containers
+// under) cannot hold processes itself.
+func AddProc(path string, pid int) error {
+	if err := checkPath(path); err != nil {
+		return err
+	}
+	if pid <= 0 {
+		return fmt.Errorf("%w: pid %d", ErrInvalid, pid)
+	}
+	m, err := host()
+	if err != nil {
+		return err
+	}
+	return addProc(m, path, pid)
+}
+
+func addProc(m manager, path string, pid int) error {
+	ok, err := m.exists(path)
+	if err != nil {
+		return fmt.Errorf("add pid %d to cgroup %s: %w", pid, path, err)
+	}
+	if !ok {
+		return fmt.Errorf("add pid %d to cgroup %s: %w", pid, path, ErrNotFound)
+	}
+	if err := m.addProc(path, pid); err != nil {
+		return fmt.Errorf("add pid %d to cgroup %s: %w", pid, path, err)
+	}
+	return nil
+}
+
+// dedupe drops repeated pids, keeping first-seen order.
+func dedupe[T ~int | ~uint64](in []T) []int {
+	seen := make(map[T]bool, len(in))
+	out := make([]int, 0, len(in))
+	for _, p := range in {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, int(p))
+		}
+	}
+	return out
+}

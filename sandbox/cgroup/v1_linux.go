@@ -1,0 +1,237 @@
+package cgroup
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/cgroups/v3/cgroup1"
+	v1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
+	"github.com/moby/sys/userns"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// v1Manager drives the v1 hierarchies mounted under root (one directory
+// per controller, as /sys/fs/cgroup/memory). procRoot is where blkio stats
+// look up block device names.
+type v1Manager struct {
+	root, procRoot string
+}
+
+// pather is what every cgroup1 controller implements to place a cgroup
+// path in its own hierarchy.
+type pather interface {
+	cgroup1.Subsystem
+	Path(path string) string
+}
+
+// subsystems lists the controllers mounted under root. It is the library's
+// default set, built here so that root can be a test tree and so memory
+// tolerates hosts without swap accounting.
+func (m *v1Manager) subsystems() ([]cgroup1.Subsystem, error) {
+	all := []pather{
+		cgroup1.NewNamed(m.root, "systemd"),
+		cgroup1.NewFreezer(m.root),
+		cgroup1.NewPids(m.root),
+		cgroup1.NewNetCls(m.root),
+		cgroup1.NewNetPrio(m.root),
+		cgroup1.NewPerfEvent(m.root),
+		cgroup1.NewCpuset(m.root),
+		cgroup1.NewCpu(m.root),
+		cgroup1.NewCpuacct(m.root),
+		cgroup1.NewMemory(m.root, cgroup1.OptionalSwap()),
+		cgroup1.NewBlkio(m.root, cgroup1.ProcRoot(m.procRoot)),
+		cgroup1.NewRdma(m.root),
+	}
+	// A user namespace may not change device rules.
+	if !userns.RunningInUserNS() {
+		all = append(all, cgroup1.NewDevices(m.root))
+	}
+	if h, err := cgroup1.NewHugetlb(m.root); err == nil {
+		all = append(all, h)
+	}
+	var mounted []cgroup1.Subsystem
+	for _, s := range all {
+		if _, err := os.Lstat(s.Path("/")); err == nil {
+			mounted = append(mounted, s)
+		}
+	}
+	if len(mounted) == 0 {
+		return nil, fmt.Errorf("no cgroup v1 controller mounted under %s", m.root)
+	}
+	return mounted, nil
+}
+
+func (m *v1Manager) opts() cgroup1.InitOpts {
+	return cgroup1.WithHierarchy(m.subsystems)
+}
+
+func (m *v1Manager) load(path string) (cgroup1.Cgroup, error) {
+	cg, err := cgroup1.Load(cgroup1.StaticPath(path), m.opts())
+	if errors.Is(err, cgroup1.ErrCgroupDeleted) {
+		return nil, ErrNotFound
+	}
+	return cg, err
+}
+
+func (m *v1Manager) exists(path string) (bool, error) {
+	subs, err := m.subsystems()
+	if err != nil {
+		return false, err
+	}
+	for _, s := range subs {
+		if _, err := os.Lstat(s.(pather).Path(path)); err == nil {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func (m *v1Manager) create(path string, res *specs.LinuxResources) error {
+	_, err := cgroup1.New(cgroup1.StaticPath(path), res, m.opts())
+	return err
+}
+
+func (m *v1Manager) update(path string, res *specs.LinuxResources) error {
+	cg, err := m.load(path)
+	if err != nil {
+		return err
+	}
+	return cg.Update(res)
+}
+
+func (m *v1Manager) delete(path string) error {
+	cg, err := m.load(path)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return cg.Delete()
+}
+
+// procs reads one hierarchy: on v1 a process could in theory sit in
+// different cgroups per controller, but every writer here (libcontainer and
+// AddProc) places it in all of them. pids is preferred as it is the one
+// controller every container runtime enables.
+func (m *v1Manager) procs(path string) ([]int, error) {
+	cg, err := m.load(path)
+	if err != nil {
+		return nil, err
+	}
+	subs := cg.Subsystems()
+	name := subs[0].Name()
+	for _, s := range subs {
+		if s.Name() == cgroup1.Pids {
+			name = cgroup1.Pids
+		}
+	}
+	ps, err := cg.Processes(name, true)
+	if err != nil {
+		return nil, err
+	}
+	pids := make([]int, len(ps))
+	for i, p := range ps {
+		pids[i] = p.Pid
+	}
+	return dedupe(pids), nil
+}
+
+func (m *v1Manager) addProc(path string, pid int) error {
+	cg, err := m.load(path)
+	if err != nil {
+		return err
+	}
+	return cg.AddProc(uint64(pid))
+}
+
+func (m *v1Manager) stats(path string) (*Metrics, error) {
+	cg, err := m.load(path)
+	if err != nil {
+		return nil, err
+	}
+	// A controller file the kernel lacks (no swap or kmem accounting, no
+	// CFQ/BFQ) only leaves its counters at zero.
+	metrics, err := cg.Stat(cgroup1.IgnoreNotExist)
+	if err != nil {
+		return nil, err
+	}
+	out := fromV1(metrics)
+	if r, w, ok := m.blkioRecursive(path); ok {
+		out.IO = IOStats{ReadBytes: r, WriteBytes: w}
+	}
+	return out, nil
+}
+
+// blkioRecursive sums blkio.throttle.io_service_bytes_recursive. Without
+// CFQ/BFQ the library falls back to the non-recursive throttle file, which
+// for a pod cgroup misses all I/O done by its containers (they live in child
+// cgroups); this file counts them and exists with any I/O scheduler.
+func (m *v1Manager) blkioRecursive(path string) (read, write uint64, ok bool) {
+	raw, err := os.ReadFile(filepath.Join(m.root, string(cgroup1.Blkio), path, "blkio.throttle.io_service_bytes_recursive"))
+	if err != nil {
+		return 0, 0, false
+	}
+	for line := range strings.Lines(string(raw)) {
+		// "MAJ:MIN Op Bytes", closed by a "Total N" line.
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		v, err := strconv.ParseUint(f[2], 10, 64)
+		if err != nil {
+			return 0, 0, false
+		}
+		switch f[1] {
+		case "Read":
+			read += v
+		case "Write":
+			write += v
+		}
+	}
+	return read, write, true
+}
+
+func fromV1(in *v1stats.Metrics) *Metrics {
+	var s Metrics
+	if c := in.GetCPU(); c != nil {
+		if u := c.GetUsage(); u != nil {
+			s.CPU.UsageNanos, s.CPU.UserNanos, s.CPU.SystemNanos = u.GetTotal(), u.GetUser(), u.GetKernel()
+		}
+		if t := c.GetThrottling(); t != nil {
+			s.CPU.Periods, s.CPU.ThrottledPeriods, s.CPU.ThrottledNanos = t.GetPeriods(), t.GetThrottledPeriods(), t.GetThrottledTime()
+		}
+	}
+	if mem := in.GetMemory(); mem != nil {
+		// The total_* counters include the cgroups below (the containers).
+		s.Memory.UsageBytes = mem.GetUsage().GetUsage()
+		s.Memory.RSSBytes = mem.GetTotalRSS()
+		s.Memory.PageFaults = mem.GetTotalPgFault()
+		s.Memory.MajorPageFaults = mem.GetTotalPgMajFault()
+		memoryFromUsage(&s.Memory, mem.GetTotalInactiveFile(), mem.GetUsage().GetLimit())
+	}
+	if oom := in.GetMemoryOomControl(); oom != nil {
+		s.Memory.OOMKills = oom.GetOomKill()
+	}
+	if p := in.GetPids(); p != nil {
+		s.Pids.Current = p.GetCurrent()
+		if !unlimited(p.GetLimit()) {
+			s.Pids.Limit = p.GetLimit()
+		}
+	}
+	if b := in.GetBlkio(); b != nil {
+		for _, e := range b.GetIoServiceBytesRecursive() {
+			switch e.GetOp() {
+			case "Read":
+				s.IO.ReadBytes += e.GetValue()
+			case "Write":
+				s.IO.WriteBytes += e.GetValue()
+			}
+		}
+	}
+	return &s
+}

@@ -1,0 +1,152 @@
+package cgroup
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/containerd/cgroups/v3/cgroup2"
+	v2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// v2Manager drives the unified hierarchy mounted at mountpoint.
+type v2Manager struct {
+	mountpoint string
+}
+
+func (m *v2Manager) load(path string) (*cgroup2.Manager, error) {
+	return cgroup2.Load(path, cgroup2.WithMountpoint(m.mountpoint))
+}
+
+func (m *v2Manager) exists(path string) (bool, error) {
+	_, err := os.Stat(filepath.Join(m.mountpoint, path))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	default:
+		return false, err
+	}
+}
+
+func (m *v2Manager) create(path string, res *specs.LinuxResources) error {
+	mgr, err := cgroup2.NewManager(m.mountpoint, path, toV2(res))
+	if err != nil {
+		return err
+	}
+	// Usage files (memory.current, io.stat, pids.current) only exist where
+	// the parent enabled the controller, and the pod cgroup must show them
+	// even without limits. A controller that cannot be enabled only costs
+	// its stats, so a failure here is not fatal; the limits asked for were
+	// enabled, or refused, by NewManager above.
+	if all, err := mgr.RootControllers(); err == nil {
+		_ = mgr.ToggleControllers(all, cgroup2.Enable)
+	}
+	return nil
+}
+
+func (m *v2Manager) update(path string, res *specs.LinuxResources) error {
+	mgr, err := m.load(path)
+	if err != nil {
+		return err
+	}
+	r := toV2(res)
+	if err := mgr.ToggleControllers(r.EnabledControllers(), cgroup2.Enable); err != nil {
+		return err
+	}
+	return mgr.Update(r)
+}
+
+// toV2 converts OCI resources. A CPU quota without a period gets the
+// kernel's default period: the library's conversion would drop the quota.
+func toV2(res *specs.LinuxResources) *cgroup2.Resources {
+	if res.CPU != nil && res.CPU.Quota != nil && res.CPU.Period == nil {
+		cpu := *res.CPU
+		period := uint64(100000)
+		cpu.Period = &period
+		withPeriod := *res
+		withPeriod.CPU = &cpu
+		res = &withPeriod
+	}
+	return cgroup2.ToResources(res)
+}
+
+func (m *v2Manager) delete(path string) error {
+	mgr, err := m.load(path)
+	if err != nil {
+		return err
+	}
+	return mgr.Delete()
+}
+
+func (m *v2Manager) procs(path string) ([]int, error) {
+	mgr, err := m.load(path)
+	if err != nil {
+		return nil, err
+	}
+	pids, err := mgr.Procs(true)
+	if err != nil {
+		return nil, err
+	}
+	return dedupe(pids), nil
+}
+
+func (m *v2Manager) addProc(path string, pid int) error {
+	mgr, err := m.load(path)
+	if err != nil {
+		return err
+	}
+	return mgr.AddProc(uint64(pid))
+}
+
+func (m *v2Manager) stats(path string) (*Metrics, error) {
+	mgr, err := m.load(path)
+	if err != nil {
+		return nil, err
+	}
+	metrics, err := mgr.Stat()
+	if err != nil {
+		return nil, err
+	}
+	return fromV2(metrics), nil
+}
+
+func fromV2(in *v2stats.Metrics) *Metrics {
+	var s Metrics
+	if c := in.GetCPU(); c != nil {
+		s.CPU = CPUStats{
+			UsageNanos:       c.GetUsageUsec() * 1000,
+			UserNanos:        c.GetUserUsec() * 1000,
+			SystemNanos:      c.GetSystemUsec() * 1000,
+			Periods:          c.GetNrPeriods(),
+			ThrottledPeriods: c.GetNrThrottled(),
+			ThrottledNanos:   c.GetThrottledUsec() * 1000,
+		}
+	}
+	if mem := in.GetMemory(); mem != nil {
+		// v2 memory.stat is hierarchical already.
+		s.Memory.UsageBytes = mem.GetUsage()
+		s.Memory.RSSBytes = mem.GetAnon()
+		s.Memory.PageFaults = mem.GetPgfault()
+		s.Memory.MajorPageFaults = mem.GetPgmajfault()
+		memoryFromUsage(&s.Memory, mem.GetInactiveFile(), mem.GetUsageLimit())
+	}
+	if ev := in.GetMemoryEvents(); ev != nil {
+		s.Memory.OOMEvents = ev.GetOom()
+		s.Memory.OOMKills = ev.GetOomKill()
+	}
+	if p := in.GetPids(); p != nil {
+		s.Pids.Current = p.GetCurrent()
+		if !unlimited(p.GetLimit()) {
+			s.Pids.Limit = p.GetLimit()
+		}
+	}
+	for _, e := range in.GetIo().GetUsage() {
+		s.IO.ReadBytes += e.GetRbytes()
+		s.IO.WriteBytes += e.GetWbytes()
+	}
+	return &s
+}
