@@ -37,9 +37,9 @@ func TestPodPath(t *testing.T) {
 
 func TestMemoryFromUsage(t *testing.T) {
 	for _, tc := range []struct {
-		name                  string
-		usage, inactive, lim  uint64
-		ws, limit, available  uint64
+		name                 string
+		usage, inactive, lim uint64
+		ws, limit, available uint64
 	}{
 		{"limited", 100, 30, 1000, 70, 1000, 930},
 		{"v1 unlimited", 100, 30, 9223372036854771712, 70, 0, 0},

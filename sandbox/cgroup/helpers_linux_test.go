@@ -167,4 +167,3 @@ func TestPublicCallsRejectBadPaths(t *testing.T) {
 		t.Errorf("AddProc pid 0 = %v, want ErrInvalid", err)
 	}
 }
-

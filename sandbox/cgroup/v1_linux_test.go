@@ -115,10 +115,10 @@ func TestV1StatsOnFakeTree(t *testing.T) {
 		"cpu/warmpod/p/cpu.stat":                 "nr_periods 10\nnr_throttled 3\nthrottled_time 777\n",
 		"memory/warmpod/p/memory.stat": "cache 0\nrss 0\ntotal_rss 3000\ntotal_inactive_file 1000\n" +
 			"total_pgfault 50\ntotal_pgmajfault 5\n",
-		"memory/warmpod/p/memory.oom_control":        "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
-		"pids/warmpod/p/pids.current":                "3\n",
-		"pids/warmpod/p/pids.max":                    "max\n",
-		"blkio/warmpod/p/blkio.throttle.io_serviced": "",
+		"memory/warmpod/p/memory.oom_control":                       "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+		"pids/warmpod/p/pids.current":                               "3\n",
+		"pids/warmpod/p/pids.max":                                   "max\n",
+		"blkio/warmpod/p/blkio.throttle.io_serviced":                "",
 		"blkio/warmpod/p/blkio.throttle.io_service_bytes":           "",
 		"blkio/warmpod/p/blkio.throttle.io_service_bytes_recursive": "8:0 Read 4096\n8:0 Write 8192\n8:16 Read 1\nTotal 12289\n",
 	}
