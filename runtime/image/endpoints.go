@@ -1,0 +1,206 @@
+package image
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// netConfig is the validated form of Options.Mirrors and Options.Insecure plus the HTTP transports pulls
+// share (one verifying TLS, one not), so connections are reused across pulls.
+type netConfig struct {
+	mirrors  map[string][]endpoint // normalised registry host -> mirrors in order
+	insecure map[string]bool       // normalised host[:port]
+	verified http.RoundTripper
+	skipTLS  http.RoundTripper
+}
+
+// endpoint is one place to pull a repository from: a mirror or the registry itself.
+type endpoint struct {
+	host      string // host[:port] as go-containerregistry should address it
+	plainHTTP bool   // plain HTTP allowed to host
+	skipTLS   bool   // TLS certificate not verified
+	mirror    bool
+}
+
+func newNetConfig(mirrors map[string][]string, insecure []string) (netConfig, error) {
+	nc := netConfig{mirrors: map[string][]endpoint{}, insecure: map[string]bool{}}
+	for _, h := range insecure {
+		host := strings.TrimSuffix(stripScheme(strings.TrimSpace(h)), "/")
+		if host == "" || strings.ContainsAny(host, "/ ") {
+			return netConfig{}, fmt.Errorf("insecure registry %q: want host[:port]", h)
+		}
+		nc.insecure[normaliseHost(host)] = true
+	}
+	for reg, eps := range mirrors {
+		host := normaliseHost(strings.TrimSpace(reg))
+		if host == "" || strings.ContainsAny(host, "/ ") {
+			return netConfig{}, fmt.Errorf("mirror registry %q: want host[:port]", reg)
+		}
+		for _, raw := range eps {
+			ep, err := parseMirror(raw)
+			if err != nil {
+				return netConfig{}, fmt.Errorf("mirror of %s: %w", reg, err)
+			}
+			ep.skipTLS = nc.insecure[normaliseHost(ep.host)]
+			nc.mirrors[host] = append(nc.mirrors[host], ep)
+		}
+	}
+	base, ok := remote.DefaultTransport.(*http.Transport)
+	if !ok {
+		return netConfig{}, fmt.Errorf("unexpected default transport %T", remote.DefaultTransport)
+	}
+	nc.verified = base.Clone()
+	skip := base.Clone()
+	skip.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // only for registries the operator listed as insecure
+	nc.skipTLS = skip
+	return nc, nil
+}
+
+func stripScheme(s string) string {
+	if _, rest, ok := strings.Cut(s, "://"); ok {
+		return rest
+	}
+	return s
+}
+
+// parseMirror reads "http://host[:port]", "https://host[:port]" or "host[:port]" (https). go-containerregistry
+// addresses registries by host only, so a path prefix cannot be honoured and is refused rather than ignored.
+func parseMirror(raw string) (endpoint, error) {
+	s := strings.TrimSpace(raw)
+	if !strings.Contains(s, "://") {
+		s = "https://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return endpoint{}, fmt.Errorf("endpoint %q: %w", raw, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return endpoint{}, fmt.Errorf("endpoint %q: scheme %q is neither http nor https", raw, u.Scheme)
+	}
+	if u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+		return endpoint{}, fmt.Errorf("endpoint %q: want scheme://host[:port] without path, query or credentials", raw)
+	}
+	return endpoint{host: u.Host, plainHTTP: u.Scheme == "http", mirror: true}, nil
+}
+
+// endpoints lists where to pull from a registry: its mirrors in order, then the registry itself.
+func (nc netConfig) endpoints(registry string) []endpoint {
+	eps := append([]endpoint(nil), nc.mirrors[registry]...)
+	host := registry
+	if registry == dockerHub {
+		host = name.DefaultRegistry
+	}
+	return append(eps, endpoint{
+		host:      host,
+		plainHTTP: nc.insecure[registry] || isLoopback(registry),
+		skipTLS:   nc.insecure[registry],
+	})
+}
+
+// transport returns the round tripper for ep. go-containerregistry falls back to plain HTTP on its own for
+// loopback and RFC 1918 hosts; the guard narrows that to what the operator allowed.
+func (nc netConfig) transport(ep endpoint) http.RoundTripper {
+	base := nc.verified
+	if ep.skipTLS {
+		base = nc.skipTLS
+	}
+	return &schemeGuard{base: base, ep: ep, insecure: nc.insecure}
+}
+
+// display names the endpoint in errors.
+func (ep endpoint) display() string {
+	if ep.mirror {
+		scheme := "https"
+		if ep.plainHTTP {
+			scheme = "http"
+		}
+		return "mirror " + scheme + "://" + ep.host
+	}
+	return ep.host
+}
+
+// reference is r re-homed on the endpoint's host.
+func (ep endpoint) reference(r imageRef) (name.Reference, error) {
+	var opts []name.Option
+	if ep.plainHTTP {
+		opts = append(opts, name.Insecure)
+	}
+	repo, err := name.NewRepository(ep.host+"/"+r.repoPath, append(opts, name.StrictValidation)...)
+	if err != nil {
+		return nil, fmt.Errorf("address %s on %s: %w", r.repoPath, ep.host, err)
+	}
+	if r.isDigest {
+		return repo.Digest(r.digest), nil
+	}
+	return repo.Tag(r.tag), nil
+}
+
+// schemeGuard refuses plain-HTTP requests the configuration does not allow: to the endpoint's own host
+// only when the endpoint allows it, to any other host (a token realm, a redirect for blobs) only when it is
+// loopback or listed insecure.
+type schemeGuard struct {
+	base     http.RoundTripper
+	ep       endpoint
+	insecure map[string]bool
+}
+
+func (g *schemeGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "http" {
+		host := req.URL.Host
+		allowed := g.ep.plainHTTP
+		if host != g.ep.host {
+			allowed = g.insecure[normaliseHost(host)] || isLoopback(host)
+		}
+		if !allowed {
+			return nil, fmt.Errorf("plain HTTP to %s refused: not a loopback host nor listed as an insecure registry", host)
+		}
+	}
+	return g.base.RoundTrip(req)
+}
+
+// isLoopback reports whether host[:port] names this machine.
+func isLoopback(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// authenticator turns a CRI credential into one for host. A credential bound to a ServerAddress is only
+// sent to that registry, so credentials for docker.io never leak to a mirror run by someone else.
+func authenticator(a *Auth, host string) authn.Authenticator {
+	if a == nil || *a == (Auth{ServerAddress: a.ServerAddress}) {
+		return authn.Anonymous
+	}
+	if a.ServerAddress != "" && normaliseHost(serverHost(a.ServerAddress)) != normaliseHost(host) {
+		return authn.Anonymous
+	}
+	return authn.FromConfig(authn.AuthConfig{
+		Username:      a.Username,
+		Password:      a.Password,
+		Auth:          a.Auth,
+		IdentityToken: a.IdentityToken,
+		RegistryToken: a.RegistryToken,
+	})
+}
+
+// serverHost extracts host[:port] from a server address as kubelets and docker configs write it:
+// "https://index.docker.io/v1/", "registry.example.com", "10.0.0.5:5000/v2".
+func serverHost(addr string) string {
+	host, _, _ := strings.Cut(stripScheme(strings.TrimSpace(addr)), "/")
+	return host
+}

@@ -1,0 +1,176 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// Pull fetches ref (a tag or digest reference) for the store's platform and returns the stored image. The
+// registry's mirrors are tried in order, then the registry itself; the first endpoint that delivers the
+// whole image wins. A tag that now names a different image moves to it. An error wraps ErrNotFound when
+// the last endpoint tried (the registry itself) does not have the tag, repository or platform, and
+// ErrInvalidReference when ref does not parse.
+func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (Image, error) {
+	r, err := parseRef(ref)
+	if err != nil {
+		return Image{}, err
+	}
+	var (
+		failures []string
+		last     error
+	)
+	for _, ep := range s.net.endpoints(r.registry) {
+		img, err := s.pullFrom(ctx, ep, r, auth)
+		if err == nil {
+			return img, nil
+		}
+		if ctx.Err() != nil {
+			return Image{}, fmt.Errorf("pull %q: %w", ref, ctx.Err())
+		}
+		failures = append(failures, fmt.Sprintf("%s: %v", ep.display(), err))
+		last = err
+	}
+	if isNotFound(last) {
+		return Image{}, fmt.Errorf("pull %q: %w: %s", ref, ErrNotFound, strings.Join(failures, "; "))
+	}
+	if len(failures) == 1 {
+		return Image{}, fmt.Errorf("pull %q: %w", ref, last)
+	}
+	return Image{}, fmt.Errorf("pull %q: %w (earlier endpoints: %s)", ref, last, strings.Join(failures[:len(failures)-1], "; "))
+}
+
+func (s *Store) pullFrom(ctx context.Context, ep endpoint, r imageRef, auth *Auth) (Image, error) {
+	ref, err := ep.reference(r)
+	if err != nil {
+		return Image{}, err
+	}
+	opts := []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithAuth(authenticator(auth, ep.host)),
+		remote.WithTransport(s.net.transport(ep)),
+		remote.WithPlatform(s.platform),
+		remote.WithUserAgent("warmpod"),
+	}
+	desc, err := remote.Get(ref, opts...)
+	if err != nil {
+		return Image{}, fmt.Errorf("fetch manifest: %w", err)
+	}
+	src := &source{}
+	var img v1.Image
+	switch {
+	case desc.MediaType.IsIndex():
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			return Image{}, fmt.Errorf("read index: %w", err)
+		}
+		child, err := pickPlatform(idx, s.platform)
+		if err != nil {
+			return Image{}, fmt.Errorf("index %s: %w", desc.Digest, err)
+		}
+		if img, err = idx.Image(child.Digest); err != nil {
+			return Image{}, fmt.Errorf("read image %s of index %s: %w", child.Digest, desc.Digest, err)
+		}
+		src.blobs = append(src.blobs, rawBlob{digest: desc.Digest, data: desc.Manifest})
+	case desc.MediaType.IsImage():
+		if img, err = desc.Image(); err != nil {
+			return Image{}, fmt.Errorf("read image: %w", err)
+		}
+	default:
+		return Image{}, fmt.Errorf("manifest media type %q is not supported: %w", desc.MediaType, ErrInvalidImage)
+	}
+	if r.isDigest {
+		src.digests = []string{r.canonical}
+	} else {
+		src.tags = []string{r.canonical}
+		src.digests = []string{r.repo() + "@" + desc.Digest.String()}
+	}
+	if err := src.fillFromImage(img); err != nil {
+		return Image{}, err
+	}
+	return s.ingest(ctx, src)
+}
+
+// pickPlatform finds the first manifest of idx that runs on want (an empty field of want matches anything).
+func pickPlatform(idx v1.ImageIndex, want v1.Platform) (v1.Descriptor, error) {
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("read index: %w", err)
+	}
+	for _, d := range m.Manifests {
+		if d.MediaType.IsImage() && d.Platform != nil && d.Platform.Satisfies(want) {
+			return d, nil
+		}
+	}
+	return v1.Descriptor{}, fmt.Errorf("no image for platform %s: %w", want.String(), ErrNotFound)
+}
+
+// fillFromImage takes the manifest, config and layers of img (a registry or layout image whose layers
+// are read compressed, as stored).
+func (src *source) fillFromImage(img v1.Image) error {
+	rawManifest, err := img.RawManifest()
+	if err != nil {
+		return fmt.Errorf("read manifest: %w", err)
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		return fmt.Errorf("digest manifest: %w", err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return fmt.Errorf("parse manifest: %w", err)
+	}
+	rawConfig, err := img.RawConfigFile()
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	cf, err := v1.ParseConfigFile(bytes.NewReader(rawConfig))
+	if err != nil {
+		return fmt.Errorf("parse config %s: %w: %w", m.Config.Digest, ErrInvalidImage, err)
+	}
+	if len(cf.RootFS.DiffIDs) != len(m.Layers) {
+		return fmt.Errorf("manifest %s has %d layers but its config lists %d diff ids: %w",
+			digest, len(m.Layers), len(cf.RootFS.DiffIDs), ErrInvalidImage)
+	}
+	src.blobs = append(src.blobs, rawBlob{digest: digest, data: rawManifest}, rawBlob{digest: m.Config.Digest, data: rawConfig})
+	src.configDigest, src.config, src.annotations = m.Config.Digest, cf, m.Annotations
+	for i, ld := range m.Layers {
+		l, err := img.LayerByDigest(ld.Digest)
+		if err != nil {
+			return fmt.Errorf("layer %s: %w", ld.Digest, err)
+		}
+		src.layers = append(src.layers, layerSource{digest: ld.Digest, size: ld.Size, diffID: cf.RootFS.DiffIDs[i], open: l.Compressed})
+	}
+	return nil
+}
+
+// isNotFound says whether a registry answered that the repository, tag or manifest does not exist (or the
+// index has no image for our platform).
+func isNotFound(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, ErrNotFound) {
+		return true
+	}
+	var terr *transport.Error
+	if !errors.As(err, &terr) {
+		return false
+	}
+	if terr.StatusCode == http.StatusNotFound {
+		return true
+	}
+	for _, d := range terr.Errors {
+		if d.Code == transport.ManifestUnknownErrorCode || d.Code == transport.NameUnknownErrorCode {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,174 @@
+package image
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Remove deletes the image ref names, with all its tags and digests. Its layers and blobs are deleted when
+// no other image uses them and no Retain holds the image; a retained image stays on disk, hidden, until the
+// last release. An unknown ref returns an error wrapping ErrNotFound (CRI's RemoveImage turns that into
+// success, as api.proto asks).
+func (s *Store) Remove(ref string) error {
+	s.mu.Lock()
+	r, err := s.resolveLocked(ref, false)
+	if err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("remove image: %w", err)
+	}
+	snap := s.snapshotLocked()
+	s.unindex(r)
+	r.RepoTags, r.RepoDigests = nil, nil
+	if s.retains[r.ID] > 0 {
+		r.Removed = true
+	} else {
+		delete(s.images, r.ID)
+	}
+	if err := s.persistLocked(); err != nil {
+		s.restoreLocked(snap)
+		s.mu.Unlock()
+		return fmt.Errorf("remove image %s: %w", r.ID, err)
+	}
+	trash, err := s.collectLocked()
+	s.mu.Unlock()
+	s.removeAll(trash)
+	if err != nil {
+		logrus.WithError(err).WithField("image", r.ID).Warn("image store: garbage collection after remove")
+	}
+	return nil
+}
+
+// Retain records that a container uses the image id names (any ref Get accepts; a removed but still
+// retained image is found by its full id, which a daemon recovering its containers needs). While any
+// reference is held the image's layers are not deleted. release is idempotent.
+func (s *Store) Retain(id string) (release func(), err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, err := s.resolveLocked(id, true)
+	if err != nil {
+		return nil, fmt.Errorf("retain image: %w", err)
+	}
+	s.retains[r.ID]++
+	var once sync.Once
+	imageID := r.ID
+	return func() { once.Do(func() { s.release(imageID) }) }, nil
+}
+
+func (s *Store) release(id string) {
+	s.mu.Lock()
+	if s.retains[id]--; s.retains[id] > 0 {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.retains, id)
+	var (
+		trash []string
+		err   error
+	)
+	if r := s.images[id]; r != nil && r.collectable() {
+		trash, err = s.collectLocked()
+	}
+	s.mu.Unlock()
+	s.removeAll(trash)
+	if err != nil {
+		logrus.WithError(err).WithField("image", id).Warn("image store: garbage collection after release")
+	}
+}
+
+// GC deletes removed or dangling images nobody retains, and layers and blobs no image refers to. Remove
+// and release collect on their own; a daemon calls GC once after recovery has retained the images of
+// every container that survived its restart, to finish removals that restart interrupted.
+func (s *Store) GC() error {
+	s.mu.Lock()
+	trash, err := s.collectLocked()
+	s.mu.Unlock()
+	s.removeAll(trash)
+	if err != nil {
+		return fmt.Errorf("image store gc: %w", err)
+	}
+	return nil
+}
+
+// collectLocked drops collectable records nobody retains, persists, then moves unreferenced layer dirs and
+// blobs into tmp/ (a rename each, so the lock is held briefly) and returns them for removeAll. Records go
+// to disk first: a crash in between leaves unreferenced content that New cleans, never a record pointing
+// at missing layers.
+// Preconditions: s.mu held.
+func (s *Store) collectLocked() ([]string, error) {
+	var dropped []*record
+	for id, r := range s.images {
+		if r.collectable() && s.retains[id] == 0 {
+			dropped = append(dropped, r)
+		}
+	}
+	if len(dropped) > 0 {
+		snap := s.snapshotLocked()
+		for _, r := range dropped {
+			s.unindex(r)
+			delete(s.images, r.ID)
+		}
+		if err := s.persistLocked(); err != nil {
+			s.restoreLocked(snap)
+			return nil, err
+		}
+	}
+	used := make(map[string]bool, len(s.inflight))
+	for k := range s.inflight {
+		used[k] = true
+	}
+	for _, r := range s.images {
+		for _, d := range r.DiffIDs {
+			used[d] = true
+		}
+		for _, b := range r.Blobs {
+			used[b] = true
+		}
+	}
+	var trash []string
+	move := func(path string) error {
+		tmp, err := os.MkdirTemp(s.tmpDir(), "trash-")
+		if err != nil {
+			return err
+		}
+		trash = append(trash, tmp)
+		return os.Rename(path, tmp+"/x")
+	}
+	for d := range s.layers {
+		if used[d] {
+			continue
+		}
+		if err := move(s.layerPath(d)); err != nil && !os.IsNotExist(err) {
+			return trash, fmt.Errorf("delete layer %s: %w", d, err)
+		}
+		delete(s.layers, d)
+		delete(s.usage, d)
+	}
+	blobs, err := os.ReadDir(s.blobPath(""))
+	if err != nil {
+		return trash, fmt.Errorf("list blobs: %w", err)
+	}
+	for _, b := range blobs {
+		d := "sha256:" + b.Name()
+		if used[d] || strings.HasPrefix(b.Name(), ".") {
+			continue
+		}
+		if err := move(s.blobPath(d)); err != nil && !os.IsNotExist(err) {
+			return trash, fmt.Errorf("delete blob %s: %w", d, err)
+		}
+	}
+	return trash, nil
+}
+
+// removeAll deletes what collectLocked moved aside; outside the lock because a big layer takes a while.
+func (s *Store) removeAll(paths []string) {
+	for _, p := range paths {
+		if err := os.RemoveAll(p); err != nil {
+			// New empties tmp/ anyway; nothing is lost but disk space until then.
+			logrus.WithError(err).WithField("path", p).Warn("image store: delete unused content")
+		}
+	}
+}
