@@ -1,0 +1,256 @@
+package oci
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func TestBuildProcess(t *testing.T) {
+	s := mustBuild(t, func(c *Container, pod *Pod, _ *fakeSystem, _ *Host) {
+		c.Tty = true
+		c.Security.NoNewPrivs = true
+		c.Resources = &Resources{OOMScoreAdj: -997}
+		pod.OOMScoreAdjMin, pod.OOMScoreAdjMax = -500, 1000
+		c.Env = []string{"A=1"}
+	})
+	p := s.Process
+	if !p.Terminal || !p.NoNewPrivileges || p.OOMScoreAdj == nil || *p.OOMScoreAdj != -500 {
+		t.Fatalf("process = %+v", p)
+	}
+	if !slices.Equal(p.Args, []string{"sh"}) || p.Cwd != "/" || p.User.UID != 0 {
+		t.Fatalf("args %v cwd %q user %+v", p.Args, p.Cwd, p.User)
+	}
+	if want := []string{"PATH=/bin", "HOSTNAME=web-0", "A=1"}; !slices.Equal(p.Env, want) {
+		t.Fatalf("env = %v, want %v", p.Env, want)
+	}
+	if p.Rlimits != nil {
+		t.Fatalf("rlimits = %v, want none (inherited from the shim)", p.Rlimits)
+	}
+	if s.Root.Path != "/var/lib/warmpod/rootfs/ctr-1" || s.Root.Readonly {
+		t.Fatalf("root = %+v", s.Root)
+	}
+	if s.Version != specs.Version {
+		t.Fatalf("version = %q", s.Version)
+	}
+}
+
+func TestBuildHostnameFromNodeOnHostNetwork(t *testing.T) {
+	s := mustBuild(t, func(c *Container, pod *Pod, _ *fakeSystem, _ *Host) {
+		pod.Hostname = ""
+		c.Security.Namespaces.Network = NamespaceNode
+	})
+	if !slices.Contains(s.Process.Env, "HOSTNAME=node-1") {
+		t.Fatalf("env = %v, want the node's hostname", s.Process.Env)
+	}
+	if s.Hostname != "" {
+		t.Fatalf("spec hostname = %q, want none on the host UTS namespace", s.Hostname)
+	}
+}
+
+func TestBuildAnnotationsAndCgroup(t *testing.T) {
+	s := mustBuild(t, func(c *Container, pod *Pod, _ *fakeSystem, _ *Host) {
+		pod.CgroupParent = "/kubepods/burstable/poduid-1"
+		c.Annotations = map[string]string{
+			"io.kubernetes.container.restartCount": "3",
+			AnnotationSandboxID:                    "spoofed",
+		}
+		c.Labels = map[string]string{"io.kubernetes.container.name": "app"}
+	})
+	want := map[string]string{
+		"io.kubernetes.container.restartCount": "3",
+		AnnotationContainerType:                ContainerTypeContainer,
+		AnnotationContainerName:                "app",
+		AnnotationImageName:                    "busybox:latest",
+		AnnotationSandboxID:                    "sandbox-1",
+		AnnotationSandboxName:                  "web",
+		AnnotationSandboxNamespace:             "default",
+		AnnotationSandboxUID:                   "uid-1",
+	}
+	if len(s.Annotations) != len(want) {
+		t.Fatalf("annotations = %v, want %v", s.Annotations, want)
+	}
+	for k, v := range want {
+		if s.Annotations[k] != v {
+			t.Errorf("annotation %s = %q, want %q", k, s.Annotations[k], v)
+		}
+	}
+	if s.Linux.CgroupsPath != "/kubepods/burstable/poduid-1/ctr-1" {
+		t.Fatalf("cgroups path = %q", s.Linux.CgroupsPath)
+	}
+}
+
+func TestBuildErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		adjust  func(c *Container, pod *Pod, sys *fakeSystem, h *Host)
+		wantErr string
+	}{
+		{name: "no name", adjust: func(c *Container, _ *Pod, _ *fakeSystem, _ *Host) { c.Name = "" }, wantErr: "container name is empty"},
+		{
+			name:    "privileged in an unprivileged pod",
+			adjust:  func(c *Container, _ *Pod, _ *fakeSystem, _ *Host) { c.Security.Privileged = true },
+			wantErr: "does not allow privileged containers",
+		},
+		{
+			name:    "relative cgroup parent",
+			adjust:  func(_ *Container, pod *Pod, _ *fakeSystem, _ *Host) { pod.CgroupParent = "kubepods" },
+			wantErr: `cgroup parent "kubepods" is not an absolute cgroupfs path`,
+		},
+		{
+			name: "id that is a path",
+			adjust: func(c *Container, pod *Pod, _ *fakeSystem, _ *Host) {
+				pod.CgroupParent, c.ID = "/kubepods", "../escape"
+			},
+			wantErr: `container id "../escape" cannot name a cgroup`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := build(t, tt.adjust)
+			if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want ErrInvalidArgument containing %q", err, tt.wantErr)
+			}
+			if !strings.HasPrefix(err.Error(), "build spec for container") {
+				t.Fatalf("err = %v, want the build prefix", err)
+			}
+		})
+	}
+
+	// A nil image is no image config: the test container has no command of its own.
+	b := newTestBuilder(testHost(), newFakeSystem())
+	_, err := b.Build(testContainer(), nil, testPod())
+	if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), `container "app" has no command`) {
+		t.Fatalf("nil image: err = %v, want a missing command", err)
+	}
+	if _, err := b.Build(nil, nil, testPod()); err == nil || errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("nil container: err = %v, want a programming error", err)
+	}
+}
+
+// Build must not share slices with its inputs or package defaults: callers edit specs (CDI edits).
+func TestBuildDoesNotAlias(t *testing.T) {
+	s1 := mustBuild(t, nil)
+	s1.Linux.MaskedPaths[0] = "/changed"
+	s1.Process.Capabilities.Effective[0] = "CAP_CHANGED"
+	s2 := mustBuild(t, nil)
+	if s2.Linux.MaskedPaths[0] == "/changed" || defaultMaskedPaths[0] == "/changed" {
+		t.Fatal("masked paths shared between specs")
+	}
+	if s2.Process.Capabilities.Bounding[0] == "CAP_CHANGED" {
+		t.Fatal("capability sets shared")
+	}
+}
+
+func TestShapeKey(t *testing.T) {
+	base := mustBuild(t, nil)
+	key := func(s *specs.Spec) string {
+		t.Helper()
+		k, err := ShapeKey(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	baseKey := key(base)
+	if !strings.HasPrefix(baseKey, "sha256:") || len(baseKey) != 7+64 {
+		t.Fatalf("key = %q", baseKey)
+	}
+
+	same := []struct {
+		name   string
+		adjust func(c *Container, pod *Pod, sys *fakeSystem, h *Host)
+	}{
+		{name: "rebuilt"},
+		{name: "other id and rootfs", adjust: func(c *Container, _ *Pod, _ *fakeSystem, _ *Host) {
+			c.ID, c.Rootfs = "ctr-2", "/var/lib/warmpod/rootfs/ctr-2"
+		}},
+		{name: "annotations (restart count)", adjust: func(c *Container, _ *Pod, _ *fakeSystem, _ *Host) {
+			c.Annotations = map[string]string{"io.kubernetes.container.restartCount": "7"}
+		}},
+		{name: "labels", adjust: func(c *Container, _ *Pod, _ *fakeSystem, _ *Host) {
+			c.Labels = map[string]string{"a": "b"}
+		}},
+	}
+	for _, tt := range same {
+		t.Run("same/"+tt.name, func(t *testing.T) {
+			if k := key(mustBuild(t, tt.adjust)); k != baseKey {
+				t.Fatalf("key changed: %s != %s", k, baseKey)
+			}
+		})
+	}
+	// The cgroup path (which names the generation) differs while the key does not.
+	a := mustBuild(t, func(c *Container, pod *Pod, _ *fakeSystem, _ *Host) { pod.CgroupParent = "/kubepods" })
+	b := mustBuild(t, func(c *Container, pod *Pod, _ *fakeSystem, _ *Host) {
+		pod.CgroupParent, c.ID = "/kubepods", "ctr-9"
+	})
+	if a.Linux.CgroupsPath == b.Linux.CgroupsPath || key(a) != key(b) {
+		t.Fatal("cgroups path must differ and not change the key")
+	}
+
+	differ := []struct {
+		name   string
+		adjust func(c *Container, pod *Pod, sys *fakeSystem, h *Host)
+	}{
+		{name: "args", adjust: func(c *Container, _ *Pod, _ *fakeSystem, _ *Host) { c.Args = []string{"-c", "true"} }},
+		{name: "env", adjust: func(c *Container, _ *Pod, _ *fakeSystem, _ *Host) { c.Env = []string{"X=1"} }},
+		{name: "cwd", adjust: func(c *Container, _ *Pod, _ *fakeSystem, _ *Host) { c.WorkingDir = "/tmp" }},
+		{name: "read-only root", adjust: func(c *Container, _ *Pod, _ *fakeSystem, _ *Host) { c.Security.ReadonlyRootfs = true }},
+		{name: "capabilities", adjust: func(c *Container, _ *Pod, _ *fakeSystem, _ *Host) { c.Security.CapDrop = []string{"ALL"} }},
+		{name: "resources", adjust: func(c *Container, _ *Pod, _ *fakeSystem, _ *Host) { c.Resources = &Resources{CPUShares: 2} }},
+		{name: "mounts", adjust: func(c *Container, _ *Pod, sys *fakeSystem, _ *Host) {
+			sys.addPath("/host/a")
+			c.Mounts = []Mount{{ContainerPath: "/a", HostPath: "/host/a"}}
+		}},
+		{name: "tty", adjust: func(c *Container, _ *Pod, _ *fakeSystem, _ *Host) { c.Tty = true }},
+	}
+	for _, tt := range differ {
+		t.Run("differs/"+tt.name, func(t *testing.T) {
+			if k := key(mustBuild(t, tt.adjust)); k == baseKey {
+				t.Fatal("key did not change")
+			}
+		})
+	}
+
+	// ShapeKey must not modify the spec it digests.
+	if base.Annotations == nil || base.Root.Path == "" {
+		t.Fatal("ShapeKey cleared fields of its argument")
+	}
+	if _, err := ShapeKey(nil); err == nil {
+		t.Fatal("nil spec accepted")
+	}
+}
+
+// One Builder serves every CreateContainer of the daemon at once.
+func TestBuildConcurrent(t *testing.T) {
+	b := newTestBuilder(testHost(), newFakeSystem())
+	want, err := b.Build(testContainer(), testImage(), testPod())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantKey, err := ShapeKey(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			s, err := b.Build(testContainer(), testImage(), testPod())
+			if err == nil {
+				var k string
+				if k, err = ShapeKey(s); err == nil && k != wantKey {
+					err = errors.New("concurrent build changed the spec")
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

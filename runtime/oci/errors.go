@@ -1,0 +1,22 @@
+package oci
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrInvalidArgument marks every error caused by the container, image or pod configuration rather than by
+// the host: the CRI layer reports these as InvalidArgument. Check with errors.Is.
+var ErrInvalidArgument = errors.New("invalid argument")
+
+// invalidError carries a message naming the offending field; it matches ErrInvalidArgument and whatever
+// cause its message wraps, without repeating "invalid argument" in the text.
+type invalidError struct{ err error }
+
+func (e *invalidError) Error() string   { return e.err.Error() }
+func (e *invalidError) Unwrap() []error { return []error{ErrInvalidArgument, e.err} }
+
+// invalidf builds an ErrInvalidArgument error; format may use %w for an underlying cause.
+func invalidf(format string, args ...any) error {
+	return &invalidError{err: fmt.Errorf(format, args...)}
+}

@@ -1,0 +1,197 @@
+package oci
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func TestResources(t *testing.T) {
+	v1 := testHost()
+	v2 := testHost()
+	v2.CgroupV2 = true
+	noSwap := testHost()
+	noSwap.SwapAccounting = false
+	noHugetlb := testHost()
+	noHugetlb.HugePageSizes = nil
+
+	tests := []struct {
+		name    string
+		r       *Resources
+		host    Host
+		want    string // JSON of the resulting LinuxResources, without device rules
+		wantErr string
+	}{
+		{name: "nil", host: v1, want: `{}`},
+		{name: "zero means unset", r: &Resources{}, host: v1, want: `{}`},
+		{
+			name: "cpu", host: v1,
+			r:    &Resources{CPUPeriod: 100000, CPUQuota: 50000, CPUShares: 512, CpusetCpus: "0-1,3", CpusetMems: "0"},
+			want: `{"cpu":{"shares":512,"quota":50000,"period":100000,"cpus":"0-1,3","mems":"0"}}`,
+		},
+		{name: "unlimited quota", host: v1, r: &Resources{CPUQuota: -1}, want: `{"cpu":{"quota":-1}}`},
+		{
+			name: "memory limit means no swap", host: v1, r: &Resources{MemoryLimitInBytes: 1 << 30},
+			want: `{"memory":{"limit":1073741824,"swap":1073741824}}`,
+		},
+		{
+			name: "memory and swap", host: v1, r: &Resources{MemoryLimitInBytes: 1 << 30, MemorySwapLimitInBytes: 2 << 30},
+			want: `{"memory":{"limit":1073741824,"swap":2147483648}}`,
+		},
+		{
+			name: "unlimited swap", host: v1, r: &Resources{MemoryLimitInBytes: 1 << 30, MemorySwapLimitInBytes: -1},
+			want: `{"memory":{"limit":1073741824,"swap":-1}}`,
+		},
+		{
+			name: "swap dropped where not accounted", host: noSwap, r: &Resources{MemoryLimitInBytes: 1 << 30, MemorySwapLimitInBytes: 2 << 30},
+			want: `{"memory":{"limit":1073741824}}`,
+		},
+		{name: "pids", host: v1, r: &Resources{PidsLimit: 1024}, want: `{"pids":{"limit":1024}}`},
+		{
+			name: "hugepages sorted by size name", host: v1, r: &Resources{HugepageLimits: map[string]uint64{"2MB": 0, "1GB": 1 << 30}},
+			want: `{"hugepageLimits":[{"pageSize":"1GB","limit":1073741824},{"pageSize":"2MB","limit":0}]}`,
+		},
+		{
+			name: "hugepages dropped without the controller", host: noHugetlb, r: &Resources{HugepageLimits: map[string]uint64{"2MB": 0}},
+			want: `{}`,
+		},
+		{
+			name: "unified on v2", host: v2, r: &Resources{Unified: map[string]string{"memory.high": "1000000"}},
+			want: `{"unified":{"memory.high":"1000000"}}`,
+		},
+		{name: "unified on v1", host: v1, r: &Resources{Unified: map[string]string{"memory.high": "1"}}, wantErr: "need cgroup v2"},
+		{name: "unified path key", host: v2, r: &Resources{Unified: map[string]string{"../memory.high": "1"}}, wantErr: "not a cgroup v2 file name"},
+		{name: "unknown page size", host: v1, r: &Resources{HugepageLimits: map[string]uint64{"4MB": 1}}, wantErr: `hugepage size "4MB" is not one of this host's (2MB, 1GB)`},
+		{name: "negative period", host: v1, r: &Resources{CPUPeriod: -1}, wantErr: "cpu period -1"},
+		{name: "negative quota", host: v1, r: &Resources{CPUQuota: -5}, wantErr: "cpu quota -5"},
+		{name: "negative shares", host: v1, r: &Resources{CPUShares: -2}, wantErr: "cpu shares -2"},
+		{name: "negative memory", host: v1, r: &Resources{MemoryLimitInBytes: -1}, wantErr: "memory limit -1"},
+		{name: "swap below memory", host: v1, r: &Resources{MemoryLimitInBytes: 2 << 30, MemorySwapLimitInBytes: 1 << 30}, wantErr: "below the memory limit"},
+		{name: "swap without memory", host: v1, r: &Resources{MemorySwapLimitInBytes: 1 << 30}, wantErr: "without a memory limit"},
+		{name: "negative pids", host: v1, r: &Resources{PidsLimit: -3}, wantErr: "pids limit -3"},
+		{name: "bad cpuset", host: v1, r: &Resources{CpusetCpus: "0-a"}, wantErr: `cpuset cpus "0-a"`},
+		{name: "reversed cpuset range", host: v1, r: &Resources{CpusetMems: "3-1"}, wantErr: `cpuset mems "3-1"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var res specs.LinuxResources
+			err := applyResources(&res, tt.r, &tt.host)
+			if tt.wantErr != "" {
+				if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want ErrInvalidArgument containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := json.Marshal(&res)
+			if string(b) != tt.want {
+				t.Fatalf("resources = %s\n            want %s", b, tt.want)
+			}
+		})
+	}
+}
+
+func TestOOMScoreAdj(t *testing.T) {
+	tests := []struct {
+		name     string
+		adj      int64
+		min, max int
+		want     int
+		wantErr  string
+	}{
+		{name: "zero range is unrestricted", adj: -997, want: -997},
+		{name: "inside", adj: 500, min: -500, max: 1000, want: 500},
+		{name: "clamped up to the daemon's own", adj: -997, min: 0, max: 1000, want: 0},
+		{name: "clamped down", adj: 1000, min: -1000, max: 900, want: 900},
+		{name: "out of range", adj: 1001, wantErr: "oom score adj 1001"},
+		{name: "bad pod range", adj: 0, min: 10, max: 5, wantErr: "pod oom score adj range [10, 5]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := oomScoreAdj(&Resources{OOMScoreAdj: tt.adj}, &Pod{OOMScoreAdjMin: tt.min, OOMScoreAdjMax: tt.max})
+			if tt.wantErr != "" {
+				if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want ErrInvalidArgument containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got == nil || *got != tt.want {
+				t.Fatalf("adj = %v, %v; want %d", got, err, tt.want)
+			}
+		})
+	}
+	if got, err := oomScoreAdj(nil, &Pod{}); got != nil || err != nil {
+		t.Fatalf("no resources: adj = %v, %v; want unset", got, err)
+	}
+}
+
+func TestSysctls(t *testing.T) {
+	tests := []struct {
+		name             string
+		pod, ctr         map[string]string
+		hostNet, hostIPC bool
+		want             map[string]string
+		wantErr          string
+	}{
+		{name: "none"},
+		{
+			name: "pod and container merged, container wins",
+			pod:  map[string]string{"net.ipv4.ip_forward": "1", "kernel.shmmax": "1024"},
+			ctr:  map[string]string{"kernel.shmmax": "2048", "fs.mqueue.msg_max": "20"},
+			want: map[string]string{"net.ipv4.ip_forward": "1", "kernel.shmmax": "2048", "fs.mqueue.msg_max": "20"},
+		},
+		{
+			name: "slash form",
+			pod:  map[string]string{"net/ipv4/conf/eth0.100/forwarding": "1", "kernel/sem": "250 32000 32 128"},
+			want: map[string]string{"net/ipv4/conf/eth0.100/forwarding": "1", "kernel/sem": "250 32000 32 128"},
+		},
+		{name: "net on host network", pod: map[string]string{"net.core.somaxconn": "1024"}, hostNet: true, wantErr: "host network namespace"},
+		{name: "ipc on host ipc", ctr: map[string]string{"kernel.msgmax": "1"}, hostIPC: true, wantErr: "host IPC namespace"},
+		{name: "not namespaced", pod: map[string]string{"vm.swappiness": "1"}, wantErr: `sysctl "vm.swappiness" is not namespaced`},
+		{name: "kernel.shm lookalike", pod: map[string]string{"kernel.shmfoo": "1"}, wantErr: "not namespaced"},
+		{name: "hostname conflicts with the spec", pod: map[string]string{"kernel.hostname": "x"}, wantErr: "not namespaced"},
+		{name: "empty value", pod: map[string]string{"net.ipv4.ip_forward": ""}, wantErr: "empty value"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := buildSysctls(tt.pod, tt.ctr, nsPlan{hostNet: tt.hostNet, hostIPC: tt.hostIPC})
+			if tt.wantErr != "" {
+				if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want ErrInvalidArgument containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			g, _ := json.Marshal(got)
+			w, _ := json.Marshal(tt.want)
+			if string(g) != string(w) {
+				t.Fatalf("sysctls = %s, want %s", g, w)
+			}
+		})
+	}
+}
+
+// Through Build, host network and host IPC come from the namespace modes.
+func TestSysctlsFollowNamespaceModes(t *testing.T) {
+	_, err := build(t, func(c *Container, pod *Pod, _ *fakeSystem, _ *Host) {
+		c.Security.Namespaces.Network = NamespaceNode
+		pod.Sysctls = map[string]string{"net.ipv4.ip_forward": "1"}
+	})
+	if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "host network") {
+		t.Fatalf("err = %v, want a host network refusal", err)
+	}
+	s := mustBuild(t, func(c *Container, pod *Pod, _ *fakeSystem, _ *Host) {
+		pod.Sysctls = map[string]string{"net.ipv4.ip_forward": "1"}
+		c.Sysctls = map[string]string{"kernel.shm_rmid_forced": "1"}
+	})
+	if len(s.Linux.Sysctl) != 2 {
+		t.Fatalf("sysctls = %v", s.Linux.Sysctl)
+	}
+}

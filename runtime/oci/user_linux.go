@@ -1,0 +1,130 @@
+package oci
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"io/fs"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/moby/sys/user"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// resolveUser computes the process's uid, gid and groups. The user comes from RunAsUsername, else
+// RunAsUser, else the image's User ("uid", "name", "uid:gid", "name:group"), else root, and is looked up
+// in the image's /etc/passwd and /etc/group. A user name that is not there is an error (api.proto); a
+// numeric uid that is not there runs with gid 0.
+func resolveUser(sec *Security, img *Image) (specs.User, error) {
+	spec, err := userSpec(sec, img)
+	if err != nil {
+		return specs.User{}, err
+	}
+	ifs := newImageFS(img)
+	passwd, err := readImageFile(ifs, "/etc/passwd")
+	if err != nil {
+		return specs.User{}, err
+	}
+	group, err := readImageFile(ifs, "/etc/group")
+	if err != nil {
+		return specs.User{}, err
+	}
+
+	exec, err := user.GetExecUser(spec, nil, reader(passwd), reader(group))
+	if err != nil {
+		return specs.User{}, invalidf("user %q: %w", spec, err)
+	}
+	u := specs.User{UID: uint32(exec.Uid), GID: uint32(exec.Gid)}
+	if sec.RunAsGroup != nil {
+		if u.GID, err = toID("run as group", *sec.RunAsGroup); err != nil {
+			return specs.User{}, err
+		}
+	}
+
+	var gids []uint32
+	switch sec.SupplementalGroupsPolicy {
+	case "", "Merge":
+		// The /etc/group memberships belong to the user alone: an explicit group in the image's User
+		// ("app:staff") picks the primary gid, it does not cancel the user's memberships.
+		name, _, _ := strings.Cut(spec, ":")
+		member, err := user.GetExecUser(name, nil, reader(passwd), reader(group))
+		if err != nil {
+			return specs.User{}, invalidf("user %q: %w", name, err)
+		}
+		for _, g := range member.Sgids {
+			gids = append(gids, uint32(g))
+		}
+	case "Strict":
+	default:
+		return specs.User{}, invalidf("supplemental groups policy %q is neither Merge nor Strict", sec.SupplementalGroupsPolicy)
+	}
+	for _, g := range sec.SupplementalGroups {
+		id, err := toID("supplemental group", g)
+		if err != nil {
+			return specs.User{}, err
+		}
+		gids = append(gids, id)
+	}
+	slices.Sort(gids)
+	u.AdditionalGids = slices.Compact(gids)
+	return u, nil
+}
+
+// userSpec picks the user string GetExecUser parses.
+func userSpec(sec *Security, img *Image) (string, error) {
+	switch {
+	case sec.RunAsUsername != "" && sec.RunAsUser != nil:
+		return "", invalidf("run as user %d and run as username %q are exclusive", *sec.RunAsUser, sec.RunAsUsername)
+	case sec.RunAsUsername != "":
+		if strings.Contains(sec.RunAsUsername, ":") {
+			return "", invalidf("run as username %q contains ':'", sec.RunAsUsername)
+		}
+		return sec.RunAsUsername, nil
+	case sec.RunAsUser != nil:
+		uid, err := toID("run as user", *sec.RunAsUser)
+		if err != nil {
+			return "", err
+		}
+		return strconv.FormatUint(uint64(uid), 10), nil
+	case sec.RunAsGroup != nil:
+		// api.proto: "run_as_group should only be specified when run_as_user or run_as_username is
+		// specified; otherwise, the runtime MUST error."
+		return "", invalidf("run as group %d is set without run as user or run as username", *sec.RunAsGroup)
+	case img.User != "":
+		return img.User, nil
+	default:
+		return "0", nil
+	}
+}
+
+func toID(field string, v int64) (uint32, error) {
+	if v < 0 || v > math.MaxUint32 {
+		return 0, invalidf("%s %d is out of range [0, %d]", field, v, uint32(math.MaxUint32))
+	}
+	return uint32(v), nil
+}
+
+// readImageFile returns nil when the image has no such file: user lookups then fall back to numeric ids.
+func readImageFile(ifs imageFS, name string) ([]byte, error) {
+	b, err := ifs.readFile(name)
+	switch {
+	case err == nil:
+		return b, nil
+	case errors.Is(err, errNotInImage), errors.Is(err, fs.ErrNotExist), errors.Is(err, errNotADirectory):
+		return nil, nil
+	default:
+		return nil, invalidf("read image %s: %w", name, err)
+	}
+}
+
+// reader returns an untyped nil for a missing file: GetExecUser tells "no file" from "empty file" by a nil
+// interface.
+func reader(b []byte) io.Reader {
+	if b == nil {
+		return nil
+	}
+	return bytes.NewReader(b)
+}

@@ -1,0 +1,211 @@
+package oci
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	testPasswd = "root:x:0:0:root:/root:/bin/sh\n" +
+		"www-data:x:33:33:www-data:/var/www:/bin/false\n" +
+		"app:x:1000:1000:app:/home/app:/bin/sh\n"
+	testGroup = "root:x:0:\n" +
+		"www-data:x:33:\n" +
+		"app:x:1000:\n" +
+		"staff:x:50:app,www-data\n" +
+		"video:x:44:app\n"
+)
+
+func TestResolveUser(t *testing.T) {
+	layer := writeLayer(t, map[string]string{"etc/passwd": testPasswd, "etc/group": testGroup})
+	img := func(user string) *Image { return &Image{User: user, Layers: []string{layer}} }
+	tests := []struct {
+		name    string
+		sec     Security
+		img     *Image
+		want    specs.User
+		wantErr string
+	}{
+		{name: "default root", img: img(""), want: specs.User{UID: 0, GID: 0}},
+		{name: "image user by name", img: img("app"), want: specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{44, 50}}},
+		{name: "image user by uid", img: img("33"), want: specs.User{UID: 33, GID: 33, AdditionalGids: []uint32{50}}},
+		{name: "image uid unknown to passwd gets gid 0", img: img("4242"), want: specs.User{UID: 4242, GID: 0}},
+		{name: "image uid:gid", img: img("4242:4343"), want: specs.User{UID: 4242, GID: 4343}},
+		{
+			name: "image name:group keeps memberships", img: img("app:staff"),
+			want: specs.User{UID: 1000, GID: 50, AdditionalGids: []uint32{44, 50}},
+		},
+		{name: "image unknown user", img: img("nobody"), wantErr: `user "nobody"`},
+		{name: "image unknown group", img: img("app:nogroup"), wantErr: `user "app:nogroup"`},
+		{
+			name: "run as user overrides image user", sec: Security{RunAsUser: ptr[int64](33)}, img: img("app"),
+			want: specs.User{UID: 33, GID: 33, AdditionalGids: []uint32{50}},
+		},
+		{
+			name: "run as username", sec: Security{RunAsUsername: "www-data"}, img: img(""),
+			want: specs.User{UID: 33, GID: 33, AdditionalGids: []uint32{50}},
+		},
+		{name: "run as unknown username", sec: Security{RunAsUsername: "ghost"}, img: img(""), wantErr: `user "ghost"`},
+		{
+			name: "run as group overrides gid", sec: Security{RunAsUser: ptr[int64](1000), RunAsGroup: ptr[int64](7)}, img: img(""),
+			want: specs.User{UID: 1000, GID: 7, AdditionalGids: []uint32{44, 50}},
+		},
+		{
+			name: "supplemental groups merge", sec: Security{RunAsUser: ptr[int64](1000), SupplementalGroups: []int64{99, 44}}, img: img(""),
+			want: specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{44, 50, 99}},
+		},
+		{
+			name: "supplemental groups strict", img: img("app"),
+			sec:  Security{SupplementalGroups: []int64{99}, SupplementalGroupsPolicy: "Strict"},
+			want: specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{99}},
+		},
+		{name: "unknown policy", img: img(""), sec: Security{SupplementalGroupsPolicy: "Union"}, wantErr: "policy"},
+		{name: "run as group alone", sec: Security{RunAsGroup: ptr[int64](7)}, img: img(""), wantErr: "without run as user"},
+		{
+			name: "run as user and username", sec: Security{RunAsUser: ptr[int64](1), RunAsUsername: "app"}, img: img(""),
+			wantErr: "exclusive",
+		},
+		{name: "negative uid", sec: Security{RunAsUser: ptr[int64](-1)}, img: img(""), wantErr: "out of range"},
+		{name: "huge gid", sec: Security{RunAsUser: ptr[int64](1), RunAsGroup: ptr[int64](1 << 40)}, img: img(""), wantErr: "out of range"},
+		{name: "negative supplemental group", sec: Security{SupplementalGroups: []int64{-5}}, img: img(""), wantErr: "out of range"},
+		{name: "no passwd: numeric user", img: &Image{User: "1000:1000"}, want: specs.User{UID: 1000, GID: 1000}},
+		{name: "no passwd: user name", img: &Image{User: "app"}, wantErr: `user "app"`},
+		{name: "rootfs instead of layers", img: &Image{User: "app", Rootfs: layer}, want: specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{44, 50}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := resolveUser(&tt.sec, tt.img)
+			if tt.wantErr != "" {
+				if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want ErrInvalidArgument containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.UID != tt.want.UID || got.GID != tt.want.GID || !slices.Equal(got.AdditionalGids, tt.want.AdditionalGids) {
+				t.Fatalf("user = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestImageFSLayers checks the overlay view: upper layers win, symlinks resolve inside the image, and
+// whiteouts and opaque directories hide lower layers.
+func TestImageFSLayers(t *testing.T) {
+	bottom := writeLayer(t, map[string]string{
+		"etc/passwd":       "bottom",
+		"etc/group":        "bottom",
+		"usr/share/passwd": "via-symlink",
+		"data/keep":        "bottom-keep",
+		"data/hidden":      "bottom-hidden",
+	})
+	middle := writeLayer(t, map[string]string{"etc/group": "middle", "data/new": "middle-new"})
+	top := writeLayer(t, map[string]string{"etc/motd": "top"})
+	if err := os.Symlink("../usr/share/passwd", filepath.Join(top, "etc", "passwd")); err != nil {
+		t.Fatal(err)
+	}
+	// A symlink planted to escape to the host's files must stay inside the image.
+	if err := os.Symlink("/etc/hostname-outside", filepath.Join(top, "etc", "escape")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../../../../../../etc/hostname-outside", filepath.Join(top, "etc", "escape-rel")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("loop-b", filepath.Join(top, "etc", "loop-a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("loop-a", filepath.Join(top, "etc", "loop-b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bottom, "etc", "hostname-outside"), []byte("inside"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ifs := newImageFS(&Image{Layers: []string{bottom, middle, top}})
+
+	tests := []struct {
+		path, want string
+		wantErr    error
+	}{
+		{path: "/etc/group", want: "middle"},
+		{path: "/etc/passwd", want: "via-symlink"},
+		{path: "/etc/motd", want: "top"},
+		{path: "/data/keep", want: "bottom-keep"},
+		{path: "/data/new", want: "middle-new"},
+		{path: "/etc/escape", want: "inside"},
+		{path: "/etc/escape-rel", want: "inside"},
+		{path: "/etc/missing", wantErr: errNotInImage},
+		{path: "/etc/motd/child", wantErr: errNotADirectory},
+		{path: "/etc/loop-a", wantErr: errSymlinkLoop},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			b, err := ifs.readFile(tt.path)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || string(b) != tt.want {
+				t.Fatalf("read = %q, %v; want %q", b, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestImageFSWhiteoutAndOpaque(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("whiteouts are 0/0 character devices and opaque marks trusted.* xattrs: both need root")
+	}
+	bottom := writeLayer(t, map[string]string{
+		"etc/passwd":    testPasswd,
+		"etc/group":     testGroup,
+		"data/a":        "a",
+		"data/b":        "b",
+		"gone/dir/file": "x",
+	})
+	upper := writeLayer(t, map[string]string{"data/c": "c"})
+	// Whiteout /etc/group and the whole /gone tree; make /data opaque.
+	for _, p := range []string{"etc/group", "gone"} {
+		full := filepath.Join(upper, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mknod(full, unix.S_IFCHR|0o000, 0); err != nil {
+			t.Fatalf("mknod whiteout: %v", err)
+		}
+	}
+	if err := unix.Setxattr(filepath.Join(upper, "data"), "trusted.overlay.opaque", []byte("y"), 0); err != nil {
+		t.Skipf("this filesystem does not take trusted.* xattrs: %v", err)
+	}
+	img := &Image{User: "app", Layers: []string{bottom, upper}}
+	ifs := newImageFS(img)
+	for path, want := range map[string]error{
+		"/etc/group":     errNotInImage,
+		"/gone/dir/file": errNotInImage,
+		"/data/a":        errNotInImage,
+		"/data/c":        nil,
+		"/etc/passwd":    nil,
+	} {
+		if _, err := ifs.readFile(path); !errors.Is(err, want) && (want != nil || err != nil) {
+			t.Errorf("read %s: err = %v, want %v", path, err, want)
+		}
+	}
+	// With /etc/group whited out the user keeps its passwd gid and gets no memberships.
+	u, err := resolveUser(&Security{}, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.UID != 1000 || u.GID != 1000 || len(u.AdditionalGids) != 0 {
+		t.Fatalf("user = %+v, want uid/gid 1000 without groups", u)
+	}
+}
