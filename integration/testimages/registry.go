@@ -1,7 +1,6 @@
 package testimages
 
 import (
-	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -136,11 +135,10 @@ func (r *Registry) Push(ref string, obj any) (string, error) {
 	return full, nil
 }
 
-// Close stops serving and waits for the server goroutine to end.
+// Close stops serving at once, dropping open connections (a graceful shutdown would wait seconds for
+// clients' idle probes), and waits for the server goroutine to end.
 func (r *Registry) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := r.srv.Shutdown(ctx)
+	err := r.srv.Close()
 	<-r.done
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("stop registry: %w", err)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/warmpod/warmpod/integration/testimages"
 )
@@ -130,4 +131,8 @@ func assertTmpEmpty(t testing.TB, s *Store) {
 func exists(path string) bool {
 	_, err := os.Lstat(path)
 	return err == nil
+}
+
+func mutateConfig(img v1.Image, cf *v1.ConfigFile) (v1.Image, error) {
+	return mutate.ConfigFile(img, cf)
 }

@@ -412,3 +412,53 @@ func TestConcurrentPulls(t *testing.T) {
 	}
 	assertTmpEmpty(t, s)
 }
+
+// TestPullRemoveRace pulls and removes images sharing a layer concurrently: garbage collection must never
+// delete a layer an ingest in flight is about to record.
+func TestPullRemoveRace(t *testing.T) {
+	requireRoot(t)
+	reg := startRegistry(t)
+	push(t, reg, "a:1", busybox(t))
+	push(t, reg, "b:1", busybox(t, testimages.WithFile("/b", testimages.File{Content: []byte("b")})))
+	s := newStore(t)
+	var wg sync.WaitGroup
+	for _, r := range []string{"a:1", "b:1", "a:1"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 15 {
+				if _, err := s.Pull(t.Context(), reg.Ref(r), nil); err != nil {
+					t.Errorf("pull %s: %v", r, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range 30 {
+			err := s.Remove(reg.Ref([]string{"a:1", "b:1"}[i%2]))
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				t.Errorf("remove: %v", err)
+			}
+		}
+	}()
+	wg.Wait()
+	for _, r := range []string{"a:1", "b:1"} {
+		if _, err := s.Pull(t.Context(), reg.Ref(r), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, img := range s.List() {
+		for _, l := range img.Layers {
+			if !exists(l) {
+				t.Errorf("image %s lists missing layer %s", img.ID, l)
+			}
+		}
+		if !exists(filepath.Join(img.Layers[0], "bin/busybox")) {
+			t.Errorf("image %s base layer is empty", img.ID)
+		}
+	}
+	assertTmpEmpty(t, s)
+}

@@ -93,10 +93,9 @@ func (s *Store) GC() error {
 	return nil
 }
 
-// collectLocked drops collectable records nobody retains, persists, then moves unreferenced layer dirs and
-// blobs into tmp/ (a rename each, so the lock is held briefly) and returns them for removeAll. Records go
-// to disk first: a crash in between leaves unreferenced content that New cleans, never a record pointing
-// at missing layers.
+// collectLocked drops collectable records nobody retains, persists, then sweeps. Records go to disk first:
+// a crash in between leaves unreferenced content that New cleans, never a record pointing at missing
+// layers.
 // Preconditions: s.mu held.
 func (s *Store) collectLocked() ([]string, error) {
 	var dropped []*record
@@ -116,6 +115,13 @@ func (s *Store) collectLocked() ([]string, error) {
 			return nil, err
 		}
 	}
+	return s.sweepLocked()
+}
+
+// sweepLocked moves layer dirs and blobs that no record names and no ingest holds into tmp/ (a rename
+// each, so the lock is held briefly) and returns them for removeAll.
+// Preconditions: s.mu held.
+func (s *Store) sweepLocked() ([]string, error) {
 	used := make(map[string]bool, len(s.inflight))
 	for k := range s.inflight {
 		used[k] = true

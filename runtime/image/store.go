@@ -218,8 +218,11 @@ func (s *Store) open() error {
 			return err
 		}
 	}
-	s.collectLocked()
-	return nil
+	// Only content no record names: removed-but-retained records must wait for the daemon to re-retain
+	// what its surviving containers use, and then for GC.
+	trash, err := s.sweepLocked()
+	s.removeAll(trash)
+	return err
 }
 
 func (s *Store) missingLayer(r *record) string {
