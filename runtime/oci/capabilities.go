@@ -108,11 +108,11 @@ func capabilities(sec *Security, held []string) (*specs.LinuxCapabilities, error
 		}
 	}
 
-	main, ambSet := sorted(set), sorted(amb)
+	base, ambSet := sorted(set), sorted(amb)
 	return &specs.LinuxCapabilities{
-		Bounding:    main,
-		Effective:   slices.Clone(main),
-		Permitted:   slices.Clone(main),
+		Bounding:    base,
+		Effective:   slices.Clone(base),
+		Permitted:   slices.Clone(base),
 		Inheritable: ambSet,
 		Ambient:     slices.Clone(ambSet),
 	}, nil
