@@ -30,6 +30,9 @@ func Index(images map[string]v1.Image) (v1.ImageIndex, error) {
 	for _, key := range keys {
 		img := images[key]
 		p, err := v1.ParsePlatform(key)
+		if err == nil && (p.OS == "" || p.Architecture == "") {
+			err = fmt.Errorf("want os/arch[/variant]")
+		}
 		if err != nil {
 			return nil, fmt.Errorf("build index: platform %q: %w", key, err)
 		}
