@@ -1,9 +1,7 @@
 package oci
 
 import (
-	"errors"
 	"slices"
-	"strings"
 	"testing"
 )
 
@@ -52,10 +50,7 @@ func TestCapabilities(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := capabilities(&tt.sec, held)
-			if tt.wantErr != "" {
-				if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want ErrInvalidArgument containing %q", err, tt.wantErr)
-				}
+			if wantInvalid(t, err, tt.wantErr) {
 				return
 			}
 			if err != nil {

@@ -1,10 +1,12 @@
 package oci
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -162,3 +164,16 @@ func writeLayer(t *testing.T, files map[string]string) string {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// wantInvalid reports whether a case expects an error (want != ""), and fails the test unless err then
+// matches ErrInvalidArgument and names want.
+func wantInvalid(t *testing.T, err error, want string) bool {
+	t.Helper()
+	if want == "" {
+		return false
+	}
+	if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want ErrInvalidArgument containing %q", err, want)
+	}
+	return true
+}

@@ -1,7 +1,6 @@
 package oci
 
 import (
-	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -149,10 +148,7 @@ func TestPodFileMounts(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s, err := build(t, tt.adjust)
-			if tt.wantErr != "" {
-				if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want ErrInvalidArgument containing %q", err, tt.wantErr)
-				}
+			if wantInvalid(t, err, tt.wantErr) {
 				return
 			}
 			if err != nil {
@@ -309,10 +305,7 @@ func TestCRIMounts(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s, err := build(t, tt.adjust)
-			if tt.wantErr != "" {
-				if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want ErrInvalidArgument containing %q", err, tt.wantErr)
-				}
+			if wantInvalid(t, err, tt.wantErr) {
 				return
 			}
 			if err != nil {

@@ -1,7 +1,6 @@
 package oci
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -144,10 +143,7 @@ func TestNamespaces(t *testing.T) {
 			}
 			c := &Container{Security: Security{Privileged: tt.privileged, Namespaces: tt.opts}}
 			got, err := buildNamespaces(c, &p, tt.cgroupV2)
-			if tt.wantErr != "" {
-				if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want ErrInvalidArgument containing %q", err, tt.wantErr)
-				}
+			if wantInvalid(t, err, tt.wantErr) {
 				return
 			}
 			if err != nil {

@@ -79,10 +79,7 @@ func TestResources(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var res specs.LinuxResources
 			err := applyResources(&res, tt.r, &tt.host)
-			if tt.wantErr != "" {
-				if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want ErrInvalidArgument containing %q", err, tt.wantErr)
-				}
+			if wantInvalid(t, err, tt.wantErr) {
 				return
 			}
 			if err != nil {
@@ -114,10 +111,7 @@ func TestOOMScoreAdj(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := oomScoreAdj(&Resources{OOMScoreAdj: tt.adj}, &Pod{OOMScoreAdjMin: tt.min, OOMScoreAdjMax: tt.max})
-			if tt.wantErr != "" {
-				if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want ErrInvalidArgument containing %q", err, tt.wantErr)
-				}
+			if wantInvalid(t, err, tt.wantErr) {
 				return
 			}
 			if err != nil || got == nil || *got != tt.want {
@@ -160,10 +154,7 @@ func TestSysctls(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := buildSysctls(tt.pod, tt.ctr, nsPlan{hostNet: tt.hostNet, hostIPC: tt.hostIPC})
-			if tt.wantErr != "" {
-				if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want ErrInvalidArgument containing %q", err, tt.wantErr)
-				}
+			if wantInvalid(t, err, tt.wantErr) {
 				return
 			}
 			if err != nil {

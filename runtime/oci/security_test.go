@@ -1,9 +1,7 @@
 package oci
 
 import (
-	"errors"
 	"slices"
-	"strings"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -61,10 +59,7 @@ func TestSeccomp(t *testing.T) {
 				sys.files["/var/lib/kubelet/seccomp/ok.json"] = []byte(localProfile)
 				sys.files["/bad.json"] = []byte("{not json")
 			})
-			if tt.wantErr != "" {
-				if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want ErrInvalidArgument containing %q", err, tt.wantErr)
-				}
+			if wantInvalid(t, err, tt.wantErr) {
 				return
 			}
 			if err != nil {
@@ -123,10 +118,7 @@ func TestApparmor(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			b := newTestBuilder(Host{AppArmor: tt.enabled}, newFakeSystem())
 			got, err := b.apparmorProfile(&Security{Apparmor: tt.profile, Privileged: tt.privileged})
-			if tt.wantErr != "" {
-				if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want ErrInvalidArgument containing %q", err, tt.wantErr)
-				}
+			if wantInvalid(t, err, tt.wantErr) {
 				return
 			}
 			if err != nil || got != tt.want {
