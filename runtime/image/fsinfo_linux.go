@@ -89,3 +89,16 @@ func diskUsage(root string) (usage, error) {
 	})
 	return u, err
 }
+
+// syncfs flushes the store's filesystem.
+func (s *Store) syncfs() error {
+	f, err := os.Open(s.root)
+	if err != nil {
+		return fmt.Errorf("sync image store: %w", err)
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("sync image store: %w", err)
+	}
+	return nil
+}

@@ -19,7 +19,6 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sys/unix"
 )
 
 // layerJobs bounds how many layers of one image download and unpack at once.
@@ -354,18 +353,6 @@ func decompress(r *bufio.Reader) (io.Reader, func(), error) {
 	default:
 		return r, func() {}, nil
 	}
-}
-
-func (s *Store) syncfs() error {
-	f, err := os.Open(s.root)
-	if err != nil {
-		return fmt.Errorf("sync image store: %w", err)
-	}
-	defer f.Close()
-	if err := unix.Syncfs(int(f.Fd())); err != nil {
-		return fmt.Errorf("sync image store: %w", err)
-	}
-	return nil
 }
 
 func convertConfig(c v1.Config) Config {
