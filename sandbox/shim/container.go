@@ -57,8 +57,14 @@ func newTemplate(r *CreateRequest) (*template, error) {
 		return nil, fmt.Errorf("spec of container %q has no process args: %w", r.Name, errdefs.ErrInvalidArgument)
 	}
 	// Annotations carry per-attempt data (the kubelet's restart count);
-	// they do not shape the process.
+	// root path and cgroup are set per generation: none shapes the process.
 	spec.Annotations = nil
+	if spec.Root != nil {
+		spec.Root.Path = ""
+	}
+	if spec.Linux != nil {
+		spec.Linux.CgroupsPath = ""
+	}
 	canon, err := json.Marshal(&spec)
 	if err != nil {
 		return nil, err
