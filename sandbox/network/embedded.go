@@ -161,15 +161,28 @@ func (e *Embedded) Ready() error {
 }
 
 // ensureInfra puts the bridge, sysctls and base iptables rules in place,
-// once; with verify it first checks that the bridge still exists. It
+// once. With verify it first checks that the bridge and our iptables
+// chains still exist, so a deleted bridge or a flushed firewall (a
+// firewalld reload) is repaired by the kubelet's next status poll. It
 // returns the MTU for pod links.
 func (e *Embedded) ensureInfra(verify bool) (mtu int, _ error) {
 	e.infraMu.Lock()
 	defer e.infraMu.Unlock()
+	return e.ensureInfraLocked(verify)
+}
+
+// Preconditions: e.infraMu held.
+func (e *Embedded) ensureInfraLocked(verify bool) (mtu int, _ error) {
 	if e.infraOK && verify {
 		ok, err := e.links.linkExists(e.cfg.Bridge)
 		if err != nil {
 			return 0, err
+		}
+		if ok {
+			ok, err = e.fw.present()
+			if err != nil {
+				return 0, err
+			}
 		}
 		e.infraOK = ok
 	}
@@ -249,9 +262,13 @@ func (e *Embedded) UpdatePodCIDR(cidr string) error {
 	if err := writeFileAtomic(filepath.Join(e.cfg.StateDir, podCIDRFile), []byte(subnet.String()+"\n")); err != nil {
 		return fmt.Errorf("persist pod CIDR: %w", err)
 	}
+	// Under infraMu so that no Setup sees the new range as ready before
+	// its gateway and masquerading are in place.
+	e.infraMu.Lock()
+	defer e.infraMu.Unlock()
 	e.ipam.setSubnet(subnet)
-	e.invalidateInfra()
-	if _, err := e.ensureInfra(false); err != nil {
+	e.infraOK = false
+	if _, err := e.ensureInfraLocked(false); err != nil {
 		return fmt.Errorf("set up gateway for pod CIDR %s: %w", subnet, err)
 	}
 	return nil

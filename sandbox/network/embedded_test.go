@@ -432,8 +432,8 @@ func TestMTU(t *testing.T) {
 	}
 }
 
-// The bridge disappearing (an operator deleting it) is repaired by Ready.
-func TestReadyRecreatesBridge(t *testing.T) {
+// A bridge deleted by an operator is repaired by Ready.
+func TestReadyRepairs(t *testing.T) {
 	f := newFixture(t)
 	if err := f.e.Ready(); err != nil {
 		t.Fatal(err)
@@ -444,6 +444,14 @@ func TestReadyRecreatesBridge(t *testing.T) {
 	}
 	if !f.links.links[DefaultBridge] {
 		t.Fatal("Ready did not recreate the bridge")
+	}
+	// A firewall flush (a firewalld reload) is repaired the same way.
+	f.ipt.tables["nat"]["PREROUTING"] = nil
+	if err := f.e.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.ipt.rules("nat", "PREROUTING")) != 1 {
+		t.Fatal("Ready did not restore the host port jump")
 	}
 }
 

@@ -216,6 +216,17 @@ func (f *fakeIPT) Append(table, chain string, spec ...string) error {
 	return nil
 }
 
+func (f *fakeIPT) Exists(table, chain string, spec ...string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	rules, err := f.chain(table, chain)
+	if err != nil {
+		return false, err
+	}
+	return slices.Contains(rules, strings.Join(spec, " ")), nil
+}
+
 func (f *fakeIPT) AppendUnique(table, chain string, spec ...string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

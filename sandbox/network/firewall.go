@@ -18,6 +18,7 @@ type iptables interface {
 	ClearChain(table, chain string) error
 	ClearAndDeleteChain(table, chain string) error
 	Append(table, chain string, rulespec ...string) error
+	Exists(table, chain string, rulespec ...string) (bool, error)
 	AppendUnique(table, chain string, rulespec ...string) error
 	InsertUnique(table, chain string, pos int, rulespec ...string) error
 	DeleteIfExists(table, chain string, rulespec ...string) error
@@ -143,6 +144,19 @@ func (f *firewall) ensure(subnets []netip.Prefix) error {
 		}
 	}
 	return nil
+}
+
+// present reports whether the base rules still look installed: the jump
+// into our host port chain is the first thing a flush would remove.
+func (f *firewall) present() (bool, error) {
+	if err := f.check(); err != nil {
+		return false, err
+	}
+	ok, err := f.ipt.ChainExists("nat", f.hostportsChain())
+	if err != nil || !ok {
+		return false, err
+	}
+	return f.ipt.Exists("nat", "PREROUTING", f.baseRules()[0].spec...)
 }
 
 func (f *firewall) podJump(podID string) []string {

@@ -1,0 +1,253 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
+	"github.com/warmpod/warmpod/runtime/image"
+	"github.com/warmpod/warmpod/runtime/oci"
+	"github.com/warmpod/warmpod/sandbox/shim"
+)
+
+func nowNanos() int64 { return time.Now().UnixNano() }
+
+// CreateContainer creates a container in pod podID and returns its id. When
+// the pod's shim holds a pre-created generation of a container with the same
+// name and process shape, the container is served from it. A retry for a
+// container that already exists (same pod, name and attempt) returns its id.
+func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg ContainerConfig) (string, error) {
+	p, err := m.getPod(podID)
+	if err != nil {
+		return "", err
+	}
+	client, err := p.client()
+	if err != nil {
+		return "", err
+	}
+	if cfg.Name == "" {
+		return "", fmt.Errorf("container metadata needs a name: %w", errdefs.ErrInvalidArgument)
+	}
+	if cfg.Image == "" {
+		return "", fmt.Errorf("container %q: image is required: %w", cfg.Name, errdefs.ErrInvalidArgument)
+	}
+	if strings.Contains(cfg.LogPath, "..") || filepath.IsAbs(cfg.LogPath) {
+		return "", fmt.Errorf("container %q: log path %q must be relative to the pod's log directory: %w", cfg.Name, cfg.LogPath, errdefs.ErrInvalidArgument)
+	}
+	id := newID()
+	key := ctrKey(p.meta.ID, &cfg)
+	if err := m.ctrNames.reserve(key, id); err != nil {
+		if c := m.containerByKey(key); c != nil {
+			return c.meta.ID, nil
+		}
+		return "", fmt.Errorf("container %q is being created: %w", cfg.Name, err)
+	}
+	var undo cleanups
+	defer undo.run()
+	undo.add(func(context.Context) { m.ctrNames.release(key) })
+
+	img, err := m.opts.Images.Get(cfg.Image)
+	if err != nil {
+		if errors.Is(err, image.ErrNotFound) {
+			return "", fmt.Errorf("image %q of container %q is not present: %w", cfg.Image, cfg.Name, errdefs.ErrNotFound)
+		}
+		return "", fmt.Errorf("image %q of container %q: %w", cfg.Image, cfg.Name, err)
+	}
+	release, err := m.opts.Images.Retain(img.ID)
+	if err != nil {
+		return "", fmt.Errorf("hold image %s: %w", img.ID, err)
+	}
+	undo.add(func(context.Context) { release() })
+
+	sigName, sigSource := img.Config.StopSignal, "image "+cfg.Image
+	if cfg.StopSignal != "" {
+		sigName, sigSource = cfg.StopSignal, "container "+cfg.Name
+	}
+	stopSignal, err := parseSignal(sigName)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w: %w", sigSource, err, errdefs.ErrInvalidArgument)
+	}
+	spec, err := m.buildSpec(p, id, &cfg, &img)
+	if err != nil {
+		return "", err
+	}
+	specJSON, err := json.Marshal(spec)
+	if err != nil {
+		return "", err
+	}
+	logPath := ""
+	if p.meta.Config.LogDirectory != "" && cfg.LogPath != "" {
+		logPath = filepath.Join(p.meta.Config.LogDirectory, cfg.LogPath)
+	}
+	meta := containerMeta{
+		ID:         id,
+		PodID:      p.meta.ID,
+		Config:     cfg,
+		ImageID:    img.ID,
+		ImageName:  imageName(cfg.Image, &img),
+		CreatedAt:  nowNanos(),
+		LogPath:    logPath,
+		StopSignal: stopSignal,
+	}
+	if err := m.meta.put("containers", id, &meta); err != nil {
+		return "", err
+	}
+	undo.add(func(context.Context) { _ = m.meta.delete("containers", id) })
+
+	c := &container{meta: meta, releaseImage: release}
+	c.status.Record = shim.Record{ID: id, Name: cfg.Name, State: shim.StateUnknown, CreatedAt: meta.CreatedAt, LogPath: logPath}
+	// Indexed before the shim call so that its created event finds it.
+	m.mu.Lock()
+	m.ctrs[id] = c
+	m.mu.Unlock()
+	undo.add(func(context.Context) {
+		m.mu.Lock()
+		delete(m.ctrs, id)
+		m.mu.Unlock()
+	})
+
+	resp, err := client.CreateContainer(ctx, &shimv1.CreateContainerRequest{
+		Id:         id,
+		Name:       cfg.Name,
+		Attempt:    cfg.Attempt,
+		Spec:       specJSON,
+		Layers:     img.Layers,
+		LogPath:    logPath,
+		Tty:        cfg.Tty,
+		Stdin:      cfg.Stdin,
+		StdinOnce:  cfg.StdinOnce,
+		StopSignal: int32(stopSignal),
+	})
+	if err != nil {
+		return "", fmt.Errorf("create container %q in pod %s: %w", cfg.Name, p.meta.ID, err)
+	}
+	m.setRecord(c, shim.FromProto(resp.State))
+	undo.release()
+	m.log.WithField("pod", p.meta.ID).WithField("container", id).
+		WithField("warm", resp.Warm).Infof("container %q created", cfg.Name)
+	return id, nil
+}
+
+func (m *Manager) containerByKey(key string) *container {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, c := range m.ctrs {
+		if ctrKey(c.meta.PodID, &c.meta.Config) == key {
+			return c
+		}
+	}
+	return nil
+}
+
+// buildSpec builds the OCI spec of container id from its config, its image
+// and its pod.
+func (m *Manager) buildSpec(p *pod, id string, cfg *ContainerConfig, img *image.Image) (any, error) {
+	oc := cfg.Spec
+	oc.ID = id
+	oc.Name = cfg.Name
+	oc.Tty = cfg.Tty
+	oc.Stdin = cfg.Stdin
+	oc.Labels = cfg.Labels
+	oc.Annotations = cfg.Annotations
+	pc := &p.meta.Config
+	minAdj, maxAdj := oci.HostOOMScoreAdjRange()
+	op := &oci.Pod{
+		ID:             p.meta.ID,
+		Name:           pc.Name,
+		Namespace:      pc.Namespace,
+		UID:            pc.UID,
+		Hostname:       pc.Hostname,
+		NetNS:          p.meta.NS.Net,
+		IPCNS:          p.meta.NS.IPC,
+		UTSNS:          p.meta.NS.UTS,
+		PIDNS:          p.meta.PIDNS,
+		CgroupParent:   p.meta.CgroupPath,
+		ResolvConf:     p.meta.ResolvConf,
+		Hosts:          p.meta.Hosts,
+		HostnameFile:   p.meta.Hostname,
+		Shm:            p.meta.Shm,
+		Sysctls:        pc.Sysctls,
+		Privileged:     pc.Privileged,
+		OOMScoreAdjMin: minAdj,
+		OOMScoreAdjMax: maxAdj,
+	}
+	if pc.HostNetwork() {
+		op.Hostname = ""
+	}
+	if oc.Security.Namespaces.PID == oci.NamespaceTarget {
+		target, err := m.getContainer(oc.Security.Namespaces.TargetID)
+		if err != nil {
+			return nil, fmt.Errorf("target of container %q's pid namespace: %w", cfg.Name, err)
+		}
+		st := target.Status().Record
+		if st.State != shim.StateRunning || st.Pid == 0 {
+			return nil, fmt.Errorf("target container %s of container %q's pid namespace is not running: %w", target.meta.ID, cfg.Name, errdefs.ErrFailedPrecondition)
+		}
+		op.TargetPIDNS = fmt.Sprintf("/proc/%d/ns/pid", st.Pid)
+	}
+	oimg := &oci.Image{
+		Name:       cfg.Image,
+		User:       img.Config.User,
+		WorkingDir: img.Config.WorkingDir,
+		Entrypoint: img.Config.Entrypoint,
+		Cmd:        img.Config.Cmd,
+		Env:        img.Config.Env,
+		StopSignal: img.Config.StopSignal,
+		Layers:     img.Layers,
+	}
+	spec, err := oci.Build(&oc, oimg, op)
+	if err != nil {
+		if errors.Is(err, oci.ErrInvalidArgument) {
+			return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+		}
+		return nil, err
+	}
+	return spec, nil
+}
+
+// imageName is the name ContainerStatus reports for the image: the name the
+// caller used when it is one of the image's tags, else its first tag.
+func imageName(requested string, img *image.Image) string {
+	for _, t := range img.RepoTags {
+		if t == requested {
+			return t
+		}
+	}
+	if len(img.RepoTags) > 0 {
+		return img.RepoTags[0]
+	}
+	if len(img.RepoDigests) > 0 {
+		return img.RepoDigests[0]
+	}
+	return requested
+}
+
+// parseSignal reads an image STOPSIGNAL ("SIGTERM", "TERM" or "15").
+func parseSignal(s string) (int, error) {
+	if s == "" {
+		return 0, nil
+	}
+	if n, err := strconv.Atoi(s); err == nil {
+		if n <= 0 || n > 64 {
+			return 0, fmt.Errorf("stop signal %q is out of range", s)
+		}
+		return n, nil
+	}
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(name); sig != 0 {
+		return int(sig), nil
+	}
+	return 0, fmt.Errorf("unknown stop signal %q", s)
+}

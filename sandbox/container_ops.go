@@ -1,0 +1,233 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
+	"github.com/warmpod/warmpod/sandbox/shim"
+	"github.com/warmpod/warmpod/sandbox/shimclient"
+)
+
+// containerClient returns the container and the shim of its pod.
+func (m *Manager) containerClient(id string) (*container, *shimclient.Client, error) {
+	c, err := m.getContainer(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := m.getPod(c.meta.PodID)
+	if err != nil {
+		return nil, nil, err
+	}
+	client, err := p.client()
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, client, nil
+}
+
+// StartContainer starts a created container.
+func (m *Manager) StartContainer(ctx context.Context, id string) error {
+	c, client, err := m.containerClient(id)
+	if err != nil {
+		return err
+	}
+	if err := c.Update(func(s containerStatus) (containerStatus, error) {
+		if s.Starting || s.Removing {
+			return s, fmt.Errorf("container %s is being started or removed: %w", c.meta.ID, errdefs.ErrFailedPrecondition)
+		}
+		s.Starting = true
+		return s, nil
+	}); err != nil {
+		return err
+	}
+	defer c.Update(func(s containerStatus) (containerStatus, error) {
+		s.Starting = false
+		return s, nil
+	})
+	resp, err := client.StartContainer(ctx, &shimv1.ContainerRequest{Id: c.meta.ID})
+	if err != nil {
+		return fmt.Errorf("start container %s: %w", c.meta.ID, err)
+	}
+	m.setRecord(c, shim.FromProto(resp.State))
+	m.log.WithField("container", c.meta.ID).Info("container started")
+	return nil
+}
+
+// StopContainer stops a running container: its stop signal, then SIGKILL
+// after timeout. Stopping a container that is not running succeeds.
+func (m *Manager) StopContainer(ctx context.Context, id string, timeout time.Duration) error {
+	c, err := m.getContainer(id)
+	if err != nil {
+		return err
+	}
+	if c.Status().Record.State != shim.StateRunning {
+		return nil
+	}
+	_, client, err := m.containerClient(id)
+	if err != nil {
+		// The pod is stopped: its containers are too.
+		return nil
+	}
+	resp, err := client.StopContainer(ctx, &shimv1.StopContainerRequest{Id: c.meta.ID, TimeoutSeconds: int64(timeout / time.Second)})
+	if err != nil {
+		return fmt.Errorf("stop container %s: %w", c.meta.ID, err)
+	}
+	m.setRecord(c, shim.FromProto(resp.State))
+	m.log.WithField("container", c.meta.ID).Info("container stopped")
+	return nil
+}
+
+// RemoveContainer removes a container, killing it first when it runs. Its
+// writable layer is released in the background.
+func (m *Manager) RemoveContainer(ctx context.Context, id string) error {
+	c, err := m.getContainer(id)
+	if err != nil {
+		return err
+	}
+	if err := c.Update(func(s containerStatus) (containerStatus, error) {
+		if s.Removing {
+			return s, fmt.Errorf("container %s is being removed: %w", c.meta.ID, errdefs.ErrFailedPrecondition)
+		}
+		s.Removing = true
+		return s, nil
+	}); err != nil {
+		return err
+	}
+	if p, err := m.getPod(c.meta.PodID); err == nil {
+		if client, err := p.client(); err == nil {
+			if _, err := client.RemoveContainer(ctx, &shimv1.ContainerRequest{Id: c.meta.ID}); err != nil && !errdefs.IsNotFound(err) {
+				_ = c.Update(func(s containerStatus) (containerStatus, error) {
+					s.Removing = false
+					return s, nil
+				})
+				return fmt.Errorf("remove container %s: %w", c.meta.ID, err)
+			}
+		}
+	}
+	m.forgetContainer(c)
+	m.log.WithField("container", c.meta.ID).Info("container removed")
+	return nil
+}
+
+// forgetContainer drops a container from the daemon's state.
+func (m *Manager) forgetContainer(c *container) {
+	if err := m.meta.delete("containers", c.meta.ID); err != nil {
+		m.log.WithError(err).Warn("delete container metadata")
+	}
+	m.mu.Lock()
+	_, known := m.ctrs[c.meta.ID]
+	delete(m.ctrs, c.meta.ID)
+	m.mu.Unlock()
+	if !known {
+		return
+	}
+	m.ctrNames.release(ctrKey(c.meta.PodID, &c.meta.Config))
+	if c.releaseImage != nil {
+		c.releaseImage()
+	}
+	m.publish(EventDeleted, c)
+}
+
+// ContainerStatus returns what is known of container id.
+func (m *Manager) ContainerStatus(id string) (ContainerInfo, error) {
+	c, err := m.getContainer(id)
+	if err != nil {
+		return ContainerInfo{}, err
+	}
+	return c.info(), nil
+}
+
+// ListContainers returns every container, oldest first.
+func (m *Manager) ListContainers() []ContainerInfo {
+	m.mu.RLock()
+	cs := make([]*container, 0, len(m.ctrs))
+	for _, c := range m.ctrs {
+		cs = append(cs, c)
+	}
+	m.mu.RUnlock()
+	sort.Slice(cs, func(i, j int) bool { return cs[i].meta.CreatedAt < cs[j].meta.CreatedAt })
+	out := make([]ContainerInfo, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, c.info())
+	}
+	return out
+}
+
+// ExecSyncResult is the outcome of a synchronous exec.
+type ExecSyncResult struct {
+	Stdout, Stderr []byte
+	ExitCode       int32
+}
+
+// ExecSync runs cmd in a running container and waits for it; with a
+// timeout, a process that runs longer is killed and the error wraps
+// context.DeadlineExceeded.
+func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (ExecSyncResult, error) {
+	if len(cmd) == 0 {
+		return ExecSyncResult{}, fmt.Errorf("exec: cmd is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	c, client, err := m.containerClient(id)
+	if err != nil {
+		return ExecSyncResult{}, err
+	}
+	resp, err := client.ExecSync(ctx, &shimv1.ExecSyncRequest{Id: c.meta.ID, Cmd: cmd, TimeoutSeconds: int64(timeout / time.Second)})
+	if err != nil {
+		return ExecSyncResult{}, fmt.Errorf("exec in container %s: %w", c.meta.ID, err)
+	}
+	return ExecSyncResult{Stdout: resp.Stdout, Stderr: resp.Stderr, ExitCode: resp.ExitCode}, nil
+}
+
+// ReopenContainerLog makes the shim reopen a running container's log file.
+func (m *Manager) ReopenContainerLog(ctx context.Context, id string) error {
+	c, client, err := m.containerClient(id)
+	if err != nil {
+		return err
+	}
+	if _, err := client.ReopenLog(ctx, &shimv1.ContainerRequest{Id: c.meta.ID}); err != nil {
+		return fmt.Errorf("reopen log of container %s: %w", c.meta.ID, err)
+	}
+	return nil
+}
+
+// UpdateContainerResources applies new resource limits to a container.
+func (m *Manager) UpdateContainerResources(ctx context.Context, id string, res *specs.LinuxResources) error {
+	c, client, err := m.containerClient(id)
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	if _, err := client.UpdateResources(ctx, &shimv1.UpdateResourcesRequest{Id: c.meta.ID, Resources: data}); err != nil {
+		return fmt.Errorf("update resources of container %s: %w", c.meta.ID, err)
+	}
+	return nil
+}
+
+// setRecord stores a newer shim record of c.
+func (m *Manager) setRecord(c *container, r shim.Record) {
+	_ = c.Update(func(s containerStatus) (containerStatus, error) {
+		if newer(r, s.Record) {
+			s.Record = r
+		}
+		return s, nil
+	})
+}
+
+// newer tells whether record a is at least as recent as b: records of one
+// container only move forward (created, running, exited, running again
+// after an in-place restart).
+func newer(a, b shim.Record) bool {
+	if a.RestartCount != b.RestartCount {
+		return a.RestartCount > b.RestartCount
+	}
+	return a.State >= b.State
+}

@@ -1,0 +1,157 @@
+package sandbox
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
+	"github.com/warmpod/warmpod/sandbox/shim"
+	"github.com/warmpod/warmpod/sandbox/shimclient"
+)
+
+// EventType says what happened to a container.
+type EventType int
+
+const (
+	EventCreated EventType = iota + 1
+	EventStarted
+	EventStopped
+	EventDeleted
+)
+
+// Event is a container transition, for CRI GetContainerEvents.
+type Event struct {
+	Type      EventType
+	Container ContainerInfo
+	Timestamp int64
+}
+
+// eventBuffer is how far a subscriber may lag before it is cut off.
+const eventBuffer = 8192
+
+// hub fans events out to subscribers without ever blocking the publisher:
+// a subscriber that falls eventBuffer events behind is disconnected.
+type hub struct {
+	mu   sync.Mutex
+	subs map[chan Event]struct{}
+}
+
+func newHub() *hub { return &hub{subs: make(map[chan Event]struct{})} }
+
+// Subscribe returns a channel of container events and its cancel function.
+// The channel is closed when the subscriber is cancelled or falls behind.
+func (m *Manager) Subscribe() (<-chan Event, func()) {
+	h := m.events
+	ch := make(chan Event, eventBuffer)
+	h.mu.Lock()
+	h.subs[ch] = struct{}{}
+	h.mu.Unlock()
+	return ch, func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if _, ok := h.subs[ch]; ok {
+			delete(h.subs, ch)
+			close(ch)
+		}
+	}
+}
+
+func (m *Manager) publish(t EventType, c *container) {
+	e := Event{Type: t, Container: c.info(), Timestamp: time.Now().UnixNano()}
+	h := m.events
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for ch := range h.subs {
+		select {
+		case ch <- e:
+		default:
+			delete(h.subs, ch)
+			close(ch)
+		}
+	}
+}
+
+// watch follows a pod's shim events until the shim goes away, keeping the
+// containers' records current and publishing each transition.
+func (m *Manager) watch(p *pod, client *shimclient.Client) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := client.Events(ctx, &shimv1.EventsRequest{})
+	if err == nil {
+		// Whatever happened before the subscription took effect.
+		m.refresh(ctx, p, client)
+		for {
+			ev, err := stream.Recv()
+			if err != nil {
+				break
+			}
+			t := EventType(ev.Type)
+			if t == EventDeleted {
+				// RemoveContainer publishes it once the daemon has forgotten the container.
+				continue
+			}
+			c, err := m.getContainer(ev.Container.Id)
+			if err != nil {
+				continue
+			}
+			m.setRecord(c, shim.FromProto(ev.Container))
+			m.publish(t, c)
+		}
+	}
+	m.shimLost(p, client)
+}
+
+// refresh reads every container's record from the shim.
+func (m *Manager) refresh(ctx context.Context, p *pod, client *shimclient.Client) {
+	resp, err := client.ListContainers(ctx, &shimv1.ListContainersRequest{})
+	if err != nil {
+		return
+	}
+	for _, s := range resp.Containers {
+		c, err := m.getContainer(s.Id)
+		if err != nil {
+			continue
+		}
+		before := c.Status().Record.State
+		m.setRecord(c, shim.FromProto(s))
+		if after := c.Status().Record.State; after != before {
+			m.publish(stateEvent(after), c)
+		}
+	}
+}
+
+func stateEvent(s shim.State) EventType {
+	switch s {
+	case shim.StateCreated:
+		return EventCreated
+	case shim.StateRunning:
+		return EventStarted
+	}
+	return EventStopped
+}
+
+// shimLost handles the end of a pod's event stream: when the shim is still
+// the pod's and no longer answers, the pod is not ready any more and its
+// containers' fate is read from the records the shim left.
+func (m *Manager) shimLost(p *pod, client *shimclient.Client) {
+	p.mu.Lock()
+	current := p.shim == client
+	p.mu.Unlock()
+	if !current || client.Alive(context.Background()) {
+		if current {
+			// The stream broke but the shim lives: follow it again.
+			time.AfterFunc(100*time.Millisecond, func() { m.watch(p, client) })
+		}
+		return
+	}
+	p.mu.Lock()
+	if p.shim == client {
+		p.shim = nil
+		p.status.State = PodNotReady
+	}
+	p.mu.Unlock()
+	client.Close()
+	m.log.WithField("pod", p.meta.ID).Warn("shim of pod is gone; pod is not ready")
+	m.syncFromRecords(p)
+}

@@ -1,0 +1,210 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/sirupsen/logrus"
+
+	"github.com/warmpod/warmpod/runtime/image"
+	"github.com/warmpod/warmpod/sandbox/network"
+)
+
+// Network is the pod network seam: the embedded bridge or CNI.
+type Network interface {
+	Name() string
+	Ready() error
+	Setup(ctx context.Context, pod network.Pod) (network.Result, error)
+	Teardown(ctx context.Context, pod network.Pod) error
+}
+
+// Images is the image store seam.
+type Images interface {
+	Get(ref string) (image.Image, error)
+	Retain(id string) (release func(), err error)
+}
+
+// Options configures a Manager.
+type Options struct {
+	// RootDir holds persistent data (metadata, writable layers).
+	RootDir string
+	// StateDir holds runtime state (shim sockets, pinned namespaces).
+	StateDir string
+	// ShimBinary is the warmpod binary the shims run (default: this one).
+	ShimBinary string
+	Images     Images
+	Network    Network
+	// DefaultCgroupParent is used for pods whose config names none.
+	DefaultCgroupParent string
+	// MaxPrecreate bounds node-wide concurrent pre-creations (0: CPUs).
+	MaxPrecreate int
+	ShimLogLevel string
+	Log          *logrus.Entry
+}
+
+// Manager owns the pods and containers of the node. It is safe for
+// concurrent use; operations on different objects never wait for each other.
+type Manager struct {
+	opts   Options
+	meta   *metaStore
+	events *hub
+	log    *logrus.Entry
+
+	podNames *registrar
+	ctrNames *registrar
+
+	// mu guards the two indexes only.
+	mu   sync.RWMutex
+	pods map[string]*pod
+	ctrs map[string]*container
+}
+
+// New creates a Manager and recovers the pods and containers of a previous
+// daemon from disk; it must finish before the CRI socket is served.
+func New(ctx context.Context, opts Options) (*Manager, error) {
+	if opts.ShimBinary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find shim binary: %w", err)
+		}
+		opts.ShimBinary = exe
+	}
+	if opts.Log == nil {
+		opts.Log = logrus.NewEntry(logrus.StandardLogger())
+	}
+	for _, d := range []string{opts.RootDir, opts.StateDir, filepath.Join(opts.StateDir, "pods"), filepath.Join(opts.RootDir, "pods")} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	meta, err := newMetaStore(opts.RootDir)
+	if err != nil {
+		return nil, err
+	}
+	m := &Manager{
+		opts:     opts,
+		meta:     meta,
+		events:   newHub(),
+		log:      opts.Log,
+		podNames: newRegistrar(),
+		ctrNames: newRegistrar(),
+		pods:     make(map[string]*pod),
+		ctrs:     make(map[string]*container),
+	}
+	if err := m.recover(ctx); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func newID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (m *Manager) podStateDir(id string) string { return filepath.Join(m.opts.StateDir, "pods", id) }
+func (m *Manager) podRootDir(id string) string  { return filepath.Join(m.opts.RootDir, "pods", id) }
+
+func podKey(c *PodConfig) string {
+	return fmt.Sprintf("%s_%s_%s_%d", c.Name, c.Namespace, c.UID, c.Attempt)
+}
+
+func ctrKey(podID string, c *ContainerConfig) string {
+	return fmt.Sprintf("%s_%s_%d", podID, c.Name, c.Attempt)
+}
+
+// getPod finds a pod by id or by a unique id prefix.
+func (m *Manager) getPod(id string) (*pod, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if p, ok := m.pods[id]; ok {
+		return p, nil
+	}
+	var found *pod
+	if id != "" {
+		for pid, p := range m.pods {
+			if len(pid) > len(id) && pid[:len(id)] == id {
+				if found != nil {
+					return nil, fmt.Errorf("pod sandbox id prefix %q is ambiguous: %w", id, errdefs.ErrInvalidArgument)
+				}
+				found = p
+			}
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("pod sandbox %q: %w", id, errdefs.ErrNotFound)
+	}
+	return found, nil
+}
+
+// getContainer finds a container by id or by a unique id prefix.
+func (m *Manager) getContainer(id string) (*container, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if c, ok := m.ctrs[id]; ok {
+		return c, nil
+	}
+	var found *container
+	if id != "" {
+		for cid, c := range m.ctrs {
+			if len(cid) > len(id) && cid[:len(id)] == id {
+				if found != nil {
+					return nil, fmt.Errorf("container id prefix %q is ambiguous: %w", id, errdefs.ErrInvalidArgument)
+				}
+				found = c
+			}
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
+	}
+	return found, nil
+}
+
+// podContainers returns the containers of pod id.
+func (m *Manager) podContainers(id string) []*container {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []*container
+	for _, c := range m.ctrs {
+		if c.meta.PodID == id {
+			out = append(out, c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].meta.CreatedAt < out[j].meta.CreatedAt })
+	return out
+}
+
+// cleanups is a rollback stack: functions run in reverse order unless the
+// operation succeeded and released them. Each gets a fresh context, so a
+// rollback still runs when the request's context has ended.
+type cleanups struct {
+	fns []func(ctx context.Context)
+}
+
+const cleanupTimeout = 30 * time.Second
+
+func (c *cleanups) add(fn func(ctx context.Context)) { c.fns = append(c.fns, fn) }
+
+func (c *cleanups) release() { c.fns = nil }
+
+func (c *cleanups) run() {
+	for i := len(c.fns) - 1; i >= 0; i-- {
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		c.fns[i](ctx)
+		cancel()
+	}
+	c.fns = nil
+}
+
+// NetworkReady reports whether pods can get a network.
+func (m *Manager) NetworkReady() error { return m.opts.Network.Ready() }

@@ -1,0 +1,84 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/warmpod/warmpod/sandbox/shim"
+	"github.com/warmpod/warmpod/sandbox/shimclient"
+)
+
+// recover rebuilds the daemon's state from the metadata on disk and the
+// running shims. A pod whose shim answers is ready again, with its
+// containers' records as the shim has them (exits that happened while the
+// daemon was down included); a pod whose shim is gone is not ready, and its
+// containers are what the shim's records on disk say.
+func (m *Manager) recover(ctx context.Context) error {
+	for _, err := range m.meta.load("pods", func(data []byte) error {
+		var meta podMeta
+		if err := json.Unmarshal(data, &meta); err != nil {
+			return err
+		}
+		p := &pod{meta: meta, status: podStatus{State: PodNotReady}}
+		m.pods[meta.ID] = p
+		return m.podNames.reserve(podKey(&meta.Config), meta.ID)
+	}) {
+		m.log.WithError(err).Warn("recover pod")
+	}
+	for _, err := range m.meta.load("containers", func(data []byte) error {
+		var meta containerMeta
+		if err := json.Unmarshal(data, &meta); err != nil {
+			return err
+		}
+		if _, ok := m.pods[meta.PodID]; !ok {
+			// Its pod was removed while the container's removal did not finish.
+			return m.meta.delete("containers", meta.ID)
+		}
+		c := &container{meta: meta}
+		c.status.Record = shim.Record{ID: meta.ID, Name: meta.Config.Name, CreatedAt: meta.CreatedAt, LogPath: meta.LogPath}
+		if release, err := m.opts.Images.Retain(meta.ImageID); err == nil {
+			c.releaseImage = release
+		} else {
+			m.log.WithError(err).WithField("container", meta.ID).Warn("image of container is gone")
+		}
+		m.ctrs[meta.ID] = c
+		return m.ctrNames.reserve(ctrKey(meta.PodID, &meta.Config), meta.ID)
+	}) {
+		m.log.WithError(err).Warn("recover container")
+	}
+	for _, p := range m.pods {
+		if p.meta.Stopped {
+			m.syncFromRecords(p)
+			continue
+		}
+		client, err := shimclient.Connect(p.meta.StateDir)
+		if err == nil && client.Alive(ctx) {
+			client.Pid = readPid(p.meta.StateDir)
+			p.shim = client
+			p.status.State = PodReady
+			m.refresh(ctx, p, client)
+			go m.watch(p, client)
+			continue
+		}
+		if client != nil {
+			client.Close()
+		}
+		m.log.WithField("pod", p.meta.ID).Warn("shim of pod is gone; pod is not ready")
+		m.syncFromRecords(p)
+	}
+	m.log.Infof("recovered %d pods and %d containers", len(m.pods), len(m.ctrs))
+	return nil
+}
+
+func readPid(stateDir string) int {
+	data, err := os.ReadFile(filepath.Join(stateDir, shim.PidFile))
+	if err != nil {
+		return 0
+	}
+	var pid int
+	_, _ = fmt.Sscan(string(data), &pid)
+	return pid
+}

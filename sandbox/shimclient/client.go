@@ -1,0 +1,157 @@
+// Package shimclient starts pod shims and talks to them. It is the daemon's
+// side of the shim API.
+package shimclient
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
+	"github.com/warmpod/warmpod/sandbox/shim"
+)
+
+// startTimeout bounds how long a new shim may take to report ready.
+const startTimeout = 30 * time.Second
+
+// Client is a connection to one pod's shim. Errors it returns carry the
+// errdefs class the shim gave them (errors.Is(err, errdefs.ErrNotFound)).
+type Client struct {
+	shimv1.ShimClient
+	conn     *grpc.ClientConn
+	StateDir string
+	// Pid of the shim process.
+	Pid int
+}
+
+// Start writes cfg to its state dir, starts "binary shim --state DIR" as a
+// detached process and connects to it once it reports ready. The shim's own
+// output goes to DIR/shim.log.
+func Start(ctx context.Context, binary string, cfg *shim.Config) (_ *Client, retErr error) {
+	if err := os.MkdirAll(cfg.StateDir, 0o711); err != nil {
+		return nil, fmt.Errorf("create shim state dir: %w", err)
+	}
+	if err := shim.WriteConfig(cfg); err != nil {
+		return nil, fmt.Errorf("write shim config: %w", err)
+	}
+	logf, err := os.OpenFile(filepath.Join(cfg.StateDir, shim.LogFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open shim log: %w", err)
+	}
+	defer logf.Close()
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer readyR.Close()
+	cmd := exec.Command(binary, "shim", "--state", cfg.StateDir)
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.ExtraFiles = []*os.File{readyW} // fd 3: shim.ReadyFd
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Dir = "/"
+	if err := cmd.Start(); err != nil {
+		readyW.Close()
+		return nil, fmt.Errorf("start shim: %w", err)
+	}
+	readyW.Close()
+	// The daemon reaps its shims while it lives; a restarted daemon's shims
+	// are reaped by init.
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	defer func() {
+		if retErr != nil {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}()
+
+	msg := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(readyR).ReadString('\n')
+		msg <- strings.TrimSpace(line)
+	}()
+	select {
+	case m := <-msg:
+		if m != "ok" {
+			if m == "" {
+				m = "exited without a word (see " + filepath.Join(cfg.StateDir, shim.LogFile) + ")"
+			}
+			return nil, fmt.Errorf("shim of pod %s: %s", cfg.PodID, m)
+		}
+	case <-time.After(startTimeout):
+		return nil, fmt.Errorf("shim of pod %s did not start within %s", cfg.PodID, startTimeout)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	c, err := Connect(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	c.Pid = cmd.Process.Pid
+	return c, nil
+}
+
+// Connect connects to the shim serving in stateDir. It does not wait: a
+// shim that is gone makes the first call fail with ErrUnavailable.
+func Connect(stateDir string) (*Client, error) {
+	sock := shim.SocketPath(stateDir)
+	if _, err := os.Stat(sock); err != nil {
+		return nil, fmt.Errorf("shim socket %s: %w", sock, err)
+	}
+	conn, err := grpc.NewClient("unix://"+sock,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithChainUnaryInterceptor(errorInterceptor),
+		grpc.WithChainStreamInterceptor(streamErrorInterceptor),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect to shim at %s: %w", sock, err)
+	}
+	return &Client{ShimClient: shimv1.NewShimClient(conn), conn: conn, StateDir: stateDir}, nil
+}
+
+// Close closes the connection; the shim keeps running.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Alive tells whether the shim answers.
+func (c *Client) Alive(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err := c.Info(ctx, &shimv1.InfoRequest{})
+	return err == nil
+}
+
+func errorInterceptor(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return native(invoker(ctx, method, req, reply, cc, opts...))
+}
+
+func streamErrorInterceptor(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	s, err := streamer(ctx, desc, cc, method, opts...)
+	return s, native(err)
+}
+
+// native turns a gRPC status back into an errdefs-classed error.
+func native(err error) error {
+	if err == nil {
+		return nil
+	}
+	n := errgrpc.ToNative(err)
+	if n == nil {
+		return err
+	}
+	return n
+}
+
+// ErrShimGone reports that a pod's shim is not running.
+var ErrShimGone = errors.New("shim is not running")

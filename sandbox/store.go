@@ -1,0 +1,249 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/warmpod/warmpod/sandbox/netns"
+	"github.com/warmpod/warmpod/sandbox/shim"
+	"github.com/warmpod/warmpod/sandbox/shimclient"
+)
+
+// podMeta is everything about a pod that is fixed once RunPodSandbox has
+// succeeded. It is persisted as JSON in <root>/meta/pods/<id>.json.
+type podMeta struct {
+	ID        string      `json:"id"`
+	Config    PodConfig   `json:"config"`
+	CreatedAt int64       `json:"createdAt"`
+	StateDir  string      `json:"stateDir"`
+	RootDir   string      `json:"rootDir"`
+	NS        netns.Paths `json:"ns"`
+	// PIDNS is the pinned pod pid namespace when the pod shares one.
+	PIDNS      string   `json:"pidns,omitempty"`
+	CgroupPath string   `json:"cgroupPath"`
+	ResolvConf string   `json:"resolvConf,omitempty"`
+	Hosts      string   `json:"hosts,omitempty"`
+	Hostname   string   `json:"hostnameFile,omitempty"`
+	Shm        string   `json:"shm,omitempty"`
+	IPs        []string `json:"ips,omitempty"`
+	// Stopped is set once StopPodSandbox has released the pod's runtime
+	// resources; a stopped pod stays stopped across daemon restarts.
+	Stopped bool `json:"stopped,omitempty"`
+}
+
+// podStatus is the mutable part of a pod.
+//
+//	RunPodSandbox ──▶ Ready ──StopPodSandbox──▶ NotReady ──RemovePodSandbox──▶ (gone)
+//	                    │                          ▲
+//	                    └──── shim lost ───────────┘
+type podStatus struct {
+	State PodState
+	// Stopping and Removing exclude conflicting operations while set.
+	Stopping bool
+	Removing bool
+}
+
+// pod is one pod sandbox known to the daemon.
+type pod struct {
+	meta podMeta
+
+	mu     sync.Mutex
+	status podStatus
+	shim   *shimclient.Client
+	// stopped is meta.Stopped after the pod was stopped.
+	stopped bool
+}
+
+// Update changes the pod's status through fn under the pod's lock; fn's
+// error aborts the change.
+func (p *pod) Update(fn func(podStatus) (podStatus, error)) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s, err := fn(p.status)
+	if err != nil {
+		return err
+	}
+	p.status = s
+	return nil
+}
+
+// Status returns a copy of the pod's status.
+func (p *pod) Status() podStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.status
+}
+
+func (p *pod) client() (*shimclient.Client, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.shim == nil || p.status.State != PodReady {
+		return nil, fmt.Errorf("pod sandbox %s is not ready: %w", p.meta.ID, errdefs.ErrFailedPrecondition)
+	}
+	return p.shim, nil
+}
+
+// containerMeta is everything about a container that is fixed once
+// CreateContainer has succeeded; persisted in <root>/meta/containers/<id>.json.
+type containerMeta struct {
+	ID        string          `json:"id"`
+	PodID     string          `json:"podID"`
+	Config    ContainerConfig `json:"config"`
+	ImageID   string          `json:"imageID"`
+	ImageName string          `json:"imageName"`
+	CreatedAt int64           `json:"createdAt"`
+	LogPath   string          `json:"logPath,omitempty"`
+	// StopSignal is the image's STOPSIGNAL as a number (0: SIGTERM).
+	StopSignal int `json:"stopSignal,omitempty"`
+}
+
+// containerStatus is the mutable part of a container: the shim's record of
+// it, kept up to date by the shim's events, and the daemon's flags.
+type containerStatus struct {
+	Record   shim.Record
+	Starting bool
+	Removing bool
+}
+
+// container is one container known to the daemon.
+type container struct {
+	meta containerMeta
+
+	mu     sync.Mutex
+	status containerStatus
+	// releaseImage lets go of the container's hold on its image layers.
+	releaseImage func()
+}
+
+// Update changes the container's status through fn under its lock.
+func (c *container) Update(fn func(containerStatus) (containerStatus, error)) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, err := fn(c.status)
+	if err != nil {
+		return err
+	}
+	c.status = s
+	return nil
+}
+
+// Status returns a copy of the container's status.
+func (c *container) Status() containerStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status
+}
+
+func (c *container) info() ContainerInfo {
+	st := c.Status()
+	return ContainerInfo{
+		ID:        c.meta.ID,
+		PodID:     c.meta.PodID,
+		Config:    c.meta.Config,
+		ImageID:   c.meta.ImageID,
+		ImageName: c.meta.ImageName,
+		CreatedAt: c.meta.CreatedAt,
+		LogPath:   c.meta.LogPath,
+		Status:    st.Record,
+	}
+}
+
+// metaStore persists metadata as one JSON file per object. Writes replace
+// files atomically; they are not synced, since the objects they describe do
+// not survive a reboot of the node either.
+type metaStore struct {
+	dir string
+}
+
+func newMetaStore(root string) (*metaStore, error) {
+	s := &metaStore{dir: filepath.Join(root, "meta")}
+	for _, d := range []string{"pods", "containers"} {
+		if err := os.MkdirAll(filepath.Join(s.dir, d), 0o700); err != nil {
+			return nil, fmt.Errorf("create metadata dir: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func (s *metaStore) path(kind, id string) string {
+	return filepath.Join(s.dir, kind, id+".json")
+}
+
+func (s *metaStore) put(kind, id string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	path := s.path(kind, id)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("write %s metadata of %s: %w", kind, id, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s metadata of %s: %w", kind, id, err)
+	}
+	return nil
+}
+
+func (s *metaStore) delete(kind, id string) error {
+	if err := os.Remove(s.path(kind, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("delete %s metadata of %s: %w", kind, id, err)
+	}
+	return nil
+}
+
+// load decodes every object of kind with fn; unreadable files are returned
+// as errors alongside the ones that loaded.
+func (s *metaStore) load(kind string, fn func(data []byte) error) []error {
+	entries, err := os.ReadDir(filepath.Join(s.dir, kind))
+	if err != nil {
+		return []error{err}
+	}
+	var errs []error
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(s.dir, kind, e.Name()))
+		if err == nil {
+			err = fn(data)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("load %s %s: %w", kind, e.Name(), err))
+		}
+	}
+	return errs
+}
+
+// registrar reserves names so that two objects never get the same one;
+// a name is reserved before anything is created and released on failure.
+type registrar struct {
+	mu    sync.Mutex
+	names map[string]string // name -> id
+}
+
+func newRegistrar() *registrar { return &registrar{names: make(map[string]string)} }
+
+func (r *registrar) reserve(name, id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if owner, ok := r.names[name]; ok && owner != id {
+		return fmt.Errorf("name %q is reserved by %s: %w", name, owner, errdefs.ErrAlreadyExists)
+	}
+	r.names[name] = id
+	return nil
+}
+
+func (r *registrar) release(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.names, name)
+}
