@@ -1,0 +1,207 @@
+// Command warmpod is the warmpod daemon: a CRI v1 runtime for Kubernetes
+// nodes that keeps pods warm and resets all their containers in place in
+// milliseconds. The same binary runs each pod's shim ("warmpod shim"), the
+// pods' pause processes ("warmpod pause") and libcontainer's in-container
+// setup ("warmpod init").
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+
+	"github.com/warmpod/warmpod/cri"
+	"github.com/warmpod/warmpod/runtime/container"
+	"github.com/warmpod/warmpod/runtime/image"
+	"github.com/warmpod/warmpod/sandbox"
+	"github.com/warmpod/warmpod/sandbox/network"
+	"github.com/warmpod/warmpod/sandbox/shim"
+)
+
+// version is set at link time.
+var version = "dev"
+
+func main() {
+	// libcontainer re-executes this binary as "warmpod init" inside each
+	// new container; that never returns.
+	container.Init()
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case shim.PauseArg:
+			shim.PauseMain()
+			return
+		case "shim":
+			os.Exit(runShim(os.Args[2:]))
+		case "version", "--version", "-version":
+			fmt.Println("warmpod", version)
+			return
+		}
+	}
+	cfg, err := loadConfig(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "warmpod:", err)
+		os.Exit(2)
+	}
+	if err := serve(cfg); err != nil {
+		logrus.WithError(err).Error("warmpod failed")
+		os.Exit(1)
+	}
+}
+
+func runShim(args []string) int {
+	fs := flag.NewFlagSet("warmpod shim", flag.ContinueOnError)
+	state := fs.String("state", "", "the pod's state directory")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *state == "" {
+		fmt.Fprintln(os.Stderr, "warmpod shim: --state is required")
+		return 2
+	}
+	shim.Version = version
+	if err := shim.Main(*state); err != nil {
+		fmt.Fprintln(os.Stderr, "warmpod shim:", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(cfg Config) error {
+	level, err := logrus.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		return fmt.Errorf("log level: %w", err)
+	}
+	logrus.SetLevel(level)
+	logrus.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: time.RFC3339Nano})
+	log := logrus.NewEntry(logrus.StandardLogger())
+	for _, d := range []string{cfg.Root, cfg.State} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+
+	images, err := image.New(image.Options{
+		Root:     filepath.Join(cfg.Root, "images"),
+		Mirrors:  cfg.Registry.Mirrors,
+		Insecure: cfg.Registry.Insecure,
+	})
+	if err != nil {
+		return err
+	}
+	defer images.Close()
+
+	net, err := newNetwork(cfg)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	mgr, err := sandbox.New(ctx, sandbox.Options{
+		RootDir:             cfg.Root,
+		StateDir:            cfg.State,
+		Images:              images,
+		Network:             net,
+		DefaultCgroupParent: cfg.Runtime.CgroupParent,
+		MaxPrecreate:        cfg.Runtime.MaxPrecreate,
+		ShimLogLevel:        cfg.ShimLogLevel,
+		Log:                 log,
+	})
+	if err != nil {
+		return err
+	}
+	// Removals a previous daemon did not finish; recovery has retained
+	// every image a container still uses.
+	if err := images.GC(); err != nil {
+		log.WithError(err).Warn("image garbage collection")
+	}
+
+	handlers := make([]cri.Handler, 0, len(cfg.Runtime.Handlers))
+	for _, h := range cfg.Runtime.Handlers {
+		handlers = append(handlers, cri.Handler{Name: h})
+	}
+	svc := cri.New(cri.Options{
+		Manager:  mgr,
+		Images:   images,
+		Handlers: handlers,
+		Version:  version,
+		Config:   cfg,
+		Log:      log,
+	})
+	g := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(svc.UnaryInterceptor),
+		grpc.ChainStreamInterceptor(svc.StreamInterceptor),
+		grpc.MaxRecvMsgSize(16<<20),
+		grpc.MaxSendMsgSize(16<<20),
+	)
+	svc.Register(g)
+
+	l, err := listen(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
+	go func() {
+		sig := <-sigs
+		log.Infof("received %s: stopping; pods keep running", sig)
+		done := make(chan struct{})
+		go func() { g.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			g.Stop()
+		}
+	}()
+	log.WithField("socket", cfg.Socket).Infof("warmpod %s serving CRI", version)
+	if err := g.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	return nil
+}
+
+// listen creates the CRI socket, mode 0660, replacing a stale one.
+func listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
+		return nil, fmt.Errorf("create socket dir: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another daemon is serving %s", path)
+	}
+	_ = os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func newNetwork(cfg Config) (sandbox.Network, error) {
+	switch cfg.Network.Mode {
+	case "embedded":
+		return network.NewEmbedded(network.EmbeddedConfig{
+			Bridge:      cfg.Network.Bridge,
+			Subnet:      cfg.Network.Subnet,
+			MTU:         cfg.Network.MTU,
+			StateDir:    filepath.Join(cfg.State, "network"),
+			ChainPrefix: cfg.Network.ChainPrefix,
+		})
+	}
+	return nil, fmt.Errorf("network mode %q is not available", cfg.Network.Mode)
+}

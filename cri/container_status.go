@@ -1,0 +1,86 @@
+package cri
+
+import (
+	"context"
+	"encoding/json"
+
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/warmpod/warmpod/sandbox"
+	"github.com/warmpod/warmpod/sandbox/shim"
+)
+
+// ContainerStatus reports a container's state, exit and configuration.
+func (s *Service) ContainerStatus(ctx context.Context, r *runtime.ContainerStatusRequest) (*runtime.ContainerStatusResponse, error) {
+	if r.ContainerId == "" {
+		return nil, invalid("container_id is required")
+	}
+	info, err := s.m.ContainerStatus(r.ContainerId)
+	if err != nil {
+		return nil, err
+	}
+	resp := &runtime.ContainerStatusResponse{Status: containerStatus(&info)}
+	if r.Verbose {
+		data, err := json.Marshal(map[string]any{
+			"sandboxID":       info.PodID,
+			"pid":             info.Status.Pid,
+			"restartCount":    info.Status.RestartCount,
+			"lastTermination": info.Status.LastTermination,
+			"warm":            info.Status.Warm,
+			"cgroupPath":      info.Status.CgroupPath,
+			"config":          info.Config,
+		})
+		if err == nil {
+			resp.Info = map[string]string{"info": string(data)}
+		}
+	}
+	return resp, nil
+}
+
+func containerState(st shim.State) runtime.ContainerState {
+	switch st {
+	case shim.StateCreated:
+		return runtime.ContainerState_CONTAINER_CREATED
+	case shim.StateRunning:
+		return runtime.ContainerState_CONTAINER_RUNNING
+	case shim.StateExited:
+		return runtime.ContainerState_CONTAINER_EXITED
+	}
+	return runtime.ContainerState_CONTAINER_UNKNOWN
+}
+
+func containerMetadata(c *sandbox.ContainerConfig) *runtime.ContainerMetadata {
+	return &runtime.ContainerMetadata{Name: c.Name, Attempt: c.Attempt}
+}
+
+func containerStatus(i *sandbox.ContainerInfo) *runtime.ContainerStatus {
+	rec := &i.Status
+	st := &runtime.ContainerStatus{
+		Id:          i.ID,
+		Metadata:    containerMetadata(&i.Config),
+		State:       containerState(rec.State),
+		CreatedAt:   i.CreatedAt,
+		StartedAt:   rec.StartedAt,
+		FinishedAt:  rec.FinishedAt,
+		ExitCode:    rec.ExitCode,
+		Image:       &runtime.ImageSpec{Image: i.ImageName, UserSpecifiedImage: i.Config.Image},
+		ImageRef:    i.ImageID,
+		ImageId:     i.ImageID,
+		Reason:      rec.Reason,
+		Message:     rec.Message,
+		Labels:      copyMap(i.Config.Labels),
+		Annotations: copyMap(i.Config.Annotations),
+		LogPath:     i.LogPath,
+	}
+	for _, m := range i.Config.Spec.Mounts {
+		st.Mounts = append(st.Mounts, &runtime.Mount{
+			ContainerPath:     m.ContainerPath,
+			HostPath:          m.HostPath,
+			Readonly:          m.Readonly,
+			RecursiveReadOnly: m.RecursiveReadOnly,
+			SelinuxRelabel:    m.SelinuxRelabel,
+			Propagation:       runtime.MountPropagation(m.Propagation),
+		})
+	}
+	return st
+}

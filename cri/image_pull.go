@@ -1,0 +1,35 @@
+package cri
+
+import (
+	"context"
+
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/warmpod/warmpod/runtime/image"
+)
+
+// PullImage pulls an image and returns its id, the same id ContainerStatus
+// reports as image_ref.
+func (s *Service) PullImage(ctx context.Context, r *runtime.PullImageRequest) (*runtime.PullImageResponse, error) {
+	ref := r.GetImage().GetImage()
+	if ref == "" {
+		return nil, invalid("image.image is required")
+	}
+	var auth *image.Auth
+	if a := r.Auth; a != nil {
+		auth = &image.Auth{
+			Username:      a.Username,
+			Password:      a.Password,
+			Auth:          a.Auth,
+			ServerAddress: a.ServerAddress,
+			IdentityToken: a.IdentityToken,
+			RegistryToken: a.RegistryToken,
+		}
+	}
+	img, err := s.images.Pull(ctx, ref, auth)
+	if err != nil {
+		return nil, err
+	}
+	entry(ctx, s.log).WithField("image", img.ID).Infof("pulled %s", ref)
+	return &runtime.PullImageResponse{ImageRef: img.ID}, nil
+}

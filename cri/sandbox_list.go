@@ -1,0 +1,37 @@
+package cri
+
+import (
+	"context"
+	"strings"
+
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// ListPodSandbox lists pods, filtered by id (or id prefix), state and labels.
+func (s *Service) ListPodSandbox(ctx context.Context, r *runtime.ListPodSandboxRequest) (*runtime.ListPodSandboxResponse, error) {
+	f := r.Filter
+	resp := &runtime.ListPodSandboxResponse{Items: []*runtime.PodSandbox{}}
+	for _, i := range s.m.ListPods() {
+		if f != nil {
+			if f.Id != "" && !strings.HasPrefix(i.ID, f.Id) {
+				continue
+			}
+			if f.State != nil && f.State.State != podState(i.State) {
+				continue
+			}
+			if !matchLabels(f.LabelSelector, i.Config.Labels) {
+				continue
+			}
+		}
+		resp.Items = append(resp.Items, &runtime.PodSandbox{
+			Id:             i.ID,
+			Metadata:       podMetadata(&i.Config),
+			State:          podState(i.State),
+			CreatedAt:      i.CreatedAt,
+			Labels:         copyMap(i.Config.Labels),
+			Annotations:    copyMap(i.Config.Annotations),
+			RuntimeHandler: i.Config.RuntimeHandler,
+		})
+	}
+	return resp, nil
+}

@@ -1,0 +1,167 @@
+// Package cri is warmpod's CRI v1 front end: the RuntimeService and
+// ImageService the kubelet and crictl talk to, and warmpod's own API beside
+// them. It validates requests, translates CRI messages to the sandbox and
+// image packages' types and back, and maps errors to gRPC codes. It makes no
+// system calls of its own.
+package cri
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	warmpodv1 "github.com/warmpod/warmpod/api/warmpod/v1"
+	"github.com/warmpod/warmpod/runtime/image"
+	"github.com/warmpod/warmpod/sandbox"
+)
+
+// Handler describes a runtime handler the service accepts in
+// RunPodSandbox (the name a RuntimeClass's handler field gives).
+type Handler struct {
+	Name string
+}
+
+// Options configures the service.
+type Options struct {
+	Manager  *sandbox.Manager
+	Images   *image.Store
+	Handlers []Handler
+	// Version of warmpod, reported by Version.
+	Version string
+	// Config is reported verbatim by a verbose Status.
+	Config any
+	Log    *logrus.Entry
+}
+
+// Service implements CRI's RuntimeService and ImageService and warmpod's API.
+type Service struct {
+	runtime.UnimplementedRuntimeServiceServer
+	runtime.UnimplementedImageServiceServer
+	warmpodv1.UnimplementedWarmpodServer
+
+	opts    Options
+	m       *sandbox.Manager
+	images  *image.Store
+	log     *logrus.Entry
+	started time.Time
+}
+
+// New returns a Service.
+func New(opts Options) *Service {
+	if opts.Log == nil {
+		opts.Log = logrus.NewEntry(logrus.StandardLogger())
+	}
+	if len(opts.Handlers) == 0 {
+		opts.Handlers = []Handler{{Name: ""}, {Name: "warmpod"}}
+	}
+	return &Service{opts: opts, m: opts.Manager, images: opts.Images, log: opts.Log, started: time.Now()}
+}
+
+// Register adds the service to a gRPC server.
+func (s *Service) Register(g *grpc.Server) {
+	runtime.RegisterRuntimeServiceServer(g, s)
+	runtime.RegisterImageServiceServer(g, s)
+	warmpodv1.RegisterWarmpodServer(g, s)
+}
+
+type logKey struct{}
+
+// entry returns the request's logger.
+func entry(ctx context.Context, fallback *logrus.Entry) *logrus.Entry {
+	if e, ok := ctx.Value(logKey{}).(*logrus.Entry); ok {
+		return e
+	}
+	return fallback
+}
+
+// UnaryInterceptor gives each request a logger carrying the RPC name and a
+// request id, logs the call (Trace for reads, Debug for the rest) and turns
+// errors into gRPC statuses.
+func (s *Service) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	rpc := info.FullMethod[strings.LastIndex(info.FullMethod, "/")+1:]
+	log := s.log.WithField("rpc", rpc).WithField("request_id", requestID())
+	ctx = context.WithValue(ctx, logKey{}, log)
+	start := time.Now()
+	resp, err := h(ctx, req)
+	level := logrus.DebugLevel
+	if isRead(rpc) {
+		level = logrus.TraceLevel
+	}
+	if log.Logger.IsLevelEnabled(level) {
+		log.WithField("duration", time.Since(start)).WithError(err).Log(level, "request")
+	}
+	return resp, toGRPC(err)
+}
+
+// StreamInterceptor is UnaryInterceptor for streaming RPCs.
+func (s *Service) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	rpc := info.FullMethod[strings.LastIndex(info.FullMethod, "/")+1:]
+	log := s.log.WithField("rpc", rpc).WithField("request_id", requestID())
+	log.Debug("stream opened")
+	err := h(srv, &loggedStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), logKey{}, log)})
+	log.WithError(err).Debug("stream closed")
+	return toGRPC(err)
+}
+
+type loggedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (l *loggedStream) Context() context.Context { return l.ctx }
+
+func isRead(rpc string) bool {
+	for _, p := range []string{"List", "Status", "Version", "ImageFsInfo", "ContainerStats", "PodSandboxStats", "RuntimeConfig"} {
+		if strings.HasPrefix(rpc, p) || strings.HasSuffix(rpc, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func requestID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// toGRPC is the one place where errors become gRPC codes: errdefs classes
+// map to their codes, the image store's sentinels to theirs.
+func toGRPC(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, image.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, image.ErrInvalidReference), errors.Is(err, image.ErrInvalidImage):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	}
+	if errdefs.Resolve(err) == errdefs.ErrUnknown {
+		return status.Error(codes.Unknown, err.Error())
+	}
+	return errgrpc.ToGRPC(err)
+}
+
+// invalid returns an InvalidArgument error naming the problem.
+func invalid(format string, args ...any) error {
+	return status.Errorf(codes.InvalidArgument, format, args...)
+}
