@@ -144,27 +144,59 @@ func makePrivate(dir string) (bound bool, _ error) {
 	return true, nil
 }
 
-type pinResult struct {
-	mounted []string
-	err     error
+// pin unshares the namespaces on a throw-away OS thread and bind-mounts
+// them onto targets. It returns the targets it mounted, also on error, so
+// the caller can undo them.
+func pin(kinds []kind, targets []string, hostname string) ([]string, error) {
+	var mounted []string
+	err := onFreshThread(func() error {
+		var err error
+		mounted, err = pinOnThread(kinds, targets, hostname)
+		return err
+	})
+	return mounted, err
 }
 
-// pin unshares the namespaces on a fresh OS thread and bind-mounts them onto
-// targets. It returns the targets it mounted, also on error, so the caller
-// can undo them.
-func pin(kinds []kind, targets []string, hostname string) ([]string, error) {
-	done := make(chan pinResult, 1)
+// onFreshThread runs fn on an OS thread that is thrown away afterwards, so
+// fn may leave it in other namespaces. The goroutine never unlocks its
+// thread: a goroutine that exits locked takes its thread with it, and no
+// other goroutine can ever be scheduled in the namespaces fn joined.
+//
+// The main thread is the exception: Go never ends it but parks it for
+// good, which would keep fn's namespaces alive forever and make
+// /proc/self/ns (which follows the main thread) name them. So a goroutine
+// that finds itself there holds on to it, which keeps the retry off it, and
+// hands fn to another thread.
+func onFreshThread(fn func() error) error {
+	done := make(chan error, 1)
 	go func() {
-		// Never unlocked: after unshare this thread belongs to the pod's
-		// namespaces. A goroutine that exits while locked takes its thread
-		// with it, so no other goroutine can ever be scheduled in the pod's
-		// namespaces.
 		runtime.LockOSThread()
-		mounted, err := pinOnThread(kinds, targets, hostname)
-		done <- pinResult{mounted, err}
+		if unix.Gettid() == unix.Getpid() {
+			done <- onFreshThread(fn)
+			runtime.UnlockOSThread()
+			return
+		}
+		done <- fn()
 	}()
-	r := <-done
-	return r.mounted, r.err
+	return <-done
+}
+
+// Do runs fn on a throw-away OS thread that has joined the namespace
+// pinned at path (any kind: net, ipc, uts). It is how code acts inside a
+// pod, such as dialing a pod-local port, without ever moving a shared
+// goroutine; fn must not start goroutines that expect to be inside.
+func Do(path string, fn func() error) error {
+	return onFreshThread(func() error {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open namespace %s: %w", path, err)
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, 0); err != nil {
+			return fmt.Errorf("join namespace %s: %w", path, err)
+		}
+		return fn()
+	})
 }
 
 func pinOnThread(kinds []kind, targets []string, hostname string) ([]string, error) {

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"sync"
 	"testing"
 
 	"github.com/moby/sys/mountinfo"
@@ -34,27 +36,6 @@ func nsDir(t testing.TB) string {
 		}
 	})
 	return dir
-}
-
-// inNamespace runs fn on a thread that joined the namespace pinned at path.
-// The thread stays locked so it dies with the goroutine.
-func inNamespace(path string, nstype int, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, nstype); err != nil {
-			errc <- err
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
 }
 
 func nsInode(t *testing.T, path string) uint64 {
@@ -153,7 +134,7 @@ func TestCreateRemove(t *testing.T) {
 			}
 			if tc.opts.Hostname != "" {
 				var got string
-				err := inNamespace(p.UTS, unix.CLONE_NEWUTS, func() error {
+				err := Do(p.UTS, func() error {
 					var e error
 					got, e = os.Hostname()
 					return e
@@ -318,6 +299,62 @@ func anyThreadIn(t *testing.T, ino uint64) bool {
 		}
 	}
 	return false
+}
+
+func TestDo(t *testing.T) {
+	requireRoot(t)
+	p, err := Create(nsDir(t), Options{Net: true, UTS: true, Hostname: "inside"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	if err := Do(p.UTS, func() error {
+		var err error
+		got, err = os.Hostname()
+		return err
+	}); err != nil || got != "inside" {
+		t.Fatalf("hostname inside = %q, %v", got, err)
+	}
+	var links int
+	if err := Do(p.Net, func() error {
+		ls, err := netlink.LinkList()
+		links = len(ls)
+		return err
+	}); err != nil || links != 1 {
+		t.Fatalf("links inside = %d, %v; want only lo", links, err)
+	}
+	if err := Do("/nonexistent", func() error { return nil }); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Do on a missing path = %v", err)
+	}
+	want := errors.New("from fn")
+	if err := Do(p.Net, func() error { return want }); err != want {
+		t.Fatalf("Do did not return fn's error: %v", err)
+	}
+}
+
+// However often namespaces are made, the main thread (which /proc/self/ns
+// follows and Go never ends) stays in the host's namespaces.
+func TestMainThreadNeverTainted(t *testing.T) {
+	requireRoot(t)
+	host := nsInode(t, "/proc/self/ns/net")
+	base := t.TempDir()
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			dir := filepath.Join(base, strconv.Itoa(i))
+			if _, err := Create(dir, Options{Net: true, UTS: true}); err != nil {
+				t.Error(err)
+				return
+			}
+			if err := Remove(dir); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := nsInode(t, "/proc/self/ns/net"); got != host {
+		t.Fatal("the main thread was left in a pod's network namespace")
+	}
 }
 
 func BenchmarkCreateRemove(b *testing.B) {

@@ -16,3 +16,8 @@ func Create(dir string, opts Options) (Paths, error) {
 func Remove(dir string) error {
 	return fmt.Errorf("remove pod namespaces: %w", errors.ErrUnsupported)
 }
+
+// Do needs Linux namespaces.
+func Do(path string, fn func() error) error {
+	return fmt.Errorf("enter namespace %s: %w", path, errors.ErrUnsupported)
+}
