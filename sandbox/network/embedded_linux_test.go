@@ -11,7 +11,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -116,33 +115,12 @@ func newPodNS(t testing.TB) string {
 	return p.Net
 }
 
-// inNetNS runs fn on a thread inside the namespace at path. The thread is
-// never unlocked, so it dies with the goroutine.
-func inNetNS(path string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		ns, err := vnetns.GetFromPath(path)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer ns.Close()
-		if err := vnetns.Set(ns); err != nil {
-			errc <- err
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
-}
-
 // serve listens on TCP port inside the pod and answers every connection
 // with name. The socket keeps to the pod's namespace whatever thread
 // accepts on it.
 func serve(t testing.TB, nsPath string, port int, name string) {
 	var ln net.Listener
-	err := inNetNS(nsPath, func() error {
+	err := netns.Do(nsPath, func() error {
 		var err error
 		ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
 		return err
@@ -177,7 +155,7 @@ func ask(addr string) (string, error) {
 
 func askFrom(nsPath, addr string) (string, error) {
 	var got string
-	err := inNetNS(nsPath, func() error {
+	err := netns.Do(nsPath, func() error {
 		var err error
 		got, err = ask(addr)
 		return err
