@@ -314,11 +314,22 @@ func (e *Embedded) Setup(ctx context.Context, pod Pod) (_ Result, retErr error) 
 	if err != nil {
 		return Result{}, fmt.Errorf("set up network of pod %q: %w", pod.ID, err)
 	}
-	if st, err := e.states.load(pod.ID); err == nil && st.Complete {
+	old, err := e.states.load(pod.ID)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return Result{}, fmt.Errorf("set up network of pod %q: %w", pod.ID, err)
+	}
+	if old != nil && old.Complete {
 		// Already done: answer with the first result, as long as the veth
 		// is still there (otherwise redo it with the same address).
-		if ok, err := e.links.linkExists(st.HostVeth); err == nil && ok {
-			return st.result()
+		if ok, err := e.links.linkExists(old.HostVeth); err == nil && ok {
+			return old.result()
+		}
+	}
+	// Redoing an interrupted or damaged Setup: drop its host ports, which
+	// the new state might not list any more.
+	if old != nil && len(old.PortMappings) > 0 {
+		if err := e.fw.removeHostports(pod.ID); err != nil {
+			return Result{}, fmt.Errorf("set up network of pod %q: %w", pod.ID, err)
 		}
 	}
 
@@ -432,8 +443,8 @@ func (e *Embedded) Status(ctx context.Context, pod Pod) (Result, error) {
 	return st.result()
 }
 
-// reservePorts claims the pod's host ports, failing with ErrPortConflict
-// if another pod holds one of them.
+// reservePorts makes pms the pod's host ports, failing with
+// ErrPortConflict if another pod holds one of them.
 func (e *Embedded) reservePorts(podID string, pms []PortMapping) error {
 	e.portsMu.Lock()
 	defer e.portsMu.Unlock()
@@ -443,6 +454,11 @@ func (e *Embedded) reservePorts(podID string, pms []PortMapping) error {
 			if owner != podID && held.overlaps(k) {
 				return fmt.Errorf("host port %s: %w (pod %q)", k, ErrPortConflict, owner)
 			}
+		}
+	}
+	for k, owner := range e.ports {
+		if owner == podID {
+			delete(e.ports, k)
 		}
 	}
 	for _, pm := range pms {

@@ -187,6 +187,27 @@ func TestRestartKeepsAllocations(t *testing.T) {
 	}
 }
 
+// A Setup redone because the veth vanished (or a crash interrupted it)
+// takes the new request's ports and drops the old ones.
+func TestSetupRedoReplacesPorts(t *testing.T) {
+	f := newFixture(t)
+	first, err := f.e.Setup(ctx, pod("a", PortMapping{ContainerPort: 80, HostPort: 8080}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = f.links.delLink(vethName("a"))
+	again, err := f.e.Setup(ctx, pod("a"))
+	if err != nil || ip(again) != ip(first) {
+		t.Fatalf("redo = %+v, %v; want the same IP %s", again, err, ip(first))
+	}
+	if f.ipt.hasChain("nat", f.e.fw.podChain("a")) {
+		t.Error("old host port chain left")
+	}
+	if _, err := f.e.Setup(ctx, pod("b", PortMapping{ContainerPort: 80, HostPort: 8080})); err != nil {
+		t.Errorf("old host port still reserved: %v", err)
+	}
+}
+
 func TestPortConflicts(t *testing.T) {
 	held := PortMapping{Protocol: "tcp", ContainerPort: 80, HostPort: 8080}
 	for _, tc := range []struct {
