@@ -21,6 +21,16 @@ func requireRoot(t *testing.T) {
 	}
 }
 
+// requireRootForFakeTree skips tests in which the library writes limits
+// into a fake tree: it creates missing control files with mode 0, which
+// only root can open again.
+func requireRootForFakeTree(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the cgroup library creates fake control files with mode 0")
+	}
+}
+
 func uniqueParent(t *testing.T) string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)

@@ -30,6 +30,7 @@ func fakeV1(t *testing.T) *v1Manager {
 }
 
 func TestV1CreateUpdateOnFakeTree(t *testing.T) {
+	requireRootForFakeTree(t)
 	m := fakeV1(t)
 	res := &specs.LinuxResources{
 		Memory: &specs.LinuxMemory{Limit: ptr(int64(64 << 20))},
@@ -83,6 +84,7 @@ func TestV1CreateUpdateOnFakeTree(t *testing.T) {
 }
 
 func TestV1BusyOnFakeTree(t *testing.T) {
+	requireRootForFakeTree(t)
 	m := fakeV1(t)
 	path, err := create(m, "/warmpod/p", nil)
 	if err != nil {
@@ -103,6 +105,7 @@ func TestV1BusyOnFakeTree(t *testing.T) {
 }
 
 func TestV1StatsOnFakeTree(t *testing.T) {
+	requireRootForFakeTree(t)
 	m := fakeV1(t)
 	path, err := create(m, "/warmpod/p", nil)
 	if err != nil {

@@ -26,6 +26,7 @@ func fakeV2(t *testing.T) *v2Manager {
 }
 
 func TestV2CreateUpdateOnFakeTree(t *testing.T) {
+	requireRootForFakeTree(t)
 	m := fakeV2(t)
 	path, err := create(m, "/kubepods/pod1", &specs.LinuxResources{
 		Memory: &specs.LinuxMemory{Limit: ptr(int64(64 << 20))},
