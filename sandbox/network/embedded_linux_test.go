@@ -79,20 +79,17 @@ func newRealNet(t testing.TB) *realNet {
 		StateDir:    filepath.Join(t.TempDir(), "network"),
 		ChainPrefix: "WPT" + strings.ToUpper(randHex(3)),
 	}
-	forward, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
-	if err != nil {
-		t.Fatal(err)
-	}
 	e, err := NewEmbedded(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// net.ipv4.ip_forward=1 stays set: it is host-wide, a warmpod daemon
+	// running beside the tests needs it too, and turning it off under that
+	// daemon would cut its pods off.
 	t.Cleanup(func() {
 		if err := e.Uninstall(); err != nil {
 			t.Errorf("uninstall test network: %v", err)
 		}
-		// Put the host's forwarding setting back as it was.
-		_ = os.WriteFile("/proc/sys/net/ipv4/ip_forward", forward, 0o644)
 	})
 	if err := e.Ready(); err != nil {
 		t.Fatal(err)
