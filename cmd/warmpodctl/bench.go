@@ -1,0 +1,409 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+)
+
+// Scenario names, as they appear in the report and its JSON.
+const (
+	scenarioKubelet  = "kubelet-sequence"
+	scenarioNative   = "native"
+	scenarioRecreate = "recreate"
+)
+
+type benchOptions struct {
+	endpoint   string
+	compare    string
+	image      string
+	handler    string
+	iterations int
+	warmup     int
+	scenarios  []string
+	shape      []containerShape
+	pods       int
+	duration   time.Duration
+	jsonOut    bool
+	pull       bool
+	logDir     string
+	keep       bool
+	settle     time.Duration
+}
+
+// containerShape is one container of the benchmark pod.
+type containerShape struct {
+	role string // init, sidecar or main
+	cmd  []string
+}
+
+const defaultShape = "init=true;sidecar=sleep 3600;main=sleep 3600"
+
+func parseShape(s string) ([]containerShape, error) {
+	var out []containerShape
+	seenMain := false
+	for _, part := range strings.Split(s, ";") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		role, cmd, ok := strings.Cut(part, "=")
+		if !ok || strings.TrimSpace(cmd) == "" {
+			return nil, fmt.Errorf("shape part %q: want ROLE=COMMAND", part)
+		}
+		role = strings.TrimSpace(role)
+		switch role {
+		case "init", "sidecar":
+		case "main":
+			seenMain = true
+		default:
+			return nil, fmt.Errorf("shape part %q: role must be init, sidecar or main", part)
+		}
+		out = append(out, containerShape{role: role, cmd: strings.Fields(cmd)})
+	}
+	if !seenMain {
+		return nil, fmt.Errorf("shape %q has no main container", s)
+	}
+	// Kubernetes' start order: init containers, then sidecars, then mains.
+	order := map[string]int{"init": 0, "sidecar": 1, "main": 2}
+	sort.SliceStable(out, func(i, j int) bool { return order[out[i].role] < order[out[j].role] })
+	return out, nil
+}
+
+func benchReset(ctx context.Context, socket string, args []string) error {
+	o := benchOptions{endpoint: socket}
+	fs := flag.NewFlagSet("warmpodctl bench reset", flag.ContinueOnError)
+	fs.StringVar(&o.endpoint, "endpoint", socket, "CRI endpoint to measure (unix socket path or unix:// URL)")
+	fs.StringVar(&o.compare, "compare", "", "second CRI endpoint, measured with the same scenarios interleaved")
+	fs.StringVar(&o.image, "image", "docker.io/library/busybox:latest", "image of every container")
+	fs.StringVar(&o.handler, "runtime-handler", "", "runtime handler of the pods")
+	fs.IntVar(&o.iterations, "n", 50, "measured resets per scenario")
+	fs.IntVar(&o.warmup, "warmup", 3, "unmeasured resets before measuring")
+	scen := fs.String("scenarios", "", "comma-separated scenarios (default: all the endpoint supports): "+
+		strings.Join([]string{scenarioKubelet, scenarioNative, scenarioRecreate}, ", "))
+	shape := fs.String("shape", defaultShape, "pod shape: ROLE=COMMAND;... with roles init, sidecar, main")
+	fs.IntVar(&o.pods, "sustained-pods", 0, "sustained mode: this many pods reset in a loop (0: off)")
+	fs.DurationVar(&o.duration, "sustained-duration", 10*time.Second, "sustained mode: how long")
+	fs.BoolVar(&o.jsonOut, "json", false, "print one JSON object")
+	fs.BoolVar(&o.pull, "pull", true, "pull the image first")
+	fs.StringVar(&o.logDir, "log-dir", "", "pod log directory (default: a temp dir)")
+	fs.BoolVar(&o.keep, "keep", false, "leave the benchmark pods in place")
+	fs.DurationVar(&o.settle, "settle", 200*time.Millisecond, "pause between measured resets, so each starts from a warm pod")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	if o.shape, err = parseShape(*shape); err != nil {
+		return err
+	}
+	if *scen != "" {
+		o.scenarios = strings.Split(*scen, ",")
+	}
+	if o.iterations < 1 {
+		return fmt.Errorf("-n must be at least 1")
+	}
+	if o.logDir == "" {
+		dir, err := os.MkdirTemp("", "warmpod-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		o.logDir = dir
+	}
+	rep, err := runBench(ctx, &o)
+	if rep != nil {
+		if o.jsonOut {
+			enc := json.NewEncoder(os.Stdout)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(rep)
+		} else {
+			rep.print(os.Stdout)
+		}
+	}
+	return err
+}
+
+// report is the benchmark's output; its JSON form is a stable interface.
+type report struct {
+	Endpoint  string           `json:"endpoint"`
+	Runtime   string           `json:"runtime"`
+	Shape     string           `json:"shape"`
+	ExitWatch string           `json:"exit_detection"`
+	Scenarios map[string]stats `json:"scenarios"`
+	Sustained *sustained       `json:"sustained,omitempty"`
+	Memory    *memory          `json:"memory,omitempty"`
+	Compare   *report          `json:"compare,omitempty"`
+	// Ratios are compare/endpoint p50 ratios per scenario.
+	Ratios map[string]float64 `json:"ratios,omitempty"`
+}
+
+type stats struct {
+	N     int     `json:"n"`
+	Min   float64 `json:"min_ms"`
+	P50   float64 `json:"p50_ms"`
+	P90   float64 `json:"p90_ms"`
+	P99   float64 `json:"p99_ms"`
+	Max   float64 `json:"max_ms"`
+	Error string  `json:"error,omitempty"`
+}
+
+type sustained struct {
+	Pods         int     `json:"pods"`
+	Scenario     string  `json:"scenario"`
+	DurationS    float64 `json:"duration_s"`
+	Resets       int     `json:"resets"`
+	ResetsPerSec float64 `json:"resets_per_s"`
+	Latency      stats   `json:"latency"`
+	Errors       int     `json:"errors"`
+}
+
+type memory struct {
+	// Per idle warm pod: the shim, the pause process and the pre-created
+	// generations (running containers excluded).
+	RSSKiB int64 `json:"rss_kib"`
+	PSSKiB int64 `json:"pss_kib"`
+	// Processes counted.
+	Processes int `json:"processes"`
+}
+
+func summarize(ds []time.Duration) stats {
+	if len(ds) == 0 {
+		return stats{}
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	pct := func(p float64) float64 {
+		i := int(p*float64(len(s))+0.999999) - 1
+		if i < 0 {
+			i = 0
+		}
+		if i >= len(s) {
+			i = len(s) - 1
+		}
+		return ms(s[i])
+	}
+	return stats{N: len(s), Min: ms(s[0]), P50: pct(0.50), P90: pct(0.90), P99: pct(0.99), Max: ms(s[len(s)-1])}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func (r *report) print(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(w, "endpoint %s (%s), shape %s, exit detection: %s\n", r.Endpoint, r.Runtime, r.Shape, r.ExitWatch)
+	fmt.Fprintln(tw, "scenario\tn\tmin ms\tp50 ms\tp90 ms\tp99 ms\tmax ms\t")
+	for _, name := range []string{scenarioKubelet, scenarioNative, scenarioRecreate} {
+		s, ok := r.Scenarios[name]
+		if !ok {
+			continue
+		}
+		if s.Error != "" {
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t(%s)\n", name, s.Error)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t\n", name, s.N, s.Min, s.P50, s.P90, s.P99, s.Max)
+	}
+	tw.Flush()
+	if m := r.Memory; m != nil {
+		fmt.Fprintf(w, "idle warm pod: %d processes, RSS %.1f MiB, PSS %.1f MiB\n",
+			m.Processes, float64(m.RSSKiB)/1024, float64(m.PSSKiB)/1024)
+	}
+	if s := r.Sustained; s != nil {
+		fmt.Fprintf(w, "sustained %s: %d pods for %.1fs: %d resets, %.1f resets/s, %d errors; latency p50 %.2f ms p99 %.2f ms max %.2f ms\n",
+			s.Scenario, s.Pods, s.DurationS, s.Resets, s.ResetsPerSec, s.Errors, s.Latency.P50, s.Latency.P99, s.Latency.Max)
+	}
+	if r.Compare != nil {
+		fmt.Fprintln(w)
+		r.Compare.print(w)
+		fmt.Fprintln(w)
+		for _, name := range []string{scenarioKubelet, scenarioNative, scenarioRecreate} {
+			if v, ok := r.Ratios[name]; ok {
+				fmt.Fprintf(w, "%s: %s p50 is %.1fx %s's\n", name, r.Compare.Runtime, v, r.Runtime)
+			}
+		}
+	}
+}
+
+// runBench measures every scenario on the endpoint, and on the comparison
+// endpoint interleaved, iteration by iteration.
+func runBench(ctx context.Context, o *benchOptions) (*report, error) {
+	a, err := newTarget(ctx, o.endpoint, o)
+	if err != nil {
+		return nil, err
+	}
+	defer a.close()
+	targets := []*target{a}
+	if o.compare != "" {
+		b, err := newTarget(ctx, o.compare, o)
+		if err != nil {
+			return nil, err
+		}
+		defer b.close()
+		targets = append(targets, b)
+	}
+	scenarios := o.scenarios
+	if len(scenarios) == 0 {
+		scenarios = []string{scenarioKubelet, scenarioNative, scenarioRecreate}
+	}
+	reports := make([]*report, len(targets))
+	for i, t := range targets {
+		reports[i] = &report{Endpoint: t.endpoint, Runtime: t.runtimeName, Shape: shapeString(o.shape),
+			ExitWatch: t.exitWatch(), Scenarios: map[string]stats{}}
+	}
+	var firstErr error
+	for _, sc := range scenarios {
+		samples := make([][]time.Duration, len(targets))
+		pods := make([]*benchPod, len(targets))
+		failed := make([]error, len(targets))
+		for i, t := range targets {
+			if sc == scenarioNative && !t.native() {
+				failed[i] = errors.New("not supported by this runtime")
+				continue
+			}
+			p, err := t.newPod(ctx, "bench-"+sc)
+			if err != nil {
+				failed[i] = err
+				continue
+			}
+			pods[i] = p
+		}
+		for it := 0; it < o.warmup+o.iterations; it++ {
+			for i, p := range pods {
+				if p == nil || failed[i] != nil {
+					continue
+				}
+				if o.settle > 0 {
+					time.Sleep(o.settle)
+				}
+				d, err := p.reset(ctx, sc)
+				if err != nil {
+					failed[i] = err
+					continue
+				}
+				if it >= o.warmup {
+					samples[i] = append(samples[i], d)
+				}
+			}
+		}
+		for i, t := range targets {
+			if sc == scenarioNative && pods[i] != nil && t.native() && reports[i].Memory == nil {
+				reports[i].Memory = pods[i].memory(ctx)
+			}
+			if pods[i] != nil && !o.keep {
+				pods[i].destroy(ctx)
+			}
+			st := summarize(samples[i])
+			if failed[i] != nil {
+				st.Error = failed[i].Error()
+				if !(sc == scenarioNative && !t.native()) && firstErr == nil {
+					firstErr = fmt.Errorf("%s on %s: %w", sc, t.endpoint, failed[i])
+				}
+			}
+			reports[i].Scenarios[sc] = st
+		}
+	}
+	if o.pods > 0 {
+		for i, t := range targets {
+			s, err := t.sustained(ctx, o)
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			reports[i].Sustained = s
+		}
+	}
+	rep := reports[0]
+	if len(reports) > 1 {
+		rep.Compare = reports[1]
+		rep.Ratios = map[string]float64{}
+		for name, s := range rep.Scenarios {
+			if c, ok := reports[1].Scenarios[name]; ok && s.P50 > 0 && c.P50 > 0 && s.Error == "" && c.Error == "" {
+				rep.Ratios[name] = c.P50 / s.P50
+			}
+		}
+		// The native reset is warmpod's answer to the other runtime's
+		// kubelet-driven reset: compare those too.
+		if s, ok := rep.Scenarios[scenarioNative]; ok && s.Error == "" && s.P50 > 0 {
+			if c, ok := reports[1].Scenarios[scenarioKubelet]; ok && c.Error == "" {
+				rep.Ratios["native-vs-"+scenarioKubelet] = c.P50 / s.P50
+			}
+		}
+	}
+	return rep, firstErr
+}
+
+func shapeString(shape []containerShape) string {
+	var parts []string
+	for _, c := range shape {
+		parts = append(parts, c.role+"="+strings.Join(c.cmd, " "))
+	}
+	return strings.Join(parts, ";")
+}
+
+// sustained resets o.pods pods in a loop for o.duration and reports the
+// rate and the latency under that load.
+func (t *target) sustained(ctx context.Context, o *benchOptions) (*sustained, error) {
+	sc := scenarioKubelet
+	if t.native() {
+		sc = scenarioNative
+	}
+	pods := make([]*benchPod, 0, o.pods)
+	defer func() {
+		if !o.keep {
+			for _, p := range pods {
+				p.destroy(ctx)
+			}
+		}
+	}()
+	for i := 0; i < o.pods; i++ {
+		p, err := t.newPod(ctx, fmt.Sprintf("bench-sustained-%d", i))
+		if err != nil {
+			return nil, err
+		}
+		pods = append(pods, p)
+	}
+	// Let every pod's next generation be ready before the clock starts.
+	time.Sleep(time.Second)
+	var (
+		mu     sync.Mutex
+		lat    []time.Duration
+		errs   int
+		wg     sync.WaitGroup
+		start  = time.Now()
+		finish = start.Add(o.duration)
+	)
+	for _, p := range pods {
+		wg.Add(1)
+		go func(p *benchPod) {
+			defer wg.Done()
+			for time.Now().Before(finish) {
+				d, err := p.reset(ctx, sc)
+				mu.Lock()
+				if err != nil {
+					errs++
+				} else {
+					lat = append(lat, d)
+				}
+				mu.Unlock()
+			}
+		}(p)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	return &sustained{
+		Pods:         o.pods,
+		Scenario:     sc,
+		DurationS:    elapsed.Seconds(),
+		Resets:       len(lat),
+		ResetsPerSec: float64(len(lat)) / elapsed.Seconds(),
+		Latency:      summarize(lat),
+		Errors:       errs,
+	}, nil
+}
