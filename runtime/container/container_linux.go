@@ -55,6 +55,10 @@ type Gen struct {
 	ID   string
 	Init *Proc
 	lc   *libcontainer.Container
+	// oomFile and oomKey locate the kernel's OOM kill counter of the
+	// container's memory cgroup, found once at create: asking libcontainer
+	// for its state after an exit costs up to milliseconds, on the reset path.
+	oomFile, oomKey string
 }
 
 // Create creates a container and leaves its process blocked before execve.
@@ -86,7 +90,15 @@ func (e *Engine) Create(cfg Config) (_ *Gen, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("start init of %s: %w", cfg.ID, err)
 	}
-	return &Gen{ID: cfg.ID, Init: p, lc: lc}, nil
+	g := &Gen{ID: cfg.ID, Init: p, lc: lc}
+	if st, err := lc.State(); err == nil {
+		if dir, ok := st.CgroupPaths["memory"]; ok {
+			g.oomFile, g.oomKey = filepath.Join(dir, "memory.oom_control"), "oom_kill"
+		} else if dir, ok := st.CgroupPaths[""]; ok {
+			g.oomFile, g.oomKey = filepath.Join(dir, "memory.events"), "oom_kill"
+		}
+	}
+	return g, nil
 }
 
 // startProc wires stdio, runs start and begins waiting for the process.
@@ -182,17 +194,7 @@ func (g *Gen) CgroupPath() string {
 // OOMKilled reports whether the kernel's OOM killer killed a process of the
 // container. Call it after exit and before Destroy.
 func (g *Gen) OOMKilled() bool {
-	st, err := g.lc.State()
-	if err != nil {
-		return false
-	}
-	if p, ok := st.CgroupPaths["memory"]; ok {
-		return counter(filepath.Join(p, "memory.oom_control"), "oom_kill") > 0
-	}
-	if p, ok := st.CgroupPaths[""]; ok {
-		return counter(filepath.Join(p, "memory.events"), "oom_kill") > 0
-	}
-	return false
+	return g.oomFile != "" && counter(g.oomFile, g.oomKey) > 0
 }
 
 func counter(file, key string) int64 {

@@ -57,12 +57,12 @@ type Config struct {
 
 // File names inside Config.StateDir.
 const (
-	ConfigFile = "pod.json"
-	SocketFile = "shim.sock"
-	PidFile    = "shim.pid"
-	LogFile    = "shim.log"
-	recordsDir = "containers"
-	lcDir      = "lc"
+	ConfigFile  = "pod.json"
+	SocketFile  = "shim.sock"
+	PidFile     = "shim.pid"
+	LogFile     = "shim.log"
+	journalFile = "containers.log"
+	lcDir       = "lc"
 )
 
 // SocketPath is where the shim of the pod whose state is in stateDir listens.

@@ -1,12 +1,13 @@
 package shim
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
+	"sync"
 )
 
 // State of a container as the shim tracks it.
@@ -57,9 +58,9 @@ type Termination struct {
 	Message    string `json:"message,omitempty"`
 }
 
-// Record is what the shim knows about one container. It is written to
-// StateDir/containers/<id>.json at every transition, so that the daemon can
-// read exits even when the shim is gone.
+// Record is what the shim knows about one container. It is appended to the
+// pod's journal (StateDir/containers.log) at every transition, so that the
+// daemon can read exits even when the shim is gone.
 type Record struct {
 	ID         string `json:"id"`
 	Name       string `json:"name"`
@@ -82,54 +83,156 @@ type Record struct {
 	Warm bool `json:"warm,omitempty"`
 }
 
-func recordPath(stateDir, id string) string {
-	return filepath.Join(stateDir, recordsDir, id+".json")
+// journal is a pod's append-only log of container records: one JSON line
+// per transition, the last line of a container winning. An append is one
+// write(2) to an open file, where replacing a file per transition costs a
+// create and a rename, which on a disk-backed state dir take up to a
+// millisecond each on the reset path. It is compacted as it grows.
+type journal struct {
+	path string
+
+	mu    sync.Mutex
+	f     *os.File
+	lines int
+	live  map[string][]byte
 }
 
-func writeRecord(stateDir string, r *Record) error {
-	data, err := json.Marshal(r)
+// journalLine is one entry: a record, or the removal of a container.
+type journalLine struct {
+	Record
+	Deleted bool `json:"deleted,omitempty"`
+}
+
+const compactAfter = 1024
+
+func journalPath(stateDir string) string { return filepath.Join(stateDir, journalFile) }
+
+func openJournal(stateDir string) (*journal, error) {
+	j := &journal{path: journalPath(stateDir), live: map[string][]byte{}}
+	// Keep what a previous shim of this pod recorded, if anything.
+	recs, err := ReadRecords(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	for i := range recs {
+		data, err := json.Marshal(&journalLine{Record: recs[i]})
+		if err != nil {
+			return nil, err
+		}
+		j.live[recs[i].ID] = data
+	}
+	if err := j.compactLocked(); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+func (j *journal) put(r *Record) error {
+	data, err := json.Marshal(&journalLine{Record: *r})
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(recordPath(stateDir, r.ID), data); err != nil {
-		return fmt.Errorf("record state of container %s: %w", r.ID, err)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.live[r.ID] = data
+	return j.appendLocked(data)
+}
+
+func (j *journal) remove(id string) error {
+	data, err := json.Marshal(&journalLine{Record: Record{ID: id}, Deleted: true})
+	if err != nil {
+		return err
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	delete(j.live, id)
+	return j.appendLocked(data)
+}
+
+func (j *journal) appendLocked(data []byte) error {
+	if j.f == nil {
+		return os.ErrClosed
+	}
+	if _, err := j.f.Write(append(data, '\n')); err != nil {
+		return fmt.Errorf("append to %s: %w", j.path, err)
+	}
+	j.lines++
+	if j.lines > compactAfter && j.lines > 4*len(j.live) {
+		return j.compactLocked()
 	}
 	return nil
 }
 
-func removeRecord(stateDir, id string) error {
-	if err := os.Remove(recordPath(stateDir, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove record of container %s: %w", id, err)
+// compactLocked rewrites the journal with one line per live container.
+func (j *journal) compactLocked() error {
+	var buf []byte
+	for _, data := range j.live {
+		buf = append(buf, data...)
+		buf = append(buf, '\n')
 	}
+	if err := writeFileAtomic(j.path, buf); err != nil {
+		return fmt.Errorf("compact %s: %w", j.path, err)
+	}
+	f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	if j.f != nil {
+		j.f.Close()
+	}
+	j.f = f
+	j.lines = len(j.live)
 	return nil
 }
 
-// ReadRecords returns every container record left in a pod's state dir. The
-// daemon uses it when the pod's shim is not running: a container recorded as
-// created or running there has lost its parent, and its fate is unknown.
+func (j *journal) close() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.f != nil {
+		j.f.Close()
+		j.f = nil
+	}
+}
+
+// ReadRecords returns every container record a pod's shim left in its state
+// dir. The daemon uses it when the pod's shim is not running: a container
+// recorded as created or running there has lost its parent, and its fate is
+// unknown. A torn last line (a crash mid-append) is skipped.
 func ReadRecords(stateDir string) ([]Record, error) {
-	entries, err := os.ReadDir(filepath.Join(stateDir, recordsDir))
+	f, err := os.Open(journalPath(stateDir))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read container records: %w", err)
 	}
-	var out []Record
-	for _, e := range entries {
-		name := e.Name()
-		if strings.HasPrefix(name, ".") || !strings.HasSuffix(name, ".json") {
+	defer f.Close()
+	byID := map[string]Record{}
+	var order []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		var l journalLine
+		if json.Unmarshal(sc.Bytes(), &l) != nil || l.ID == "" {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join(stateDir, recordsDir, name))
-		if err != nil {
+		if l.Deleted {
+			delete(byID, l.ID)
 			continue
 		}
-		var r Record
-		if json.Unmarshal(data, &r) != nil || r.ID == "" {
-			continue
+		if _, ok := byID[l.ID]; !ok {
+			order = append(order, l.ID)
 		}
-		out = append(out, r)
+		byID[l.ID] = l.Record
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read container records: %w", err)
+	}
+	out := make([]Record, 0, len(byID))
+	for _, id := range order {
+		if r, ok := byID[id]; ok {
+			out = append(out, r)
+		}
 	}
 	return out, nil
 }

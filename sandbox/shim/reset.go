@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/sirupsen/logrus"
 )
 
 // initRetryBackoff is the first wait before a failed init container runs
@@ -50,21 +51,27 @@ func (s *Shim) Reset(ctx context.Context) ([]Record, time.Duration, error) {
 	defer s.end()
 
 	s.killAll(cs)
+	killed := time.Since(start)
 
 	s.mu.Lock()
 	s.restarting = false
 	s.resets++
 	s.mu.Unlock()
 
+	var steps []string
 	for _, c := range cs {
 		if err := s.restartInPlace(ctx, c); err != nil {
 			s.scheduleAll()
-			return s.records(cs), time.Since(start), err
+			return s.recordsOf(cs), time.Since(start), err
+		}
+		if s.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
+			steps = append(steps, fmt.Sprintf("%s@%s", c.name, time.Since(start)))
 		}
 	}
 	d := time.Since(start)
+	s.log.Debugf("reset in %s: killed at %s, started %v", d, killed, steps)
 	s.scheduleAll()
-	return s.records(cs), d, nil
+	return s.recordsOf(cs), d, nil
 }
 
 // killAll kills the current generation of every container in cs and waits
@@ -177,7 +184,7 @@ func (s *Shim) takeNext(c *ctr) (*gen, error) {
 	return g, nil
 }
 
-func (s *Shim) records(cs []*ctr) []Record {
+func (s *Shim) recordsOf(cs []*ctr) []Record {
 	out := make([]Record, 0, len(cs))
 	for _, c := range cs {
 		out = append(out, c.record())

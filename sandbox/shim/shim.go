@@ -20,12 +20,13 @@ import (
 
 // Shim owns the containers of one pod. Its methods are safe for concurrent use.
 type Shim struct {
-	cfg    *Config
-	engine *container.Engine
-	events *broadcaster
-	log    *logrus.Entry
-	pause  *pause
-	tokens *tokens
+	cfg     *Config
+	records *journal
+	engine  *container.Engine
+	events  *broadcaster
+	log     *logrus.Entry
+	pause   *pause
+	tokens  *tokens
 
 	// resetMu serialises resets: a reset asked for during another runs
 	// after it, as a reset of its own.
@@ -61,10 +62,14 @@ func New(cfg *Config, log *logrus.Entry) (*Shim, error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, fmt.Errorf("become subreaper: %w", err)
 	}
-	for _, d := range []string{filepath.Join(cfg.StateDir, recordsDir), cfg.RootDir} {
+	for _, d := range []string{cfg.StateDir, cfg.RootDir} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, fmt.Errorf("create shim dirs: %w", err)
 		}
+	}
+	records, err := openJournal(cfg.StateDir)
+	if err != nil {
+		return nil, err
 	}
 	engine, err := container.NewEngine(filepath.Join(cfg.StateDir, lcDir))
 	if err != nil {
@@ -72,6 +77,7 @@ func New(cfg *Config, log *logrus.Entry) (*Shim, error) {
 	}
 	s := &Shim{
 		cfg:           cfg,
+		records:       records,
 		engine:        engine,
 		events:        newBroadcaster(),
 		log:           log,
@@ -86,6 +92,7 @@ func New(cfg *Config, log *logrus.Entry) (*Shim, error) {
 	if cfg.SharedPID {
 		p, err := startPause(PIDNamespacePath(cfg.StateDir))
 		if err != nil {
+			records.close()
 			return nil, err
 		}
 		s.pause = p
@@ -218,6 +225,7 @@ func (s *Shim) Shutdown(ctx context.Context) error {
 		s.pause.stop()
 	}
 	s.events.close()
+	s.records.close()
 	return nil
 }
 

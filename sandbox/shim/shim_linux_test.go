@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 }
 
 // busyboxLayer makes a layer dir with a static busybox and its applets.
-func busyboxLayer(t *testing.T) string {
+func busyboxLayer(t testing.TB) string {
 	t.Helper()
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
@@ -55,14 +55,14 @@ func busyboxLayer(t *testing.T) string {
 }
 
 type fixture struct {
-	t      *testing.T
+	t      testing.TB
 	s      *Shim
 	layer  string
 	vol    string
 	logDir string
 }
 
-func newFixture(t *testing.T, cfgMod func(*Config)) *fixture {
+func newFixture(t testing.TB, cfgMod func(*Config)) *fixture {
 	t.Helper()
 	if os.Getuid() != 0 {
 		t.Skip("needs root to create containers")
@@ -81,6 +81,10 @@ func newFixture(t *testing.T, cfgMod func(*Config)) *fixture {
 	}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
+	if os.Getenv("WARMPOD_TEST_DEBUG") != "" {
+		log.SetOutput(os.Stderr)
+		log.SetLevel(logrus.DebugLevel)
+	}
 	s, err := New(cfg, logrus.NewEntry(log))
 	if err != nil {
 		t.Fatal(err)
@@ -320,5 +324,34 @@ func TestExecSync(t *testing.T) {
 	}
 	if _, _, _, err := f.s.ExecSync(context.Background(), "nope", []string{"true"}, 0); err == nil {
 		t.Error("exec in unknown container succeeded")
+	}
+}
+
+// BenchmarkReset measures an in-place reset of a pod shaped like the
+// kubelet benchmark's: init "true", sidecar and main "sleep".
+func BenchmarkReset(b *testing.B) {
+	f := newFixture(b, nil)
+	f.create("i", "init", "true")
+	f.start("i")
+	f.waitExited("i")
+	f.create("s", "sidecar", "sleep", "1000")
+	f.start("s")
+	f.create("m", "main", "sleep", "1000")
+	f.start("m")
+	warm := func() {
+		for _, id := range []string{"i", "s", "m"} {
+			f.waitWarm(id)
+		}
+	}
+	warm()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, _, err := f.s.Reset(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		warm()
+		time.Sleep(20 * time.Millisecond)
+		b.StartTimer()
 	}
 }
