@@ -1,0 +1,426 @@
+package integration
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+)
+
+// snapshot is what a daemon has made on the host, by kind, each list
+// sorted. Only things that carry this run's names are included (its
+// directories, binary, bridge and cgroup parent), so other work on the same
+// machine does not show up.
+type snapshot map[string][]string
+
+// Snapshot kinds.
+const (
+	kindMounts    = "mounts"
+	kindNetNS     = "pinned namespaces"
+	kindLinks     = "links on the bridge"
+	kindCgroups   = "cgroups under the parent"
+	kindProcesses = "processes"
+	kindPodDirs   = "pod state dirs"
+	kindFDs       = "daemon fds"
+)
+
+// takeSnapshot records the host state the daemon is responsible for.
+// registryPort is ignored in the daemon's TCP connections: idle keep-alive
+// connections to the test registry come and go with the HTTP client's pool.
+func (d *daemon) takeSnapshot(registryPort string) (snapshot, error) {
+	s := snapshot{}
+	var err error
+	if s[kindMounts], s[kindNetNS], err = d.mounts(); err != nil {
+		return nil, err
+	}
+	if s[kindLinks], err = d.bridgeLinks(); err != nil {
+		return nil, err
+	}
+	if s[kindCgroups], err = d.cgroups(); err != nil {
+		return nil, err
+	}
+	if s[kindProcesses], err = d.processes(); err != nil {
+		return nil, err
+	}
+	if s[kindPodDirs], err = dirNames(filepath.Join(d.state, "pods")); err != nil {
+		return nil, err
+	}
+	if pid := d.pid(); pid > 0 {
+		if s[kindFDs], err = fds(pid, registryPort); err != nil {
+			return nil, err
+		}
+	}
+	for k := range s {
+		sort.Strings(s[k])
+	}
+	return s, nil
+}
+
+// diff lists what after has that before lacks ("+") and the reverse ("-").
+// For the daemon's fds only additions count: the daemon opens some lazily
+// (a restarted daemon that ran no pod yet has fewer), and a leak only ever
+// adds.
+func (before snapshot) diff(after snapshot) []string {
+	var out []string
+	kinds := map[string]bool{}
+	for k := range before {
+		kinds[k] = true
+	}
+	for k := range after {
+		kinds[k] = true
+	}
+	names := make([]string, 0, len(kinds))
+	for k := range kinds {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		added, removed := multisetDiff(before[k], after[k])
+		for _, e := range added {
+			out = append(out, fmt.Sprintf("%s: + %s", k, e))
+		}
+		if k == kindFDs {
+			continue
+		}
+		for _, e := range removed {
+			out = append(out, fmt.Sprintf("%s: - %s", k, e))
+		}
+	}
+	return out
+}
+
+func multisetDiff(a, b []string) (added, removed []string) {
+	count := map[string]int{}
+	for _, e := range a {
+		count[e]++
+	}
+	for _, e := range b {
+		if count[e] > 0 {
+			count[e]--
+			continue
+		}
+		added = append(added, e)
+	}
+	for _, e := range a {
+		if count[e] > 0 {
+			count[e]--
+			removed = append(removed, e)
+		}
+	}
+	return added, removed
+}
+
+// awaitNoLeaks compares snapshots until after matches before, or 20 s
+// pass: processes exit and connections close a moment after the RPC that
+// ends them returns. It returns the last difference.
+func (d *daemon) awaitNoLeaks(before snapshot, registryPort string) ([]string, error) {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		after, err := d.takeSnapshot(registryPort)
+		if err != nil {
+			return nil, err
+		}
+		diff := before.diff(after)
+		if len(diff) == 0 || time.Now().After(deadline) {
+			return diff, nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// mounts lists the mounts below the run's directories, and separately the
+// pinned namespaces (nsfs mounts) there.
+func (d *daemon) mounts() (mounts, netns []string, err error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		// id parent major:minor root mountpoint options [optional...] - fstype source superopts
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMountinfo(fields[4])
+		if !under(mp, d.base) && !under(mp, d.state) {
+			continue
+		}
+		fstype := ""
+		for i, f := range fields {
+			if f == "-" && i+1 < len(fields) {
+				fstype = fields[i+1]
+				break
+			}
+		}
+		entry := mp + " (" + fstype + ")"
+		if fstype == "nsfs" {
+			netns = append(netns, entry)
+		} else {
+			mounts = append(mounts, entry)
+		}
+	}
+	return mounts, netns, sc.Err()
+}
+
+func under(path, dir string) bool { return path == dir || strings.HasPrefix(path, dir+"/") }
+
+// unescapeMountinfo undoes the octal escapes (\040 for a space) of
+// /proc/self/mountinfo.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// bridgeLinks lists the host interfaces enslaved to the run's bridge: one
+// veth per pod with a network of its own.
+func (d *daemon) bridgeLinks() ([]string, error) {
+	br, err := netlink.LinkByName(d.bridge)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("find bridge %s: %w", d.bridge, err)
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var out []string
+	for _, l := range links {
+		if l.Attrs().MasterIndex == br.Attrs().Index {
+			out = append(out, l.Attrs().Name+" ("+l.Type()+")")
+		}
+	}
+	return out, nil
+}
+
+// cgroupHierarchies lists the directories where cgroup hierarchies are
+// mounted: every v1 controller and the v2 tree (on a unified host, just
+// /sys/fs/cgroup).
+func cgroupHierarchies() ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		for i, fl := range fields {
+			if fl == "-" && i+1 < len(fields) && (fields[i+1] == "cgroup" || fields[i+1] == "cgroup2") {
+				out = append(out, unescapeMountinfo(fields[4]))
+			}
+		}
+	}
+	return out, sc.Err()
+}
+
+// cgroups lists every cgroup below the run's cgroup parent, in every
+// hierarchy, as "hierarchy:path". The parent itself is shared by all pods
+// and is removed at the end of the run.
+func (d *daemon) cgroups() ([]string, error) {
+	hs, err := cgroupHierarchies()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, h := range hs {
+		top := filepath.Join(h, d.cgroupParent)
+		err := filepath.WalkDir(top, func(p string, e os.DirEntry, err error) error {
+			if err != nil {
+				if os.IsNotExist(err) {
+					return nil
+				}
+				return err
+			}
+			if e.IsDir() && p != top {
+				out = append(out, filepath.Base(h)+":"+strings.TrimPrefix(p, h))
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("walk %s: %w", top, err)
+		}
+	}
+	return out, nil
+}
+
+// processes lists the live processes that belong to the run other than the
+// daemon itself: those running the run's warmpod binary (shims, pause,
+// container init), those in a cgroup under the run's parent (containers)
+// and the daemon's children. Zombies of other parents are left out: reaping
+// orphans is the init process's job.
+func (d *daemon) processes() ([]string, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	daemonPid := d.pid()
+	var out []string
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == daemonPid || pid == os.Getpid() {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		comm, state, ppid := parseStat(string(stat))
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		ours := ppid == daemonPid && daemonPid > 0
+		if !ours && state == "Z" {
+			continue
+		}
+		ours = ours || exe == d.bin || d.inOurCgroup(pid)
+		if ours {
+			out = append(out, fmt.Sprintf("pid %d ppid %d state %s comm %s exe %s", pid, ppid, state, comm, exe))
+		}
+	}
+	return out, nil
+}
+
+// parseStat reads comm, state and ppid from /proc/<pid>/stat; comm may
+// hold spaces and parentheses, so it ends at the last ')'.
+func parseStat(s string) (comm, state string, ppid int) {
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open {
+		return "", "", 0
+	}
+	comm = s[open+1 : end]
+	rest := strings.Fields(s[end+1:])
+	if len(rest) >= 2 {
+		state = rest[0]
+		ppid, _ = strconv.Atoi(rest[1])
+	}
+	return comm, state, ppid
+}
+
+func (d *daemon) inOurCgroup(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) == 3 && (parts[2] == d.cgroupParent || strings.HasPrefix(parts[2], d.cgroupParent+"/")) {
+			return true
+		}
+	}
+	return false
+}
+
+func dirNames(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(entries))
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out, nil
+}
+
+// fds lists what a process has open, with kernel object numbers replaced
+// by what they are (a socket's peer or path), so two snapshots compare.
+func fds(pid int, registryPort string) ([]string, error) {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	sockets := socketNames(pid)
+	var out []string
+	for _, e := range entries {
+		target, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		switch {
+		case strings.HasPrefix(target, "socket:["):
+			name, ok := sockets[strings.TrimSuffix(strings.TrimPrefix(target, "socket:["), "]")]
+			if !ok {
+				name = "socket (not unix or tcp)"
+			}
+			if registryPort != "" && name == "tcp to port "+registryPort {
+				continue
+			}
+			target = name
+		case strings.HasPrefix(target, "pipe:["):
+			target = "pipe"
+		}
+		out = append(out, target)
+	}
+	return out, nil
+}
+
+// socketNames maps socket inodes of pid's network namespace to "unix PATH"
+// or "tcp to port N".
+func socketNames(pid int) map[string]string {
+	names := map[string]string{}
+	if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/unix", pid)); err == nil {
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			// Num RefCount Protocol Flags Type St Inode [Path]
+			f := strings.Fields(line)
+			if len(f) < 7 {
+				continue
+			}
+			path := "(unnamed)"
+			if len(f) >= 8 {
+				path = f[7]
+			}
+			names[f[6]] = "unix " + path
+		}
+	}
+	for _, file := range []string{"tcp", "tcp6"} {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, file))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			// sl local rem st queues tr retrnsmt uid timeout inode
+			f := strings.Fields(line)
+			if len(f) < 10 {
+				continue
+			}
+			port := ""
+			if _, hexPort, ok := strings.Cut(f[2], ":"); ok {
+				if p, err := strconv.ParseUint(hexPort, 16, 16); err == nil {
+					port = strconv.FormatUint(p, 10)
+				}
+			}
+			names[f[9]] = "tcp to port " + port
+		}
+	}
+	return names
+}

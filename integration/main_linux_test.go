@@ -1,0 +1,456 @@
+package integration
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	goiptables "github.com/coreos/go-iptables/iptables"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/vishvananda/netlink"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/warmpod/warmpod/integration/testimages"
+	"github.com/warmpod/warmpod/sandbox/network"
+)
+
+// The run's daemon and registry, shared by every test. Tests run one at a
+// time (none calls t.Parallel): several compare host state before and
+// after a request, which a concurrent test would disturb.
+var (
+	d      *daemon
+	reg    *testimages.Registry
+	images imageSet
+)
+
+// imageSet names the images the registry serves.
+type imageSet struct {
+	// busybox is the everyday test image, pulled through the docker.io
+	// mirror as a kubelet would name it.
+	busybox string
+	// busyboxDirect names the same image on the registry itself.
+	busyboxDirect string
+	// busyboxDigest is its manifest digest, busyboxID its config digest
+	// (the image id).
+	busyboxDigest, busyboxID string
+	// noCmd has neither Entrypoint nor Cmd.
+	noCmd string
+}
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Println("skipping warmpod integration tests: they start the daemon, which needs root")
+		os.Exit(0)
+	}
+	if _, err := testimages.BusyboxLayer(); errors.Is(err, testimages.ErrNoBusybox) {
+		fmt.Println("skipping warmpod integration tests:", err)
+		os.Exit(0)
+	}
+	os.Exit(runSuite(m))
+}
+
+func runSuite(m *testing.M) (code int) {
+	start := time.Now()
+	s, err := setUp()
+	defer func() {
+		if err := s.tearDown(); err != nil {
+			fmt.Fprintln(os.Stderr, "integration teardown:", err)
+			code = 1
+		}
+		fmt.Printf("integration suite took %s\n", time.Since(start).Round(time.Second))
+	}()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "integration setup:", err)
+		return 1
+	}
+	code = m.Run()
+	if err := s.checkLeaks(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
+	}
+	return code
+}
+
+// suite owns what setUp made, for tearDown.
+type suite struct {
+	base     string
+	baseline snapshot
+}
+
+func randomHex(n int) string {
+	b := make([]byte, (n+1)/2)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)[:n]
+}
+
+func setUp() (*suite, error) {
+	s := &suite{}
+	base, err := os.MkdirTemp("", "warmpod-it-")
+	if err != nil {
+		return s, err
+	}
+	s.base = base
+	suffix := randomHex(6)
+	subnet, err := freeSubnet()
+	if err != nil {
+		return s, err
+	}
+	// The state directory is short and outside the temporary directory:
+	// each pod's shim socket lives in <state>/pods/<64-hex id>/, and a unix
+	// socket path may not exceed 107 bytes.
+	state := "/run/wpit-" + suffix
+	d = &daemon{
+		base:         base,
+		root:         filepath.Join(base, "root"),
+		state:        state,
+		socket:       filepath.Join(state, "warmpod.sock"),
+		logPath:      filepath.Join(base, "daemon.log"),
+		configPath:   filepath.Join(base, "config.toml"),
+		bridge:       "wpit" + suffix,
+		subnet:       subnet,
+		chainPrefix:  "WPIT" + strings.ToUpper(suffix),
+		cgroupParent: "/warmpod-it-" + suffix,
+	}
+	binDir := filepath.Join(base, "bin")
+	if err := os.Mkdir(binDir, 0o755); err != nil {
+		return s, err
+	}
+	if d.bin, err = buildDaemon(binDir); err != nil {
+		return s, err
+	}
+	if err := startRegistry(); err != nil {
+		return s, err
+	}
+	if err := d.writeConfig(reg.Addr()); err != nil {
+		return s, err
+	}
+	fmt.Printf("integration run: dirs %s and %s, bridge %s, subnet %s, chains %s-*, cgroup parent %s, registry %s\n",
+		base, d.state, d.bridge, d.subnet, d.chainPrefix, d.cgroupParent, reg.Addr())
+	if err := d.start(); err != nil {
+		return s, err
+	}
+	if s.baseline, err = d.takeSnapshot(registryPort()); err != nil {
+		return s, fmt.Errorf("baseline snapshot: %w", err)
+	}
+	if err := warmUp(); err != nil {
+		return s, fmt.Errorf("warm-up pod: %w\ndaemon log:\n%s", err, d.logTail(8000))
+	}
+	// The daemon's fds are compared with their state after the warm-up;
+	// everything else with the host before the first pod.
+	warm, err := d.takeSnapshot(registryPort())
+	if err != nil {
+		return s, fmt.Errorf("baseline snapshot: %w", err)
+	}
+	s.baseline[kindFDs] = warm[kindFDs]
+	return s, nil
+}
+
+// freeSubnet picks a /24 in 10.200.0.0-10.249.255.0 that no route or
+// address of the host overlaps.
+func freeSubnet() (string, error) {
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return "", fmt.Errorf("list routes: %w", err)
+	}
+	var used []netip.Prefix
+	for _, r := range routes {
+		if r.Dst == nil {
+			continue // the default route overlaps everything and nothing
+		}
+		if p, err := netip.ParsePrefix(r.Dst.String()); err == nil && p.Bits() > 0 {
+			used = append(used, p)
+		}
+	}
+	b := make([]byte, 2)
+	for range 100 {
+		_, _ = rand.Read(b)
+		cand := netip.MustParsePrefix(fmt.Sprintf("10.%d.%d.0/24", 200+int(b[0])%50, b[1]))
+		free := true
+		for _, u := range used {
+			if u.Overlaps(cand) {
+				free = false
+				break
+			}
+		}
+		if free {
+			return cand.String(), nil
+		}
+	}
+	return "", errors.New("no free /24 in 10.200.0.0/13 for the test network")
+}
+
+func startRegistry() error {
+	var err error
+	reg, err = testimages.StartRegistry()
+	if err != nil {
+		return err
+	}
+	busybox, err := testimages.Busybox()
+	if err != nil {
+		return err
+	}
+	noCmd, err := testimages.Busybox(testimages.WithCmd())
+	if err != nil {
+		return err
+	}
+	for ref, img := range map[string]v1.Image{
+		"library/busybox:latest": busybox,
+		"library/busybox:stable": busybox,
+		"library/nocmd:latest":   noCmd,
+	} {
+		if _, err := reg.Push(ref, img); err != nil {
+			return err
+		}
+	}
+	digest, err := busybox.Digest()
+	if err != nil {
+		return err
+	}
+	id, err := busybox.ConfigName()
+	if err != nil {
+		return err
+	}
+	images = imageSet{
+		busybox:       "docker.io/library/busybox:latest",
+		busyboxDirect: reg.Ref("library/busybox:latest"),
+		busyboxDigest: digest.String(),
+		busyboxID:     id.String(),
+		noCmd:         "docker.io/library/nocmd:latest",
+	}
+	return nil
+}
+
+func registryPort() string {
+	if reg == nil {
+		return ""
+	}
+	_, port, _ := net.SplitHostPort(reg.Addr())
+	return port
+}
+
+// warmUp runs one pod through its whole life before the daemon's fds are
+// recorded, so what the daemon opens once and keeps (netlink and iptables
+// handles, the image store's files) is not taken for a leak.
+func warmUp() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := d.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: images.busybox}}); err != nil {
+		return err
+	}
+	podCfg := newPodConfig("warm-up")
+	pod, err := d.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
+	if err != nil {
+		return err
+	}
+	ctr, err := d.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
+		PodSandboxId: pod.PodSandboxId, Config: newContainerConfig("main", "sleep", "60"), SandboxConfig: podCfg,
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := d.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ctr.ContainerId}); err != nil {
+		return err
+	}
+	if _, err := d.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: ctr.ContainerId, Cmd: []string{"true"}, Timeout: 10}); err != nil {
+		return err
+	}
+	if _, err := d.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod.PodSandboxId}); err != nil {
+		return err
+	}
+	if _, err := d.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod.PodSandboxId}); err != nil {
+		return err
+	}
+	return os.RemoveAll(podCfg.LogDirectory)
+}
+
+// checkLeaks removes whatever pods the tests left, then compares the host
+// with the baseline taken before the first test.
+func (s *suite) checkLeaks() error {
+	if d == nil || d.pid() == 0 {
+		return errors.New("leak check: the daemon is not running at the end of the suite")
+	}
+	if err := removeAllPods(); err != nil {
+		return fmt.Errorf("leak check: remove pods: %w", err)
+	}
+	diff, err := d.awaitNoLeaks(s.baseline, registryPort())
+	if err != nil {
+		return fmt.Errorf("leak check: %w", err)
+	}
+	if len(diff) > 0 {
+		return fmt.Errorf("leak check: the host differs from before the first test:\n  %s\ndaemon log tail:\n%s",
+			strings.Join(diff, "\n  "), d.logTail(8000))
+	}
+	fmt.Println("leak check: no mounts, links, pinned namespaces, cgroups, processes, pod dirs or daemon fds left")
+	return nil
+}
+
+// removeAllPods stops and removes every pod and container the daemon
+// lists.
+func removeAllPods() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ctrs, err := d.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, c := range ctrs.Containers {
+		fmt.Printf("removing container %s (%s) left by a test\n", c.Id, c.Metadata.GetName())
+		if _, err := d.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: c.Id}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	pods, err := d.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		return err
+	}
+	for _, p := range pods.Items {
+		fmt.Printf("removing pod %s (%s) left by a test\n", p.Id, p.Metadata.GetName())
+		if _, err := d.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.Id}); err != nil {
+			errs = append(errs, err)
+		}
+		if _, err := d.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.Id}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// tearDown stops the daemon and removes everything the run made: whatever
+// the tests left (after a failure), the bridge and iptables chains, the
+// cgroup parent, the registry and the run's directory.
+func (s *suite) tearDown() error {
+	var errs []error
+	if d != nil {
+		if d.pid() > 0 {
+			if err := removeAllPods(); err != nil {
+				errs = append(errs, fmt.Errorf("remove pods: %w", err))
+			}
+			if err := d.stop(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		errs = append(errs, d.removeLeftovers()...)
+		if err := d.uninstallNetwork(); err != nil {
+			errs = append(errs, err)
+		}
+		if err := d.removeCgroupParent(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if reg != nil {
+		if err := reg.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s != nil && s.base != "" {
+		if err := os.RemoveAll(s.base); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if d != nil && d.state != "" {
+		if err := os.RemoveAll(d.state); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeLeftovers kills, by PID, processes of the run that outlived their
+// pods and unmounts mounts left under the run's directory, so a failed run
+// still leaves the machine clean. Each one found is an error: it is a leak.
+func (d *daemon) removeLeftovers() []error {
+	var errs []error
+	procs, _ := d.processes()
+	for _, p := range procs {
+		var pid int
+		if _, err := fmt.Sscanf(p, "pid %d", &pid); err == nil && pid > 0 {
+			errs = append(errs, fmt.Errorf("killing leftover process: %s", p))
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	mounts, netns, _ := d.mounts()
+	all := append(mounts, netns...)
+	// Deepest first, so a mount below another goes before it.
+	sort.Slice(all, func(i, j int) bool { return len(all[i]) > len(all[j]) })
+	for _, m := range all {
+		mp, _, _ := strings.Cut(m, " (")
+		errs = append(errs, fmt.Errorf("unmounting leftover mount %s", m))
+		_ = syscall.Unmount(mp, syscall.MNT_DETACH)
+	}
+	return errs
+}
+
+// uninstallNetwork removes the run's bridge and iptables chains, with the
+// network package's own uninstaller, and checks they are gone.
+func (d *daemon) uninstallNetwork() error {
+	net, err := network.NewEmbedded(network.EmbeddedConfig{
+		Bridge: d.bridge, Subnet: d.subnet, ChainPrefix: d.chainPrefix,
+		StateDir: filepath.Join(d.state, "network"),
+	})
+	if err != nil {
+		return fmt.Errorf("uninstall network: %w", err)
+	}
+	if err := net.Uninstall(); err != nil {
+		return fmt.Errorf("uninstall network: %w", err)
+	}
+	if _, err := netlink.LinkByName(d.bridge); err == nil {
+		return fmt.Errorf("bridge %s still exists after uninstall", d.bridge)
+	}
+	ipt, err := goiptables.New()
+	if err != nil {
+		return nil // no iptables, no chains
+	}
+	for _, table := range []string{"nat", "filter"} {
+		chains, err := ipt.ListChains(table)
+		if err != nil {
+			return fmt.Errorf("list %s chains: %w", table, err)
+		}
+		for _, c := range chains {
+			if strings.HasPrefix(c, d.chainPrefix+"-") {
+				return fmt.Errorf("iptables chain %s/%s still exists after uninstall", table, c)
+			}
+		}
+	}
+	return nil
+}
+
+// removeCgroupParent removes the run's cgroup parent in every hierarchy,
+// and anything left below it (deepest first).
+func (d *daemon) removeCgroupParent() error {
+	left, err := d.cgroups()
+	if err != nil {
+		return err
+	}
+	sort.Slice(left, func(i, j int) bool { return len(left[i]) > len(left[j]) })
+	var errs []error
+	hs, _ := cgroupHierarchies()
+	byBase := map[string]string{}
+	for _, h := range hs {
+		byBase[filepath.Base(h)] = h
+	}
+	for _, c := range left {
+		h, rel, _ := strings.Cut(c, ":")
+		errs = append(errs, fmt.Errorf("removing leftover cgroup %s", c))
+		_ = os.Remove(filepath.Join(byBase[h], rel))
+	}
+	for _, h := range hs {
+		if err := os.Remove(filepath.Join(h, d.cgroupParent)); err != nil && !os.IsNotExist(err) {
+			errs = append(errs, fmt.Errorf("remove cgroup parent: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
