@@ -294,11 +294,14 @@ func (d *daemon) processes() ([]string, error) {
 		}
 		comm, state, ppid := parseStat(string(stat))
 		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if pid <= 1 || ppid == 2 {
+			continue // init and kernel threads are never the run's
+		}
 		ours := ppid == daemonPid && daemonPid > 0
 		if !ours && state == "Z" {
 			continue
 		}
-		ours = ours || exe == d.bin || d.inOurCgroup(pid)
+		ours = ours || (d.bin != "" && exe == d.bin) || d.inOurCgroup(pid)
 		if ours {
 			out = append(out, fmt.Sprintf("pid %d ppid %d state %s comm %s exe %s", pid, ppid, state, comm, exe))
 		}
@@ -323,6 +326,9 @@ func parseStat(s string) (comm, state string, ppid int) {
 }
 
 func (d *daemon) inOurCgroup(pid int) bool {
+	if len(d.cgroupParent) < 2 {
+		return false // "" or "/" would match every process
+	}
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if err != nil {
 		return false

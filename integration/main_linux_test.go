@@ -377,7 +377,7 @@ func (d *daemon) removeLeftovers() []error {
 	procs, _ := d.processes()
 	for _, p := range procs {
 		var pid int
-		if _, err := fmt.Sscanf(p, "pid %d", &pid); err == nil && pid > 0 {
+		if _, err := fmt.Sscanf(p, "pid %d", &pid); err == nil && pid > 1 {
 			errs = append(errs, fmt.Errorf("killing leftover process: %s", p))
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
