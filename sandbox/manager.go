@@ -208,3 +208,6 @@ func (c *cleanups) run() {
 
 // NetworkReady reports whether pods can get a network.
 func (m *Manager) NetworkReady() error { return m.opts.Network.Ready() }
+
+// Close releases the manager's files. Pods keep running.
+func (m *Manager) Close() { m.meta.close() }

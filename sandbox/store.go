@@ -2,15 +2,13 @@ package sandbox
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 
 	"github.com/containerd/errdefs"
 
+	"github.com/warmpod/warmpod/sandbox/journal"
 	"github.com/warmpod/warmpod/sandbox/netns"
 	"github.com/warmpod/warmpod/sandbox/shim"
 	"github.com/warmpod/warmpod/sandbox/shimclient"
@@ -155,72 +153,58 @@ func (c *container) info() ContainerInfo {
 	}
 }
 
-// metaStore persists metadata as one JSON file per object. Writes replace
-// files atomically; they are not synced, since the objects they describe do
-// not survive a reboot of the node either.
+// metaStore persists metadata in one journal per kind of object
+// (<root>/meta/pods.log, <root>/meta/containers.log): a create or a remove
+// is one append, which keeps the kubelet's per-reset CreateContainer and
+// RemoveContainer off the filesystem's metadata paths.
 type metaStore struct {
-	dir string
+	journals map[string]*journal.Journal
 }
 
 func newMetaStore(root string) (*metaStore, error) {
-	s := &metaStore{dir: filepath.Join(root, "meta")}
-	for _, d := range []string{"pods", "containers"} {
-		if err := os.MkdirAll(filepath.Join(s.dir, d), 0o700); err != nil {
-			return nil, fmt.Errorf("create metadata dir: %w", err)
+	s := &metaStore{journals: map[string]*journal.Journal{}}
+	for _, kind := range []string{"pods", "containers"} {
+		j, err := journal.Open(filepath.Join(root, "meta", kind+".log"))
+		if err != nil {
+			s.close()
+			return nil, fmt.Errorf("open %s metadata: %w", kind, err)
 		}
+		s.journals[kind] = j
 	}
 	return s, nil
 }
 
-func (s *metaStore) path(kind, id string) string {
-	return filepath.Join(s.dir, kind, id+".json")
-}
-
 func (s *metaStore) put(kind, id string, v any) error {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	path := s.path(kind, id)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return fmt.Errorf("write %s metadata of %s: %w", kind, id, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
+	if err := s.journals[kind].Put(id, v); err != nil {
 		return fmt.Errorf("write %s metadata of %s: %w", kind, id, err)
 	}
 	return nil
 }
 
 func (s *metaStore) delete(kind, id string) error {
-	if err := os.Remove(s.path(kind, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := s.journals[kind].Delete(id); err != nil {
 		return fmt.Errorf("delete %s metadata of %s: %w", kind, id, err)
 	}
 	return nil
 }
 
-// load decodes every object of kind with fn; unreadable files are returned
-// as errors alongside the ones that loaded.
+// load decodes every object of kind with fn; the objects that fail are
+// returned as errors beside the ones that loaded.
 func (s *metaStore) load(kind string, fn func(data []byte) error) []error {
-	entries, err := os.ReadDir(filepath.Join(s.dir, kind))
-	if err != nil {
-		return []error{err}
-	}
 	var errs []error
-	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), ".json") {
-			continue
+	_ = s.journals[kind].Each(func(id string, v json.RawMessage) error {
+		if err := fn(v); err != nil {
+			errs = append(errs, fmt.Errorf("load %s %s: %w", kind, id, err))
 		}
-		data, err := os.ReadFile(filepath.Join(s.dir, kind, e.Name()))
-		if err == nil {
-			err = fn(data)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("load %s %s: %w", kind, e.Name(), err))
-		}
-	}
+		return nil
+	})
 	return errs
+}
+
+func (s *metaStore) close() {
+	for _, j := range s.journals {
+		j.Close()
+	}
 }
 
 // registrar reserves names so that two objects never get the same one;

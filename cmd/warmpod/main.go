@@ -121,6 +121,7 @@ func serve(cfg Config) error {
 	if err != nil {
 		return err
 	}
+	defer mgr.Close()
 	// Removals a previous daemon did not finish; recovery has retained
 	// every image a container still uses.
 	if err := images.GC(); err != nil {

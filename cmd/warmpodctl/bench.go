@@ -38,6 +38,7 @@ type benchOptions struct {
 	logDir     string
 	keep       bool
 	settle     time.Duration
+	events     bool
 }
 
 // containerShape is one container of the benchmark pod.
@@ -97,6 +98,7 @@ func benchReset(ctx context.Context, socket string, args []string) error {
 	fs.BoolVar(&o.pull, "pull", true, "pull the image first")
 	fs.StringVar(&o.logDir, "log-dir", "", "pod log directory (default: a temp dir)")
 	fs.BoolVar(&o.keep, "keep", false, "leave the benchmark pods in place")
+	fs.BoolVar(&o.events, "events", true, "detect container exits through GetContainerEvents when the runtime streams them (else poll)")
 	fs.DurationVar(&o.settle, "settle", 200*time.Millisecond, "pause between measured resets, so each starts from a warm pod")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -139,6 +141,9 @@ type report struct {
 	Shape     string           `json:"shape"`
 	ExitWatch string           `json:"exit_detection"`
 	Scenarios map[string]stats `json:"scenarios"`
+	// NativeInShim is the native reset as the pod's shim timed it, without
+	// the API round trips.
+	NativeInShim *stats `json:"native_in_shim,omitempty"`
 	Sustained *sustained       `json:"sustained,omitempty"`
 	Memory    *memory          `json:"memory,omitempty"`
 	Compare   *report          `json:"compare,omitempty"`
@@ -211,6 +216,9 @@ func (r *report) print(w io.Writer) {
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t\n", name, s.N, s.Min, s.P50, s.P90, s.P99, s.Max)
 	}
+	if s := r.NativeInShim; s != nil {
+		fmt.Fprintf(tw, "(native, in shim)\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t\n", s.N, s.Min, s.P50, s.P90, s.P99, s.Max)
+	}
 	tw.Flush()
 	if m := r.Memory; m != nil {
 		fmt.Fprintf(w, "idle warm pod: %d processes, RSS %.1f MiB, PSS %.1f MiB\n",
@@ -261,6 +269,7 @@ func runBench(ctx context.Context, o *benchOptions) (*report, error) {
 	var firstErr error
 	for _, sc := range scenarios {
 		samples := make([][]time.Duration, len(targets))
+		inShim := make([][]time.Duration, len(targets))
 		pods := make([]*benchPod, len(targets))
 		failed := make([]error, len(targets))
 		for i, t := range targets {
@@ -290,6 +299,9 @@ func runBench(ctx context.Context, o *benchOptions) (*report, error) {
 				}
 				if it >= o.warmup {
 					samples[i] = append(samples[i], d)
+					if sc == scenarioNative {
+						inShim[i] = append(inShim[i], p.shimTime)
+					}
 				}
 			}
 		}
@@ -299,6 +311,10 @@ func runBench(ctx context.Context, o *benchOptions) (*report, error) {
 			}
 			if pods[i] != nil && !o.keep {
 				pods[i].destroy(ctx)
+			}
+			if len(inShim[i]) > 0 {
+				s := summarize(inShim[i])
+				reports[i].NativeInShim = &s
 			}
 			st := summarize(samples[i])
 			if failed[i] != nil {

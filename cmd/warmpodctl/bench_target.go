@@ -68,7 +68,9 @@ func newTarget(ctx context.Context, endpoint string, o *benchOptions) (*target, 
 			return nil, fmt.Errorf("pull %s on %s: %w", o.image, endpoint, err)
 		}
 	}
-	t.watchExits()
+	if o.events {
+		t.watchExits()
+	}
 	return t, nil
 }
 
@@ -197,6 +199,8 @@ type benchPod struct {
 	cfg     *runtime.PodSandboxConfig
 	ctrs    []string // current container ids, in start order
 	attempt uint32
+	// shimTime is the last native reset's duration as the shim measured it.
+	shimTime time.Duration
 }
 
 func randomSuffix() string {
@@ -283,7 +287,11 @@ func (p *benchPod) reset(ctx context.Context, sc string) (time.Duration, error) 
 	case scenarioKubelet:
 		err = p.kubeletReset(ctx)
 	case scenarioNative:
-		_, err = p.t.wp.ResetPod(ctx, &warmpodv1.ResetPodRequest{PodSandboxId: p.id})
+		var resp *warmpodv1.ResetPodResponse
+		resp, err = p.t.wp.ResetPod(ctx, &warmpodv1.ResetPodRequest{PodSandboxId: p.id})
+		if err == nil {
+			p.shimTime = time.Duration(resp.DurationNs)
+		}
 	case scenarioRecreate:
 		err = p.recreate(ctx)
 	default:

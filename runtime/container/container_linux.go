@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -55,6 +56,9 @@ type Gen struct {
 	ID   string
 	Init *Proc
 	lc   *libcontainer.Container
+	// ownPIDNS tells whether the container has a pid namespace of its own,
+	// where killing its init kills every process in it.
+	ownPIDNS bool
 	// oomFile and oomKey locate the kernel's OOM kill counter of the
 	// container's memory cgroup, found once at create: asking libcontainer
 	// for its state after an exit costs up to milliseconds, on the reset path.
@@ -90,7 +94,7 @@ func (e *Engine) Create(cfg Config) (_ *Gen, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("start init of %s: %w", cfg.ID, err)
 	}
-	g := &Gen{ID: cfg.ID, Init: p, lc: lc}
+	g := &Gen{ID: cfg.ID, Init: p, lc: lc, ownPIDNS: lcfg.Namespaces.IsPrivate(configs.NEWPID)}
 	if st, err := lc.State(); err == nil {
 		if dir, ok := st.CgroupPaths["memory"]; ok {
 			g.oomFile, g.oomKey = filepath.Join(dir, "memory.oom_control"), "oom_kill"
@@ -153,6 +157,12 @@ func (g *Gen) Kill() error {
 	case <-g.Init.Done():
 		return nil
 	default:
+	}
+	if g.ownPIDNS {
+		// The kernel ends the whole namespace with its init. Signalling the
+		// process directly (through its pidfd) skips libcontainer's state
+		// and freezer checks, which cost ~0.1 ms on the reset path.
+		return g.Init.Signal(unix.SIGKILL)
 	}
 	if err := g.lc.Signal(unix.SIGKILL); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
 		return fmt.Errorf("kill %s: %w", g.ID, err)

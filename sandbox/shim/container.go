@@ -168,7 +168,7 @@ func (c *ctr) record() Record {
 // transitions.
 func (s *Shim) commit(c *ctr, t EventType) Record {
 	rec := c.rec
-	if err := s.records.put(&rec); err != nil {
+	if err := s.records.Put(rec.ID, &rec); err != nil {
 		s.log.WithError(err).Warn("record container state")
 	}
 	s.events.publish(Event{Type: t, Container: rec, Timestamp: time.Now().UnixNano()})
@@ -512,7 +512,7 @@ func (s *Shim) Remove(ctx context.Context, id string) error {
 		_ = g.kill()
 		s.discard(g)
 	}
-	if err := s.records.remove(id); err != nil {
+	if err := s.records.Delete(id); err != nil {
 		s.log.WithError(err).Warn("remove container record")
 	}
 	s.emit(EventDeleted, c)

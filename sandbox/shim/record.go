@@ -1,13 +1,11 @@
 package shim
 
 import (
-	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"sync"
+
+	"github.com/warmpod/warmpod/sandbox/journal"
 )
 
 // State of a container as the shim tracks it.
@@ -83,154 +81,21 @@ type Record struct {
 	Warm bool `json:"warm,omitempty"`
 }
 
-// journal is a pod's append-only log of container records: one JSON line
-// per transition, the last line of a container winning. An append is one
-// write(2) to an open file, where replacing a file per transition costs a
-// create and a rename, which on a disk-backed state dir take up to a
-// millisecond each on the reset path. It is compacted as it grows.
-type journal struct {
-	path string
-
-	mu    sync.Mutex
-	f     *os.File
-	lines int
-	live  map[string][]byte
-}
-
-// journalLine is one entry: a record, or the removal of a container.
-type journalLine struct {
-	Record
-	Deleted bool `json:"deleted,omitempty"`
-}
-
-const compactAfter = 1024
-
 func journalPath(stateDir string) string { return filepath.Join(stateDir, journalFile) }
-
-func openJournal(stateDir string) (*journal, error) {
-	j := &journal{path: journalPath(stateDir), live: map[string][]byte{}}
-	// Keep what a previous shim of this pod recorded, if anything.
-	recs, err := ReadRecords(stateDir)
-	if err != nil {
-		return nil, err
-	}
-	for i := range recs {
-		data, err := json.Marshal(&journalLine{Record: recs[i]})
-		if err != nil {
-			return nil, err
-		}
-		j.live[recs[i].ID] = data
-	}
-	if err := j.compactLocked(); err != nil {
-		return nil, err
-	}
-	return j, nil
-}
-
-func (j *journal) put(r *Record) error {
-	data, err := json.Marshal(&journalLine{Record: *r})
-	if err != nil {
-		return err
-	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	j.live[r.ID] = data
-	return j.appendLocked(data)
-}
-
-func (j *journal) remove(id string) error {
-	data, err := json.Marshal(&journalLine{Record: Record{ID: id}, Deleted: true})
-	if err != nil {
-		return err
-	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	delete(j.live, id)
-	return j.appendLocked(data)
-}
-
-func (j *journal) appendLocked(data []byte) error {
-	if j.f == nil {
-		return os.ErrClosed
-	}
-	if _, err := j.f.Write(append(data, '\n')); err != nil {
-		return fmt.Errorf("append to %s: %w", j.path, err)
-	}
-	j.lines++
-	if j.lines > compactAfter && j.lines > 4*len(j.live) {
-		return j.compactLocked()
-	}
-	return nil
-}
-
-// compactLocked rewrites the journal with one line per live container.
-func (j *journal) compactLocked() error {
-	var buf []byte
-	for _, data := range j.live {
-		buf = append(buf, data...)
-		buf = append(buf, '\n')
-	}
-	if err := writeFileAtomic(j.path, buf); err != nil {
-		return fmt.Errorf("compact %s: %w", j.path, err)
-	}
-	f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return err
-	}
-	if j.f != nil {
-		j.f.Close()
-	}
-	j.f = f
-	j.lines = len(j.live)
-	return nil
-}
-
-func (j *journal) close() {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.f != nil {
-		j.f.Close()
-		j.f = nil
-	}
-}
 
 // ReadRecords returns every container record a pod's shim left in its state
 // dir. The daemon uses it when the pod's shim is not running: a container
 // recorded as created or running there has lost its parent, and its fate is
-// unknown. A torn last line (a crash mid-append) is skipped.
+// unknown.
 func ReadRecords(stateDir string) ([]Record, error) {
-	f, err := os.Open(journalPath(stateDir))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
+	live, ids, err := journal.Read(journalPath(stateDir))
 	if err != nil {
 		return nil, fmt.Errorf("read container records: %w", err)
 	}
-	defer f.Close()
-	byID := map[string]Record{}
-	var order []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	for sc.Scan() {
-		var l journalLine
-		if json.Unmarshal(sc.Bytes(), &l) != nil || l.ID == "" {
-			continue
-		}
-		if l.Deleted {
-			delete(byID, l.ID)
-			continue
-		}
-		if _, ok := byID[l.ID]; !ok {
-			order = append(order, l.ID)
-		}
-		byID[l.ID] = l.Record
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read container records: %w", err)
-	}
-	out := make([]Record, 0, len(byID))
-	for _, id := range order {
-		if r, ok := byID[id]; ok {
+	out := make([]Record, 0, len(ids))
+	for _, id := range ids {
+		var r Record
+		if json.Unmarshal(live[id], &r) == nil && r.ID != "" {
 			out = append(out, r)
 		}
 	}

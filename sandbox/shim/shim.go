@@ -16,12 +16,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/warmpod/warmpod/runtime/container"
+	"github.com/warmpod/warmpod/sandbox/journal"
 )
 
 // Shim owns the containers of one pod. Its methods are safe for concurrent use.
 type Shim struct {
 	cfg     *Config
-	records *journal
+	records *journal.Journal
 	engine  *container.Engine
 	events  *broadcaster
 	log     *logrus.Entry
@@ -67,7 +68,7 @@ func New(cfg *Config, log *logrus.Entry) (*Shim, error) {
 			return nil, fmt.Errorf("create shim dirs: %w", err)
 		}
 	}
-	records, err := openJournal(cfg.StateDir)
+	records, err := journal.Open(journalPath(cfg.StateDir))
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +93,7 @@ func New(cfg *Config, log *logrus.Entry) (*Shim, error) {
 	if cfg.SharedPID {
 		p, err := startPause(PIDNamespacePath(cfg.StateDir))
 		if err != nil {
-			records.close()
+			records.Close()
 			return nil, err
 		}
 		s.pause = p
@@ -225,7 +226,7 @@ func (s *Shim) Shutdown(ctx context.Context) error {
 		s.pause.stop()
 	}
 	s.events.close()
-	s.records.close()
+	s.records.Close()
 	return nil
 }
 
