@@ -11,9 +11,11 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
+	"github.com/warmpod/warmpod/devices"
 	"github.com/warmpod/warmpod/runtime/image"
 	"github.com/warmpod/warmpod/runtime/oci"
 	"github.com/warmpod/warmpod/sandbox/shim"
@@ -211,7 +213,34 @@ func (m *Manager) buildSpec(p *pod, id string, cfg *ContainerConfig, img *image.
 		}
 		return nil, err
 	}
+	if err := m.injectDevices(p, cfg, spec); err != nil {
+		return nil, err
+	}
 	return spec, nil
+}
+
+// injectDevices adds the CDI devices the container asks for (the CRI
+// field, then cdi.k8s.io/* annotations of the container and of the pod).
+// Their edits are resolved once per pod and device set, so every
+// generation of the container gets the same spec.
+func (m *Manager) injectDevices(p *pod, cfg *ContainerConfig, spec *specs.Spec) error {
+	names, err := devices.Requested(cfg.CDIDevices, cfg.Annotations, p.meta.Config.Annotations)
+	if err != nil {
+		return fmt.Errorf("container %q: %w: %w", cfg.Name, err, errdefs.ErrInvalidArgument)
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	if m.opts.Devices == nil {
+		return fmt.Errorf("container %q asks for CDI devices %v, but CDI is not configured: %w", cfg.Name, names, errdefs.ErrFailedPrecondition)
+	}
+	if err := m.opts.Devices.Inject(p.meta.ID, names, spec); err != nil {
+		if errors.Is(err, devices.ErrInvalid) {
+			err = fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+		}
+		return fmt.Errorf("container %q: %w", cfg.Name, err)
+	}
+	return nil
 }
 
 // imageName is the name ContainerStatus reports for the image: the name the

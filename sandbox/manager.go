@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
 
 	"github.com/warmpod/warmpod/runtime/image"
@@ -24,6 +25,16 @@ type Network interface {
 	Ready() error
 	Setup(ctx context.Context, pod network.Pod) (network.Result, error)
 	Teardown(ctx context.Context, pod network.Pod) error
+}
+
+// Devices resolves CDI devices into spec edits, once per pod and device
+// set (package devices).
+type Devices interface {
+	// Inject applies the edits of the named devices to spec; errors
+	// caused by the request match devices.ErrInvalid.
+	Inject(podID string, names []string, spec *specs.Spec) error
+	// Forget drops what was resolved for the pod.
+	Forget(podID string)
 }
 
 // Images is the image store seam.
@@ -42,6 +53,9 @@ type Options struct {
 	ShimBinary string
 	Images     Images
 	Network    Network
+	// Devices resolves CDI devices; without it a container asking for one
+	// fails.
+	Devices Devices
 	// DefaultCgroupParent is used for pods whose config names none.
 	DefaultCgroupParent string
 	// MaxPrecreate bounds node-wide concurrent pre-creations (0: CPUs).

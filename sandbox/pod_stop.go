@@ -167,6 +167,9 @@ func (m *Manager) RemovePod(ctx context.Context, id string) error {
 	if err := m.meta.delete("pods", p.meta.ID); err != nil {
 		return err
 	}
+	if m.opts.Devices != nil {
+		m.opts.Devices.Forget(p.meta.ID)
+	}
 	m.mu.Lock()
 	delete(m.pods, p.meta.ID)
 	m.mu.Unlock()
