@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/warmpod/warmpod/cri"
+	"github.com/warmpod/warmpod/devices"
 	"github.com/warmpod/warmpod/runtime/container"
 	"github.com/warmpod/warmpod/runtime/image"
 	"github.com/warmpod/warmpod/sandbox"
@@ -107,12 +108,20 @@ func serve(cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// CDI specs are read once here and then on change; each pod resolves
+	// its devices once.
+	devs, err := devices.New(devices.Options{SpecDirs: cfg.Runtime.CDISpecDirs})
+	if err != nil {
+		return err
+	}
+	defer devs.Close()
 	ctx := context.Background()
 	mgr, err := sandbox.New(ctx, sandbox.Options{
 		RootDir:             cfg.Root,
 		StateDir:            cfg.State,
 		Images:              images,
 		Network:             net,
+		Devices:             devs,
 		DefaultCgroupParent: cfg.Runtime.CgroupParent,
 		MaxPrecreate:        cfg.Runtime.MaxPrecreate,
 		ShimLogLevel:        cfg.ShimLogLevel,
@@ -202,6 +211,12 @@ func newNetwork(cfg Config) (sandbox.Network, error) {
 			MTU:         cfg.Network.MTU,
 			StateDir:    filepath.Join(cfg.State, "network"),
 			ChainPrefix: cfg.Network.ChainPrefix,
+		})
+	case "cni":
+		return network.NewCNI(network.CNIConfig{
+			ConfDir:  cfg.Network.CNIConfDir,
+			BinDirs:  cfg.Network.CNIBinDirs,
+			CacheDir: cfg.Network.CNICacheDir,
 		})
 	}
 	return nil, fmt.Errorf("network mode %q is not available", cfg.Network.Mode)
