@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -245,13 +244,4 @@ func netnsIfExists(path string) string {
 		return ""
 	}
 	return path
-}
-
-// ipString formats addresses for messages.
-func ipString(ips []net.IP) string {
-	s := make([]string, len(ips))
-	for i, ip := range ips {
-		s[i] = ip.String()
-	}
-	return strings.Join(s, ",")
 }
