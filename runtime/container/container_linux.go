@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -45,6 +46,10 @@ type Config struct {
 	Spec  *specs.Spec
 	Tty   bool
 	Stdin bool
+	// Idle creates the container with the idle CPU scheduling policy: the
+	// work runs only on CPU time nothing else wants, and a created process
+	// keeps that policy until Release restores the creator's.
+	Idle bool
 }
 
 // Gen is one created container: its init process exists, set up and blocked
@@ -59,6 +64,9 @@ type Gen struct {
 	// ownPIDNS tells whether the container has a pid namespace of its own,
 	// where killing its init kills every process in it.
 	ownPIDNS bool
+	// restore is the scheduling policy the init process gets back at
+	// Release, when it was created idle.
+	restore *unix.SchedAttr
 	// oomFile and oomKey locate the kernel's OOM kill counter of the
 	// container's memory cgroup, found once at create: asking libcontainer
 	// for its state after an exit costs up to milliseconds, on the reset path.
@@ -68,6 +76,22 @@ type Gen struct {
 // Create creates a container and leaves its process blocked before execve.
 // On error nothing is left behind.
 func (e *Engine) Create(cfg Config) (_ *Gen, retErr error) {
+	var restore *unix.SchedAttr
+	if cfg.Idle {
+		// Processes inherit the policy of the thread that forks them, so
+		// all of the creation, child included, runs idle.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if old, err := unix.SchedGetAttr(0, 0); err == nil {
+			idle := *old
+			idle.Policy = unix.SCHED_IDLE
+			idle.Nice = 0
+			if unix.SchedSetAttr(0, &idle, 0) == nil {
+				restore = old
+				defer func() { _ = unix.SchedSetAttr(0, old, 0) }()
+			}
+		}
+	}
 	lcfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
 		CgroupName: cfg.ID,
 		Spec:       cfg.Spec,
@@ -95,6 +119,9 @@ func (e *Engine) Create(cfg Config) (_ *Gen, retErr error) {
 		return nil, fmt.Errorf("start init of %s: %w", cfg.ID, err)
 	}
 	g := &Gen{ID: cfg.ID, Init: p, lc: lc, ownPIDNS: lcfg.Namespaces.IsPrivate(configs.NEWPID)}
+	if restore != nil && cfg.Spec.Process.Scheduler == nil {
+		g.restore = restore
+	}
 	if st, err := lc.State(); err == nil {
 		if dir, ok := st.CgroupPaths["memory"]; ok {
 			g.oomFile, g.oomKey = filepath.Join(dir, "memory.oom_control"), "oom_kill"
@@ -144,6 +171,13 @@ func startProc(lp *libcontainer.Process, tty, stdin bool, start func(*libcontain
 
 // Release lets the blocked init process exec the container's command.
 func (g *Gen) Release() error {
+	if g.restore != nil {
+		// The thread that will exec the command is the init's main thread
+		// (tid == pid); the others end at execve.
+		if err := unix.SchedSetAttr(g.Init.Pid(), g.restore, 0); err != nil {
+			return fmt.Errorf("release %s: restore scheduling policy: %w", g.ID, err)
+		}
+	}
 	if err := g.lc.Exec(); err != nil {
 		return fmt.Errorf("release %s: %w", g.ID, err)
 	}

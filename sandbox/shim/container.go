@@ -202,8 +202,10 @@ func (s *Shim) genSpec(t *template, id string, rfs rootfs.Rootfs) (*specs.Spec, 
 }
 
 // newGen creates a generation from t: rootfs, cgroup, namespaces and a
-// process blocked before execve. On error nothing is left behind.
-func (s *Shim) newGen(t *template) (*gen, error) {
+// process blocked before execve. An idle generation is created with CPU
+// time nothing else wants (pre-creation); a foreground one at full
+// priority. On error nothing is left behind.
+func (s *Shim) newGen(t *template, idle bool) (*gen, error) {
 	id := newID()
 	rfs, err := rootfs.Mount(t.layers, filepath.Join(s.cfg.RootDir, "gens", id))
 	if err != nil {
@@ -214,7 +216,7 @@ func (s *Shim) newGen(t *template) (*gen, error) {
 		_ = rfs.Remove()
 		return nil, err
 	}
-	c, err := s.engine.Create(container.Config{ID: id, Spec: spec, Tty: t.tty, Stdin: t.stdin})
+	c, err := s.engine.Create(container.Config{ID: id, Spec: spec, Tty: t.tty, Stdin: t.stdin, Idle: idle})
 	if err != nil {
 		_ = rfs.Remove()
 		return nil, err
@@ -266,7 +268,7 @@ func (s *Shim) Create(ctx context.Context, r *CreateRequest) (Record, bool, erro
 	}
 	if !warm {
 		s.begin()
-		g, err = s.newGen(t)
+		g, err = s.newGen(t, false)
 		s.end()
 		if err != nil {
 			s.mu.Lock()

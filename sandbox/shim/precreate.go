@@ -43,7 +43,9 @@ func (s *Shim) scheduleAll() {
 
 // precreateLoop pre-creates next generations one at a time, only while no
 // foreground work (a cold create, a reset) runs in this pod, and only when it
-// holds one of the node's pre-creation tokens.
+// holds one of the node's pre-creation tokens. The work runs under the idle
+// CPU scheduling policy, so on a busy node it never takes CPU time from a
+// reset or a workload, in this pod or any other.
 func (s *Shim) precreateLoop() {
 	defer close(s.precreateDone)
 	for range s.wake {
@@ -53,7 +55,7 @@ func (s *Shim) precreateLoop() {
 				break
 			}
 			release := s.tokens.acquire()
-			g, err := s.newGen(t)
+			g, err := s.newGen(t, true)
 			release()
 			s.mu.Lock()
 			sl.preparing = false

@@ -177,7 +177,7 @@ func (s *Shim) takeNext(c *ctr) (*gen, error) {
 	if g != nil {
 		s.discard(g)
 	}
-	g, err := s.newGen(c.tmpl)
+	g, err := s.newGen(c.tmpl, false)
 	if err != nil {
 		return nil, fmt.Errorf("restart container %q: %w", c.name, err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/warmpod/warmpod/runtime/container"
 )
@@ -242,6 +243,15 @@ func TestKubeletSequenceUsesPrecreatedGeneration(t *testing.T) {
 	if rec.State != StateRunning {
 		t.Fatalf("a2 is %v", rec.State)
 	}
+	// Pre-created at idle priority, the released process runs at the
+	// shim's own.
+	attr, err := unix.SchedGetAttr(rec.Pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if attr.Policy != unix.SCHED_NORMAL {
+		t.Errorf("released container runs with scheduling policy %d, want SCHED_NORMAL", attr.Policy)
+	}
 	// A different command must not take the pre-created generation.
 	f.waitWarm("a2")
 	f.s.Stop(context.Background(), "a2", 0)
@@ -352,6 +362,27 @@ func BenchmarkReset(b *testing.B) {
 		b.StopTimer()
 		warm()
 		time.Sleep(20 * time.Millisecond)
+		b.StartTimer()
+	}
+}
+
+// BenchmarkNewGen measures the creation of one generation: rootfs, cgroup,
+// namespaces and a process blocked before execve. This is the work
+// pre-creation does off the reset path.
+func BenchmarkNewGen(b *testing.B) {
+	f := newFixture(b, nil)
+	t, err := newTemplate(&CreateRequest{ID: "x", Name: "main", Spec: f.spec("sleep", "1000"), Layers: []string{f.layer}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		g, err := f.s.newGen(t, false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		f.s.destroy(g)
 		b.StartTimer()
 	}
 }

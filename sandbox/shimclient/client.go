@@ -56,6 +56,9 @@ func Start(ctx context.Context, binary string, cfg *shim.Config) (_ *Client, ret
 	}
 	defer readyR.Close()
 	cmd := exec.Command(binary, "shim", "--state", cfg.StateDir)
+	// The binary may be a sealed copy (/proc/self/fd/N): name the process
+	// for ps as what it is.
+	cmd.Args[0] = "warmpod"
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.ExtraFiles = []*os.File{readyW} // fd 3: shim.ReadyFd
