@@ -116,7 +116,18 @@ func serve(cfg Config) error {
 	}
 	defer devs.Close()
 	ctx := context.Background()
+	// Shims start from one sealed in-memory copy of this binary: no
+	// container can overwrite it, and libcontainer need not copy or seal
+	// the binary again for every container it creates.
+	shimBinary := ""
+	if exe, err := container.SealedSelf(); err == nil {
+		defer exe.Close()
+		shimBinary = fmt.Sprintf("/proc/self/fd/%d", exe.Fd())
+	} else {
+		log.WithError(err).Warn("shims run from the binary on disk")
+	}
 	mgr, err := sandbox.New(ctx, sandbox.Options{
+		ShimBinary:          shimBinary,
 		RootDir:             cfg.Root,
 		StateDir:            cfg.State,
 		Images:              images,
@@ -137,6 +148,23 @@ func serve(cfg Config) error {
 		log.WithError(err).Warn("image garbage collection")
 	}
 
+	// The streaming server listens before CRI is served, so that the first
+	// Exec already gets a URL that answers.
+	streams, err := cri.NewStreamServer(cri.StreamConfig{Addr: cfg.streamAddr(), Log: log}, mgr)
+	if err != nil {
+		return err
+	}
+	defer streams.Close()
+	go func() {
+		if err := streams.Serve(); err != nil {
+			log.WithError(err).Error("streaming server stopped")
+		}
+	}()
+	var podCIDR func(string) error
+	if u, ok := net.(interface{ UpdatePodCIDR(string) error }); ok {
+		podCIDR = u.UpdatePodCIDR
+	}
+
 	handlers := make([]cri.Handler, 0, len(cfg.Runtime.Handlers))
 	for _, h := range cfg.Runtime.Handlers {
 		handlers = append(handlers, cri.Handler{Name: h})
@@ -148,6 +176,8 @@ func serve(cfg Config) error {
 		Version:  version,
 		Config:   cfg,
 		Log:      log,
+		Streams:  streams,
+		PodCIDR:  podCIDR,
 	})
 	g := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(svc.UnaryInterceptor),
