@@ -27,6 +27,7 @@ func (s *Service) ContainerStatus(ctx context.Context, r *runtime.ContainerStatu
 			"restartCount":    info.Status.RestartCount,
 			"lastTermination": info.Status.LastTermination,
 			"warm":            info.Status.Warm,
+			"fromWarm":        info.Status.FromWarm,
 			"cgroupPath":      info.Status.CgroupPath,
 			"config":          info.Config,
 		})

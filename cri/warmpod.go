@@ -85,6 +85,7 @@ func warmpodStatus(c *sandbox.ContainerInfo) *warmpodv1.ContainerStatus {
 		StartedAt:    c.Status.StartedAt,
 		ExitCode:     c.Status.ExitCode,
 		Warm:         c.Status.Warm,
+		FromWarm:     c.Status.FromWarm,
 	}
 	if t := c.Status.LastTermination; t != nil {
 		st.LastTermination = termination(t)

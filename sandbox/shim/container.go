@@ -291,7 +291,7 @@ func (s *Shim) Create(ctx context.Context, r *CreateRequest) (Record, bool, erro
 	now := time.Now().UnixNano()
 	c.mu.Lock()
 	c.log = l
-	c.rec = Record{ID: r.ID, Name: r.Name, State: StateCreated, CreatedAt: now, LogPath: r.LogPath}
+	c.rec = Record{ID: r.ID, Name: r.Name, State: StateCreated, CreatedAt: now, LogPath: r.LogPath, FromWarm: warm}
 	s.bind(c, g)
 	rec := s.commit(c, EventCreated)
 	c.mu.Unlock()

@@ -79,6 +79,9 @@ type Record struct {
 	LastTermination *Termination `json:"lastTermination,omitempty"`
 	// Warm tells whether a pre-created next generation is ready.
 	Warm bool `json:"warm,omitempty"`
+	// FromWarm tells whether the current generation was pre-created (as
+	// opposed to created when it was asked for).
+	FromWarm bool `json:"fromWarm,omitempty"`
 }
 
 func journalPath(stateDir string) string { return filepath.Join(stateDir, journalFile) }

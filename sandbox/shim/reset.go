@@ -103,7 +103,7 @@ func (s *Shim) killAll(cs []*ctr) {
 func (s *Shim) restartInPlace(ctx context.Context, c *ctr) error {
 	backoff := initRetryBackoff
 	for {
-		g, err := s.takeNext(c)
+		g, warm, err := s.takeNext(c)
 		if err != nil {
 			return err
 		}
@@ -125,6 +125,7 @@ func (s *Shim) restartInPlace(ctx context.Context, c *ctr) error {
 			}
 		}
 		c.rec.RestartCount++
+		c.rec.FromWarm = warm
 		s.bind(c, g)
 		err = s.release(c, g)
 		s.commit(c, EventStarted)
@@ -162,7 +163,7 @@ func (s *Shim) restartInPlace(ctx context.Context, c *ctr) error {
 
 // takeNext returns the pre-created generation of c's slot when it fits c,
 // or a freshly created one.
-func (s *Shim) takeNext(c *ctr) (*gen, error) {
+func (s *Shim) takeNext(c *ctr) (*gen, bool, error) {
 	s.mu.Lock()
 	sl := c.slot
 	for sl.preparing {
@@ -172,16 +173,16 @@ func (s *Shim) takeNext(c *ctr) (*gen, error) {
 	sl.next = nil
 	s.mu.Unlock()
 	if g != nil && g.key == c.tmpl.key {
-		return g, nil
+		return g, true, nil
 	}
 	if g != nil {
 		s.discard(g)
 	}
 	g, err := s.newGen(c.tmpl, false)
 	if err != nil {
-		return nil, fmt.Errorf("restart container %q: %w", c.name, err)
+		return nil, false, fmt.Errorf("restart container %q: %w", c.name, err)
 	}
-	return g, nil
+	return g, false, nil
 }
 
 func (s *Shim) recordsOf(cs []*ctr) []Record {

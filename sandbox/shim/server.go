@@ -362,6 +362,7 @@ func ToProto(r Record) *shimv1.ContainerState {
 		UpperDir:     r.UpperDir,
 		RestartCount: r.RestartCount,
 		Warm:         r.Warm,
+		FromWarm:     r.FromWarm,
 	}
 	if t := r.LastTermination; t != nil {
 		s.LastTermination = &shimv1.Termination{
@@ -389,6 +390,7 @@ func FromProto(s *shimv1.ContainerState) Record {
 		UpperDir:     s.UpperDir,
 		RestartCount: s.RestartCount,
 		Warm:         s.Warm,
+		FromWarm:     s.FromWarm,
 	}
 	if t := s.LastTermination; t != nil {
 		r.LastTermination = &Termination{

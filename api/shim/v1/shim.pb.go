@@ -779,9 +779,12 @@ type ContainerState struct {
 	UpperDir        string       `protobuf:"bytes,13,opt,name=upper_dir,json=upperDir,proto3" json:"upper_dir,omitempty"`
 	RestartCount    uint32       `protobuf:"varint,14,opt,name=restart_count,json=restartCount,proto3" json:"restart_count,omitempty"`
 	LastTermination *Termination `protobuf:"bytes,15,opt,name=last_termination,json=lastTermination,proto3" json:"last_termination,omitempty"`
-	Warm            bool         `protobuf:"varint,16,opt,name=warm,proto3" json:"warm,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Whether a pre-created next generation is ready.
+	Warm bool `protobuf:"varint,16,opt,name=warm,proto3" json:"warm,omitempty"`
+	// Whether the current generation was pre-created.
+	FromWarm      bool `protobuf:"varint,17,opt,name=from_warm,json=fromWarm,proto3" json:"from_warm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ContainerState) Reset() {
@@ -922,6 +925,13 @@ func (x *ContainerState) GetLastTermination() *Termination {
 func (x *ContainerState) GetWarm() bool {
 	if x != nil {
 		return x.Warm
+	}
+	return false
+}
+
+func (x *ContainerState) GetFromWarm() bool {
+	if x != nil {
+		return x.FromWarm
 	}
 	return false
 }
@@ -1753,7 +1763,7 @@ const file_shim_v1_shim_proto_rawDesc = "" +
 	"\vfinished_at\x18\x03 \x01(\x03R\n" +
 	"finishedAt\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
-	"\amessage\x18\x05 \x01(\tR\amessage\"\x80\x04\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\"\x9d\x04\n" +
 	"\x0eContainerState\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12/\n" +
@@ -1775,7 +1785,8 @@ const file_shim_v1_shim_proto_rawDesc = "" +
 	"\tupper_dir\x18\r \x01(\tR\bupperDir\x12#\n" +
 	"\rrestart_count\x18\x0e \x01(\rR\frestartCount\x12G\n" +
 	"\x10last_termination\x18\x0f \x01(\v2\x1c.warmpod.shim.v1.TerminationR\x0flastTermination\x12\x12\n" +
-	"\x04warm\x18\x10 \x01(\bR\x04warm\"\\\n" +
+	"\x04warm\x18\x10 \x01(\bR\x04warm\x12\x1b\n" +
+	"\tfrom_warm\x18\x11 \x01(\bR\bfromWarm\"\\\n" +
 	"\x0fExecSyncRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03cmd\x18\x02 \x03(\tR\x03cmd\x12'\n" +

@@ -320,7 +320,9 @@ type ContainerStatus struct {
 	StartedAt       int64        `protobuf:"varint,6,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	ExitCode        int32        `protobuf:"varint,7,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
 	// Whether a pre-created next generation is ready for this container.
-	Warm          bool `protobuf:"varint,8,opt,name=warm,proto3" json:"warm,omitempty"`
+	Warm bool `protobuf:"varint,8,opt,name=warm,proto3" json:"warm,omitempty"`
+	// Whether the running generation was pre-created.
+	FromWarm      bool `protobuf:"varint,9,opt,name=from_warm,json=fromWarm,proto3" json:"from_warm,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -407,6 +409,13 @@ func (x *ContainerStatus) GetExitCode() int32 {
 func (x *ContainerStatus) GetWarm() bool {
 	if x != nil {
 		return x.Warm
+	}
+	return false
+}
+
+func (x *ContainerStatus) GetFromWarm() bool {
+	if x != nil {
+		return x.FromWarm
 	}
 	return false
 }
@@ -529,7 +538,7 @@ const file_warmpod_v1_warmpod_proto_rawDesc = "" +
 	"started_at\x18\x02 \x01(\x03R\tstartedAt\x12\x1f\n" +
 	"\vfinished_at\x18\x03 \x01(\x03R\n" +
 	"finishedAt\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x84\x02\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xa1\x02\n" +
 	"\x0fContainerStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -539,7 +548,8 @@ const file_warmpod_v1_warmpod_proto_rawDesc = "" +
 	"\n" +
 	"started_at\x18\x06 \x01(\x03R\tstartedAt\x12\x1b\n" +
 	"\texit_code\x18\a \x01(\x05R\bexitCode\x12\x12\n" +
-	"\x04warm\x18\b \x01(\bR\x04warm\"(\n" +
+	"\x04warm\x18\b \x01(\bR\x04warm\x12\x1b\n" +
+	"\tfrom_warm\x18\t \x01(\bR\bfromWarm\"(\n" +
 	"\x12ImportImageRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\"-\n" +
 	"\x13ImportImageResponse\x12\x16\n" +
