@@ -272,9 +272,9 @@ func (d *daemon) cgroups() ([]string, error) {
 }
 
 // processes lists the live processes that belong to the run other than the
-// daemon itself: those running the run's warmpod binary (shims, pause,
-// container init), those in a cgroup under the run's parent (containers)
-// and the daemon's children. Zombies of other parents are left out: reaping
+// daemon itself: those running the run's warmpod binary, those whose
+// command line names the run's state directory (shims), those in a cgroup
+// under the run's parent (containers, pause) and the daemon's children. Zombies of other parents are left out: reaping
 // orphans is the init process's job.
 func (d *daemon) processes() ([]string, error) {
 	entries, err := os.ReadDir("/proc")
@@ -301,7 +301,7 @@ func (d *daemon) processes() ([]string, error) {
 		if !ours && state == "Z" {
 			continue
 		}
-		ours = ours || (d.bin != "" && exe == d.bin) || d.inOurCgroup(pid)
+		ours = ours || (d.bin != "" && exe == d.bin) || d.namesOurState(pid) || d.inOurCgroup(pid)
 		if ours {
 			out = append(out, fmt.Sprintf("pid %d ppid %d state %s comm %s exe %s", pid, ppid, state, comm, exe))
 		}
@@ -323,6 +323,26 @@ func parseStat(s string) (comm, state string, ppid int) {
 		ppid, _ = strconv.Atoi(rest[1])
 	}
 	return comm, state, ppid
+}
+
+// namesOurState tells whether pid's command line names the run's state
+// directory, as each shim's does ("warmpod shim --state <state>/pods/<id>").
+// Shims run from a sealed in-memory copy of the binary, so their exe link
+// does not name the run's binary.
+func (d *daemon) namesOurState(pid int) bool {
+	if len(d.state) < 2 {
+		return false
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
+	}
+	for _, arg := range strings.Split(string(cmdline), "\x00") {
+		if under(arg, d.state) {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *daemon) inOurCgroup(pid int) bool {

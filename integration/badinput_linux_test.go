@@ -1,0 +1,197 @@
+package integration
+
+import (
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// assertUnchanged fails the test if the host or the daemon's lists differ
+// from before.
+func assertUnchanged(t *testing.T, before snapshot, pods, ctrs int) {
+	t.Helper()
+	diff, err := d.awaitNoLeaks(before, registryPort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range diff {
+		t.Errorf("left behind: %s", l)
+	}
+	ctx := testCtx(t)
+	p, err := d.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := d.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Items) != pods || len(c.Containers) != ctrs {
+		t.Errorf("%d pods and %d containers listed, want %d and %d", len(p.Items), len(c.Containers), pods, ctrs)
+	}
+}
+
+func counts(t *testing.T) (pods, ctrs int) {
+	t.Helper()
+	ctx := testCtx(t)
+	p, err := d.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := d.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(p.Items), len(c.Containers)
+}
+
+func TestBadPodConfig(t *testing.T) {
+	ctx := begin(t)
+	for _, tc := range []struct {
+		name     string
+		change   func(*runtimeapi.RunPodSandboxRequest)
+		mentions []string
+	}{
+		{"no metadata", func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Metadata = nil }, []string{"metadata"}},
+		{"no uid", func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Metadata.Uid = "" }, []string{"uid"}},
+		{"unknown runtime handler", func(r *runtimeapi.RunPodSandboxRequest) { r.RuntimeHandler = "kata" }, []string{`"kata"`}},
+		{"restart rules not JSON", func(r *runtimeapi.RunPodSandboxRequest) {
+			r.Config.Annotations["warmpod.io/restart-policy-rules"] = "{main: restart"
+		}, []string{"warmpod.io/restart-policy-rules"}},
+		{"restart rule with unknown action", func(r *runtimeapi.RunPodSandboxRequest) {
+			r.Config.Annotations["warmpod.io/restart-policy-rules"] = `{"main": [{"action": "Explode", "exitCodes": {"operator": "In", "values": [1]}}]}`
+		}, []string{"warmpod.io/restart-policy-rules", "Explode"}},
+		{"restart rule without exit codes", func(r *runtimeapi.RunPodSandboxRequest) {
+			r.Config.Annotations["warmpod.io/restart-policy-rules"] = `{"main": [{"action": "RestartAllContainers"}]}`
+		}, []string{"warmpod.io/restart-policy-rules", "exitCodes"}},
+		{"hostname too long", func(r *runtimeapi.RunPodSandboxRequest) { r.Config.Hostname = strings.Repeat("h", 65) }, []string{strings.Repeat("h", 65)}},
+		{"container port 0", func(r *runtimeapi.RunPodSandboxRequest) {
+			r.Config.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 0, HostPort: 8080}}
+		}, []string{"port_mappings[0]"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pods, ctrs := counts(t)
+			before, err := d.takeSnapshot(registryPort())
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := newPodConfig("bad-pod")
+			req := &runtimeapi.RunPodSandboxRequest{Config: cfg}
+			tc.change(req)
+			resp, err := d.rt.RunPodSandbox(ctx, req)
+			if err == nil {
+				removePod(t, resp.PodSandboxId, cfg)
+			}
+			wantCode(t, err, codes.InvalidArgument, tc.mentions...)
+			assertUnchanged(t, before, pods, ctrs)
+		})
+	}
+}
+
+func TestBadContainerConfig(t *testing.T) {
+	ctx := begin(t)
+	pullImage(t, images.noCmd)
+	podCfg := newPodConfig("bad-containers")
+	podID := runPod(t, podCfg)
+	missingHostPath := "/nonexistent-" + randomHex(8) + "/data"
+	for _, tc := range []struct {
+		name     string
+		podID    string
+		change   func(*runtimeapi.ContainerConfig)
+		code     codes.Code
+		mentions []string
+	}{
+		{"image not pulled", podID, func(c *runtimeapi.ContainerConfig) { c.Image.Image = "docker.io/library/never-pulled:v1" },
+			codes.NotFound, []string{"docker.io/library/never-pulled:v1"}},
+		{"host path missing", podID, func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: missingHostPath}}
+		}, codes.InvalidArgument, []string{missingHostPath}},
+		{"no command in an image without one", podID, func(c *runtimeapi.ContainerConfig) {
+			c.Image.Image, c.Command = images.noCmd, nil
+		}, codes.InvalidArgument, nil},
+		{"no name", podID, func(c *runtimeapi.ContainerConfig) { c.Metadata.Name = "" }, codes.InvalidArgument, []string{"name"}},
+		{"relative mount path", podID, func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "data", HostPath: d.base}}
+		}, codes.InvalidArgument, []string{"data"}},
+		{"log path outside the pod's log directory", podID, func(c *runtimeapi.ContainerConfig) { c.LogPath = "../escape.log" },
+			codes.InvalidArgument, []string{"../escape.log"}},
+		{"unknown pod", "0123456789abcdef", func(*runtimeapi.ContainerConfig) {}, codes.NotFound, []string{"0123456789abcdef"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pods, ctrs := counts(t)
+			before, err := d.takeSnapshot(registryPort())
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := newContainerConfig("bad", "sleep", "3600")
+			tc.change(cfg)
+			_, err = d.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: tc.podID, Config: cfg, SandboxConfig: podCfg})
+			wantCode(t, err, tc.code, tc.mentions...)
+			assertUnchanged(t, before, pods, ctrs)
+		})
+	}
+	// The pod is still usable after every failed create.
+	id := runContainer(t, podID, podCfg, newContainerConfig("good", "sleep", "3600"))
+	if out, _, _ := execSync(t, id, "echo", "fine"); out != "fine\n" {
+		t.Errorf("exec in a container created after the failures: %q", out)
+	}
+}
+
+// TestUnknownIDs checks CRI's contract for ids the daemon does not know:
+// status and actions report NotFound, while stop and remove succeed
+// (api.proto: they must be idempotent).
+func TestUnknownIDs(t *testing.T) {
+	ctx := begin(t)
+	const id = "feedfacefeedfacefeedfacefeedfacefeedfacefeedfacefeedfacefeedface"
+	for _, tc := range []struct {
+		name string
+		call func() error
+		code codes.Code
+	}{
+		{"PodSandboxStatus", func() error {
+			_, err := d.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id})
+			return err
+		}, codes.NotFound},
+		{"ContainerStatus", func() error {
+			_, err := d.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
+			return err
+		}, codes.NotFound},
+		{"StartContainer", func() error {
+			_, err := d.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
+			return err
+		}, codes.NotFound},
+		{"ExecSync", func() error {
+			_, err := d.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"true"}})
+			return err
+		}, codes.NotFound},
+		{"StopPodSandbox", func() error {
+			_, err := d.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id})
+			return err
+		}, codes.OK},
+		{"RemovePodSandbox", func() error {
+			_, err := d.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id})
+			return err
+		}, codes.OK},
+		{"StopContainer", func() error {
+			_, err := d.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id})
+			return err
+		}, codes.OK},
+		{"RemoveContainer", func() error {
+			_, err := d.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id})
+			return err
+		}, codes.OK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.call()
+			if tc.code == codes.OK {
+				if err != nil {
+					t.Errorf("got %v, want success", err)
+				}
+				return
+			}
+			wantCode(t, err, tc.code)
+		})
+	}
+}

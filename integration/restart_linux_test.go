@@ -1,0 +1,235 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// The worker writes numbered lines until the test creates /ctl/exit, then
+// exits 7; /ctl/last always holds the last number it wrote.
+const restartWorker = `i=0
+while [ ! -e /ctl/exit ]; do
+  i=$((i+1)); echo "tick $i"; echo $i > /ctl/last.tmp; mv /ctl/last.tmp /ctl/last; sleep 0.02
+done
+echo "last line"
+exit 7`
+
+// TestDaemonRestart checks that pods outlive the daemon: a container that
+// exits while the daemon is down has its exit code and every log line kept,
+// and a daemon started again on the same directories reports the pod and
+// its containers as before.
+func TestDaemonRestart(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		kill bool
+	}{
+		{"SIGKILL", true},
+		{"SIGTERM", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testDaemonRestart(t, tc.kill) })
+	}
+}
+
+func testDaemonRestart(t *testing.T, kill bool) {
+	ctx := begin(t)
+	ctl, err := os.MkdirTemp(d.base, "ctl-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(ctl) })
+
+	podCfg := newPodConfig("restart")
+	podID := runPod(t, podCfg)
+	// Registered after runPod so it runs first: the pod's removal needs a
+	// daemon, even when the test stopped half-way.
+	t.Cleanup(func() {
+		if d.pid() == 0 {
+			if err := d.start(); err != nil {
+				t.Errorf("start the daemon again after the test: %v", err)
+			}
+		}
+	})
+	workerCfg := newContainerConfig("worker", "sh", "-c", restartWorker)
+	workerCfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/ctl", HostPath: ctl}}
+	worker := runContainer(t, podID, podCfg, workerCfg)
+	steady := runContainer(t, podID, podCfg, newContainerConfig("steady", "sleep", "3600"))
+	waitFor(t, "the worker to write", func() (bool, string) {
+		_, err := os.Stat(filepath.Join(ctl, "last"))
+		return err == nil, fmt.Sprint(err)
+	})
+
+	before := listAll(t, podID, worker, steady)
+	workerPid := containerPid(t, worker)
+	shimsBefore := shimPids(t)
+
+	if kill {
+		d.kill()
+	} else if err := d.stop(); err != nil {
+		t.Fatalf("stop the daemon: %v", err)
+	}
+	if got := shimPids(t); !sameSet(got, shimsBefore) {
+		t.Fatalf("shims after the daemon stopped: %v, before: %v", got, shimsBefore)
+	}
+	if err := os.WriteFile(filepath.Join(ctl, "exit"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the worker to exit while the daemon is down", func() (bool, string) {
+		err := syscall.Kill(workerPid, 0)
+		return err == syscall.ESRCH, fmt.Sprintf("pid %d: kill 0: %v", workerPid, err)
+	})
+
+	if err := d.start(); err != nil {
+		t.Fatalf("start the daemon again: %v", err)
+	}
+	after := listAll(t, podID, worker, steady)
+
+	// What may change: the worker exited. Everything else is as before.
+	wantWorker := proto.Clone(before.workerStatus).(*runtimeapi.ContainerStatus)
+	wantWorker.State = runtimeapi.ContainerState_CONTAINER_EXITED
+	wantWorker.ExitCode = 7
+	wantWorker.Reason = "Error"
+	wantWorker.FinishedAt = after.workerStatus.FinishedAt
+	if after.workerStatus.FinishedAt < after.workerStatus.StartedAt {
+		t.Errorf("worker finished_at %d before started_at %d", after.workerStatus.FinishedAt, after.workerStatus.StartedAt)
+	}
+	if !proto.Equal(after.workerStatus, wantWorker) {
+		t.Errorf("worker status after the restart:\n%v\nwant:\n%v", after.workerStatus, wantWorker)
+	}
+	for i, c := range before.containers {
+		if c.Id == worker {
+			before.containers[i].State = runtimeapi.ContainerState_CONTAINER_EXITED
+		}
+	}
+	for _, cmp := range []struct {
+		what          string
+		before, after proto.Message
+	}{
+		{"PodSandboxStatus", before.podStatus, after.podStatus},
+		{"ListPodSandbox", before.pods, after.pods},
+		{"ListContainers", &runtimeapi.ListContainersResponse{Containers: before.containers}, &runtimeapi.ListContainersResponse{Containers: after.containers}},
+		{"ContainerStatus of the steady container", before.steadyStatus, after.steadyStatus},
+	} {
+		if !proto.Equal(cmp.before, cmp.after) {
+			t.Errorf("%s differs after the restart:\nbefore: %v\nafter:  %v", cmp.what, cmp.before, cmp.after)
+		}
+	}
+
+	// Every line the worker wrote is in the log, those written while the
+	// daemon was down included.
+	lastData, err := os.ReadFile(filepath.Join(ctl, "last"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := strconv.Atoi(strings.TrimSpace(string(lastData)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]string, 0, last+1)
+	for i := 1; i <= last; i++ {
+		want = append(want, fmt.Sprintf("tick %d", i))
+	}
+	want = append(want, "last line")
+	got := logContents(readCRILog(t, after.workerStatus.LogPath), "stdout")
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("worker log has %d lines, want %d (tick 1 to tick %d, then \"last line\"); first difference at line %d",
+			len(got), len(want), last, firstDiff(got, want)+1)
+	}
+
+	// The daemon talks to the pod's shim again.
+	if out, _, code := execSync(t, steady, "echo", "still here"); out != "still here\n" || code != 0 {
+		t.Errorf("exec after the restart: %q, exit %d", out, code)
+	}
+	if _, err := d.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: steady, Timeout: 0}); err != nil {
+		t.Errorf("StopContainer after the restart: %v", err)
+	}
+	if st := waitExited(t, steady); st.ExitCode != 137 {
+		t.Errorf("steady container stopped after the restart with exit code %d, want 137", st.ExitCode)
+	}
+}
+
+// restartView is what a client sees of one pod.
+type restartView struct {
+	podStatus                  *runtimeapi.PodSandboxStatus
+	pods                       *runtimeapi.ListPodSandboxResponse
+	containers                 []*runtimeapi.Container
+	workerStatus, steadyStatus *runtimeapi.ContainerStatus
+}
+
+func listAll(t *testing.T, podID, worker, steady string) restartView {
+	t.Helper()
+	ctx := testCtx(t)
+	pods, err := d.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{Id: podID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrs, err := d.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: podID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return restartView{
+		podStatus:    podStatus(t, podID),
+		pods:         pods,
+		containers:   ctrs.Containers,
+		workerStatus: containerStatus(t, worker),
+		steadyStatus: containerStatus(t, steady),
+	}
+}
+
+// containerPid reads a running container's host pid from its verbose
+// status.
+func containerPid(t *testing.T, id string) int {
+	t.Helper()
+	resp, err := d.rt.ContainerStatus(testCtx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info struct {
+		Pid int `json:"pid"`
+	}
+	if err := json.Unmarshal([]byte(resp.Info["info"]), &info); err != nil || info.Pid <= 0 {
+		t.Fatalf("verbose status of %s has no pid: %q (%v)", id, resp.Info["info"], err)
+	}
+	return info.Pid
+}
+
+// shimPids lists the run's shim processes.
+func shimPids(t *testing.T) []string {
+	t.Helper()
+	procs, err := d.processes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, p := range procs {
+		var pid int
+		if _, err := fmt.Sscanf(p, "pid %d", &pid); err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err == nil && strings.Contains(string(cmdline), "\x00shim\x00--state\x00"+d.state+"/") {
+			out = append(out, strconv.Itoa(pid))
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("no shim process found")
+	}
+	return out
+}
+
+func firstDiff(a, b []string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
