@@ -3,6 +3,7 @@ package cgroup
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -106,12 +107,39 @@ func (m *v1Manager) update(path string, res *specs.LinuxResources) error {
 func (m *v1Manager) delete(path string) error {
 	cg, err := m.load(path)
 	if errors.Is(err, ErrNotFound) {
-		return nil
+		return m.deleteUnified(path)
 	}
 	if err != nil {
 		return err
 	}
-	return cg.Delete()
+	if err := cg.Delete(); err != nil {
+		return err
+	}
+	return m.deleteUnified(path)
+}
+
+// deleteUnified removes the pod's directories in the v2 hierarchy that a
+// hybrid host mounts beside the v1 controllers: libcontainer creates each
+// container's cgroup there too, and the pod's directory with it.
+func (m *v1Manager) deleteUnified(path string) error {
+	dir := filepath.Join(m.root, "unified", path)
+	if _, err := os.Stat(dir); err != nil {
+		return nil
+	}
+	var dirs []string
+	_ = filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err == nil && e.IsDir() {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	// Children first.
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := os.Remove(dirs[i]); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", dirs[i], err)
+		}
+	}
+	return nil
 }
 
 // procs reads one hierarchy: on v1 a process could in theory sit in
