@@ -29,7 +29,8 @@ func (p *pod) info() PodInfo {
 }
 
 // PodStatus returns what is known of pod id. With live set it also asks the
-// pod's shim for its reset condition.
+// pod's shim for its reset condition and its containers' current records
+// (whose warm-generation flags change without an event).
 func (m *Manager) PodStatus(ctx context.Context, id string, live bool) (PodInfo, error) {
 	p, err := m.getPod(id)
 	if err != nil {
@@ -45,6 +46,7 @@ func (m *Manager) PodStatus(ctx context.Context, id string, live bool) (PodInfo,
 				info.Restarting = resp.AllContainersRestarting
 				info.Resets = resp.Resets
 			}
+			m.refresh(ctx, p, client)
 		}
 	}
 	return info, nil

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -54,9 +55,13 @@ func (s *Shim) precreateLoop() {
 			if sl == nil {
 				break
 			}
+			start := time.Now()
 			release := s.tokens.acquire()
 			g, err := s.newGen(t, true)
 			release()
+			if err == nil {
+				s.log.WithField("container", sl.name).Debugf("pre-created next generation in %s", time.Since(start))
+			}
 			s.mu.Lock()
 			sl.preparing = false
 			if err == nil && !s.closed && sl.tmpl == t && sl.next == nil {
