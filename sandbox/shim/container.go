@@ -234,6 +234,7 @@ func (s *Shim) Create(ctx context.Context, r *CreateRequest) (Record, bool, erro
 	if err != nil {
 		return Record{}, false, err
 	}
+	s.touch()
 	c := &ctr{id: r.ID, name: r.Name, tmpl: t, stdout: newFanout(), stderr: newFanout()}
 
 	s.mu.Lock()
@@ -361,6 +362,7 @@ func (s *Shim) Start(ctx context.Context, id string) (Record, error) {
 	if err != nil {
 		return Record{}, err
 	}
+	s.touch()
 	c.mu.Lock()
 	if c.rec.State != StateCreated {
 		st := c.rec.State
@@ -451,6 +453,7 @@ func (s *Shim) Stop(ctx context.Context, id string, timeout time.Duration) (Reco
 	if err != nil {
 		return Record{}, err
 	}
+	s.touch()
 	c.mu.Lock()
 	g := c.gen
 	running := c.rec.State == StateRunning
@@ -491,6 +494,7 @@ func (s *Shim) Remove(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	s.touch()
 	c.mu.Lock()
 	if c.removed {
 		c.mu.Unlock()

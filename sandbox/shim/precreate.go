@@ -82,14 +82,30 @@ func (s *Shim) precreateLoop() {
 	}
 }
 
-// nextToPrepare waits until the pod is idle and picks a slot wanting a next
-// generation, marking it as being prepared. It returns nil when there is none
-// or the shim is closing.
+// precreateQuiet is how long a pod must go without container operations
+// before pre-creation starts. The kubelet's in-place restart is a burst of
+// creates and starts a few milliseconds apart; pre-creating in the middle of
+// it would take CPU from the burst itself.
+const precreateQuiet = 20 * time.Millisecond
+
+// nextToPrepare waits until the pod is idle and quiet and picks a slot
+// wanting a next generation, marking it as being prepared. It returns nil
+// when there is none or the shim is closing.
 func (s *Shim) nextToPrepare() (*slot, *template) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for s.busy > 0 && !s.closed {
-		s.idle.Wait()
+	for !s.closed {
+		if s.busy > 0 {
+			s.idle.Wait()
+			continue
+		}
+		wait := precreateQuiet - time.Since(s.lastOp)
+		if wait <= 0 {
+			break
+		}
+		s.mu.Unlock()
+		time.Sleep(wait)
+		s.mu.Lock()
 	}
 	if s.closed {
 		return nil, nil

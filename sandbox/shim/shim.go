@@ -43,7 +43,10 @@ type Shim struct {
 	resets     uint64
 	// busy counts foreground work (cold creates, resets) in progress;
 	// pre-creation waits for it to drop to zero.
-	busy   int
+	busy int
+	// lastOp is when the pod last saw a container operation; pre-creation
+	// waits for a quiet period after it (see precreateQuiet).
+	lastOp time.Time
 	idle   *sync.Cond
 	closed bool
 
@@ -246,9 +249,17 @@ func (s *Shim) begin() {
 func (s *Shim) end() {
 	s.mu.Lock()
 	s.busy--
+	s.lastOp = time.Now()
 	if s.busy == 0 {
 		s.idle.Broadcast()
 	}
+	s.mu.Unlock()
+}
+
+// touch records a container operation, which defers pre-creation.
+func (s *Shim) touch() {
+	s.mu.Lock()
+	s.lastOp = time.Now()
 	s.mu.Unlock()
 }
 
