@@ -237,6 +237,9 @@ func (r *report) print(w io.Writer) {
 				fmt.Fprintf(w, "%s: %s p50 is %.1fx %s's\n", name, r.Compare.Runtime, v, r.Runtime)
 			}
 		}
+		if v, ok := r.Ratios["native-vs-"+scenarioKubelet]; ok {
+			fmt.Fprintf(w, "in-place reset: %s's kubelet-sequence p50 is %.1fx %s's native reset\n", r.Compare.Runtime, v, r.Runtime)
+		}
 	}
 }
 

@@ -21,6 +21,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // Config is the pod-level configuration the daemon hands to a shim.
@@ -67,6 +69,27 @@ const (
 
 // SocketPath is where the shim of the pod whose state is in stateDir listens.
 func SocketPath(stateDir string) string { return filepath.Join(stateDir, SocketFile) }
+
+// maxSocketPath is what fits in a unix socket address (sun_path), with room
+// for the terminating NUL.
+const maxSocketPath = 107
+
+// SocketAddr returns an address for binding or connecting to the shim socket
+// of stateDir, and a function to call once the bind or connect is done. A
+// state dir deep enough that the socket's path does not fit in a unix
+// socket address is reached through an open descriptor of the directory
+// (/proc/self/fd/N/shim.sock), which always fits.
+func SocketAddr(stateDir string) (string, func(), error) {
+	p := SocketPath(stateDir)
+	if len(p) <= maxSocketPath {
+		return p, func() {}, nil
+	}
+	fd, err := unix.Open(stateDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", nil, fmt.Errorf("open shim state dir: %w", err)
+	}
+	return fmt.Sprintf("/proc/self/fd/%d/%s", fd, SocketFile), func() { unix.Close(fd) }, nil
+}
 
 // WriteConfig stores cfg in its state dir for the shim to read.
 func WriteConfig(cfg *Config) error {

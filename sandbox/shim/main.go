@@ -53,11 +53,20 @@ func serve(stateDir string, ready func()) error {
 	}
 	sock := SocketPath(cfg.StateDir)
 	_ = os.Remove(sock)
-	l, err := net.Listen("unix", sock)
+	addr, done, err := SocketAddr(cfg.StateDir)
+	if err != nil {
+		_ = s.Shutdown(nil)
+		return err
+	}
+	l, err := net.Listen("unix", addr)
+	done()
 	if err != nil {
 		_ = s.Shutdown(nil)
 		return fmt.Errorf("listen on %s: %w", sock, err)
 	}
+	// The address may name a descriptor closed by now; the daemon removes
+	// the state dir with the socket in it.
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
 	if err := os.Chmod(sock, 0o600); err != nil {
 		l.Close()
 		_ = s.Shutdown(nil)

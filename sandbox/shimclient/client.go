@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -113,7 +114,17 @@ func Connect(stateDir string) (*Client, error) {
 	if _, err := os.Stat(sock); err != nil {
 		return nil, fmt.Errorf("shim socket %s: %w", sock, err)
 	}
-	conn, err := grpc.NewClient("unix://"+sock,
+	dial := func(ctx context.Context, _ string) (net.Conn, error) {
+		addr, done, err := shim.SocketAddr(stateDir)
+		if err != nil {
+			return nil, err
+		}
+		defer done()
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", addr)
+	}
+	conn, err := grpc.NewClient("passthrough:///"+sock,
+		grpc.WithContextDialer(dial),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithChainUnaryInterceptor(errorInterceptor),
 		grpc.WithChainStreamInterceptor(streamErrorInterceptor),
