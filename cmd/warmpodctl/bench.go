@@ -33,6 +33,7 @@ type benchOptions struct {
 	shape      []containerShape
 	pods       int
 	duration   time.Duration
+	rate       float64
 	jsonOut    bool
 	pull       bool
 	logDir     string
@@ -94,6 +95,7 @@ func benchReset(ctx context.Context, socket string, args []string) error {
 	shape := fs.String("shape", defaultShape, "pod shape: ROLE=COMMAND;... with roles init, sidecar, main")
 	fs.IntVar(&o.pods, "sustained-pods", 0, "sustained mode: this many pods reset in a loop (0: off)")
 	fs.DurationVar(&o.duration, "sustained-duration", 10*time.Second, "sustained mode: how long")
+	fs.Float64Var(&o.rate, "sustained-rate", 0, "sustained mode: resets per second across all pods, spread evenly (0: every pod resets again as soon as it can)")
 	fs.BoolVar(&o.jsonOut, "json", false, "print one JSON object")
 	fs.BoolVar(&o.pull, "pull", true, "pull the image first")
 	fs.StringVar(&o.logDir, "log-dir", "", "pod log directory (default: a temp dir)")
@@ -163,6 +165,7 @@ type stats struct {
 
 type sustained struct {
 	Pods         int     `json:"pods"`
+	TargetRate   float64 `json:"target_resets_per_s,omitempty"`
 	Scenario     string  `json:"scenario"`
 	DurationS    float64 `json:"duration_s"`
 	Resets       int     `json:"resets"`
@@ -398,11 +401,32 @@ func (t *target) sustained(ctx context.Context, o *benchOptions) (*sustained, er
 		start  = time.Now()
 		finish = start.Add(o.duration)
 	)
-	for _, p := range pods {
+	// With a target rate each pod resets every interval, the pods offset
+	// evenly; a reset that overruns its interval delays the next one, it
+	// does not make a burst.
+	var interval time.Duration
+	if o.rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(o.pods) / o.rate)
+	}
+	for i, p := range pods {
 		wg.Add(1)
-		go func(p *benchPod) {
+		go func(i int, p *benchPod) {
 			defer wg.Done()
+			next := start
+			if interval > 0 {
+				next = start.Add(interval * time.Duration(i) / time.Duration(len(pods)))
+			}
 			for time.Now().Before(finish) {
+				if interval > 0 {
+					time.Sleep(time.Until(next))
+					next = next.Add(interval)
+					if now := time.Now(); next.Before(now) {
+						next = now
+					}
+					if !time.Now().Before(finish) {
+						break
+					}
+				}
 				d, err := p.reset(ctx, sc)
 				mu.Lock()
 				if err != nil {
@@ -412,12 +436,13 @@ func (t *target) sustained(ctx context.Context, o *benchOptions) (*sustained, er
 				}
 				mu.Unlock()
 			}
-		}(p)
+		}(i, p)
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
 	return &sustained{
 		Pods:         o.pods,
+		TargetRate:   o.rate,
 		Scenario:     sc,
 		DurationS:    elapsed.Seconds(),
 		Resets:       len(lat),

@@ -52,6 +52,9 @@ func (s *Shim) Reset(ctx context.Context) ([]Record, time.Duration, error) {
 
 	s.killAll(cs)
 	killed := time.Since(start)
+	if s.killedHook != nil {
+		s.killedHook()
+	}
 
 	s.mu.Lock()
 	s.restarting = false

@@ -53,6 +53,10 @@ type Shim struct {
 	// cleanupsClosed is set, under mu, when cleanups is closed.
 	cleanupsClosed bool
 
+	// killedHook, when set (by tests), runs while a reset holds the
+	// AllContainersRestarting condition, after its kills.
+	killedHook func()
+
 	wake          chan struct{}
 	cleanups      chan *gen
 	precreateDone chan struct{}

@@ -386,3 +386,76 @@ func BenchmarkNewGen(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// TestResetCondition checks that AllContainersRestarting is set while a
+// reset tears the containers down and cleared once they start again.
+func TestResetCondition(t *testing.T) {
+	f := newFixture(t, nil)
+	f.create("m", "main", "sleep", "1000")
+	f.start("m")
+	if f.s.Info().Restarting {
+		t.Fatal("condition set before any reset")
+	}
+	var during Info
+	f.s.killedHook = func() { during = f.s.Info() }
+	if _, _, err := f.s.Reset(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !during.Restarting {
+		t.Error("AllContainersRestarting was not set while the containers were torn down")
+	}
+	if after := f.s.Info(); after.Restarting || after.Resets != 1 {
+		t.Errorf("after the reset: %+v", after)
+	}
+}
+
+// TestResetFailingInit checks that a pod whose restart policy is Never
+// stops its reset at an init container that fails, and reports it.
+func TestResetFailingInit(t *testing.T) {
+	f := newFixture(t, func(c *Config) {
+		c.RestartPolicy = "Never"
+		c.InitContainers = []string{"init"}
+	})
+	// The init container succeeds the first time only.
+	f.create("i", "init", "sh", "-c", "if [ -e /vol/ran ]; then exit 5; fi; touch /vol/ran")
+	f.start("i")
+	f.waitExited("i")
+	f.create("m", "main", "sleep", "1000")
+	f.start("m")
+	_, _, err := f.s.Reset(context.Background())
+	if err == nil || !strings.Contains(err.Error(), `init container "init" exited with code 5`) {
+		t.Fatalf("reset error = %v, want the failed init container named", err)
+	}
+	if r, _ := f.s.Get("m"); r.State != StateExited {
+		t.Errorf("main after a failed init: %v, want it not started", r.State)
+	}
+}
+
+// TestResetRetriesFailingInit checks that with restart policy Always an
+// init container that fails during a reset runs again, with back-off,
+// until it succeeds, and only then do the main containers start.
+func TestResetRetriesFailingInit(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.InitContainers = []string{"init"} })
+	// Succeeds on its first run, fails on its second, succeeds after.
+	f.create("i", "init", "sh", "-c", "echo x >> /vol/runs; [ $(wc -l < /vol/runs) -ne 2 ]")
+	f.start("i")
+	f.waitExited("i")
+	f.create("m", "main", "sleep", "1000")
+	f.start("m")
+	recs, _, err := f.s.Reset(context.Background())
+	if err != nil {
+		t.Fatalf("reset: %v", err)
+	}
+	data, _ := os.ReadFile(filepath.Join(f.vol, "runs"))
+	if n := strings.Count(string(data), "x"); n != 3 {
+		t.Errorf("init ran %d times, want 3 (first start, failed retry, success)", n)
+	}
+	for _, r := range recs {
+		if r.Name == "init" && (r.RestartCount != 2 || r.ExitCode != 0) {
+			t.Errorf("init after reset: %+v", r)
+		}
+		if r.Name == "main" && r.State != StateRunning {
+			t.Errorf("main after reset: %v", r.State)
+		}
+	}
+}
