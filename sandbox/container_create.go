@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -22,6 +23,10 @@ import (
 )
 
 func nowNanos() int64 { return time.Now().UnixNano() }
+
+// hostOOMScoreAdjRange is read once: it depends on the daemon's own
+// oom_score_adj and capabilities, which do not change while it runs.
+var hostOOMScoreAdjRange = sync.OnceValues(func() (int, int) { return oci.HostOOMScoreAdjRange() })
 
 // CreateContainer creates a container in pod podID and returns its id. When
 // the pod's shim holds a pre-created generation of a container with the same
@@ -161,7 +166,7 @@ func (m *Manager) buildSpec(p *pod, id string, cfg *ContainerConfig, img *image.
 	oc.Labels = cfg.Labels
 	oc.Annotations = cfg.Annotations
 	pc := &p.meta.Config
-	minAdj, maxAdj := oci.HostOOMScoreAdjRange()
+	minAdj, maxAdj := hostOOMScoreAdjRange()
 	op := &oci.Pod{
 		ID:             p.meta.ID,
 		Name:           pc.Name,
