@@ -6,158 +6,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	warmpodv1 "github.com/warmpod/warmpod/api/warmpod/v1"
 	cdispec "tags.cncf.io/container-device-interface/specs-go"
 )
-
-// The device and CNI tests need daemons started with flags of their own
-// (--cdi-spec-dirs, --network-mode cni). Each such test starts a second
-// daemon of the run's binary, with directories, bridge, subnet, chains and
-// cgroup parent of its own, and points the harness's helpers at it for
-// the test's duration.
-
-// startExtraDaemon starts a daemon with the run's flags plus extra, and
-// makes it the one the helpers talk to until the test ends. At the end
-// its pods are removed, it is stopped, and the host is checked for what
-// it left.
-func startExtraDaemon(t testing.TB, name string, extra ...string) *daemon {
-	t.Helper()
-	suffix := randomHex(6)
-	base := filepath.Join(d.base, name+"-"+suffix)
-	if err := os.MkdirAll(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	subnet, err := freeSubnet()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A binary of its own: the harness tells the run's processes by their
-	// executable, and this daemon's must not be taken for the main one's.
-	bin := filepath.Join(base, "warmpod")
-	if err := copyFile(d.bin, bin); err != nil {
-		t.Fatal(err)
-	}
-	state := "/run/wpx-" + suffix
-	x := &daemon{
-		bin: bin, base: base, root: filepath.Join(base, "root"), state: state,
-		socket: filepath.Join(state, "warmpod.sock"), logPath: filepath.Join(base, "daemon.log"),
-		configPath: filepath.Join(base, "config.toml"), bridge: "wpx" + suffix, subnet: subnet,
-		chainPrefix: "WPX" + strings.ToUpper(suffix), cgroupParent: "/warmpod-x-" + suffix,
-	}
-	if err := x.writeConfig(reg.Addr()); err != nil {
-		t.Fatal(err)
-	}
-	if err := x.startWith(extra); err != nil {
-		t.Fatal(err)
-	}
-	baseline, err := x.takeSnapshot(registryPort())
-	if err != nil {
-		t.Fatal(err)
-	}
-	main := d
-	d = x
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("log of the %s daemon:\n%s\nshim logs:\n%s", name, x.logTail(20000), x.allShimLogs())
-		}
-		var errs []error
-		if x.pid() > 0 {
-			if err := removeAllPods(); err != nil {
-				errs = append(errs, fmt.Errorf("remove pods: %w", err))
-			}
-			if diff, err := x.awaitNoLeaksIgnoringFDs(baseline); err != nil || len(diff) > 0 {
-				errs = append(errs, fmt.Errorf("the %s daemon left: %v %v", name, diff, err))
-			}
-			if err := x.stop(); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		d = main
-		errs = append(errs, x.removeLeftovers()...)
-		errs = append(errs, x.uninstallNetwork(), x.removeCgroupParent(), os.RemoveAll(x.state), os.RemoveAll(base))
-		for _, err := range errs {
-			if err != nil {
-				t.Error(err)
-			}
-		}
-	})
-	return x
-}
-
-func copyFile(from, to string) error {
-	data, err := os.ReadFile(from)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(to, data, 0o755)
-}
-
-// startWith runs the daemon with its usual flags plus extra, as start
-// does.
-func (d *daemon) startWith(extra []string) error {
-	logf, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	args := append(d.args(), extra...)
-	fmt.Fprintf(logf, "==== starting %s %s\n", d.bin, strings.Join(args, " "))
-	cmd := exec.Command(d.bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start daemon: %w", err)
-	}
-	d.cmd = cmd
-	d.exited = make(chan struct{})
-	go func(exited chan struct{}) {
-		_ = cmd.Wait()
-		close(exited)
-	}(d.exited)
-	conn, err := grpc.NewClient("unix://"+d.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		d.kill()
-		return fmt.Errorf("dial daemon: %w", err)
-	}
-	d.conn = conn
-	d.rt = runtimeapi.NewRuntimeServiceClient(conn)
-	d.img = runtimeapi.NewImageServiceClient(conn)
-	if err := d.waitReady(); err != nil {
-		d.kill()
-		return err
-	}
-	return nil
-}
-
-// awaitNoLeaksIgnoringFDs is awaitNoLeaks without the daemon's fds: this
-// daemon had no warm-up pod before its baseline.
-func (d *daemon) awaitNoLeaksIgnoringFDs(before snapshot) ([]string, error) {
-	delete(before, kindFDs)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		after, err := d.takeSnapshot(registryPort())
-		if err != nil {
-			return nil, err
-		}
-		delete(after, kindFDs)
-		diff := before.diff(after)
-		if len(diff) == 0 || time.Now().After(deadline) {
-			return diff, nil
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
 
 // nativeReset resets a pod through warmpod's API and returns the shim's
 // time for it.
