@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -203,12 +204,19 @@ func TestContainerExits(t *testing.T) {
 	}{
 		{name: "succeeds", script: "echo done", code: 0, reason: "Completed"},
 		{name: "fails", script: "exit 7", code: 7, reason: "Error"},
-		{name: "ignores SIGTERM", script: "trap '' TERM; sleep 3600", stop: true, timeout: 1, code: 137, reason: "Error"},
-		{name: "stopped with timeout 0", script: "sleep 3600", stop: true, timeout: 0, code: 137, reason: "Error"},
+		{name: "ignores SIGTERM", script: "trap '' TERM; touch /tmp/ready; sleep 3600", stop: true, timeout: 1, code: 137, reason: "Error"},
+		{name: "handles SIGTERM", script: "trap 'exit 3' TERM; touch /tmp/ready; sleep 3600 & wait", stop: true, timeout: 30, code: 3, reason: "Error"},
+		{name: "stopped with timeout 0", script: "touch /tmp/ready; sleep 3600", stop: true, timeout: 0, code: 137, reason: "Error"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id := runContainer(t, podID, podCfg, newContainerConfig(strings.ReplaceAll(tc.name, " ", "-"), "sh", "-c", tc.script))
 			if tc.stop {
+				// Stop once the script has set its trap: what a stop
+				// signal does before then is not what this checks.
+				waitFor(t, "the script to set its trap", func() (bool, string) {
+					_, _, code := execSync(t, id, "test", "-e", "/tmp/ready")
+					return code == 0, fmt.Sprintf("exit %d", code)
+				})
 				if _, err := d.rt.StopContainer(testCtx(t), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: tc.timeout}); err != nil {
 					t.Fatalf("StopContainer: %v", err)
 				}

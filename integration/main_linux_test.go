@@ -108,10 +108,10 @@ func setUp() (*suite, error) {
 	if err != nil {
 		return s, err
 	}
-	// The state directory is short and outside the temporary directory:
-	// each pod's shim socket lives in <state>/pods/<64-hex id>/, and a unix
-	// socket path may not exceed 107 bytes.
-	state := "/run/wpit-" + suffix
+	// The state directory is deep on purpose: each pod's shim socket,
+	// <state>/pods/<64-hex id>/shim.sock, is then longer than a unix socket
+	// address holds, which the daemon and shims must cope with.
+	state := filepath.Join(base, "state")
 	d = &daemon{
 		base:         base,
 		root:         filepath.Join(base, "root"),
