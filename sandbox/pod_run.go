@@ -186,6 +186,7 @@ func (m *Manager) networkPod(meta *podMeta) network.Pod {
 		UID:          meta.Config.UID,
 		NetNS:        meta.NS.Net,
 		PortMappings: meta.Config.PortMappings,
+		Annotations:  meta.Config.Annotations,
 	}
 }
 

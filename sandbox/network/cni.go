@@ -238,9 +238,7 @@ func (c *CNI) Setup(ctx context.Context, pod Pod) (_ Result, retErr error) {
 	if pod.NetNS == "" {
 		return Result{}, fmt.Errorf("%w: pod %q has no network namespace path", ErrInvalid, pod.ID)
 	}
-	// The pod's annotations (bandwidth limits) do not reach the network
-	// plugins yet: Pod does not carry them.
-	capArgs, err := c.capabilityArgs(pod, nil)
+	capArgs, err := c.capabilityArgs(pod, pod.Annotations)
 	if err != nil {
 		return Result{}, err
 	}

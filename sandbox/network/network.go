@@ -40,6 +40,9 @@ type Pod struct {
 	// NetNS is the path of the pod's pinned network namespace.
 	NetNS        string
 	PortMappings []PortMapping
+	// Annotations are the pod's; CNI reads its bandwidth limits from them
+	// (kubernetes.io/ingress-bandwidth, kubernetes.io/egress-bandwidth).
+	Annotations map[string]string
 }
 
 // Route is a route inside the pod.
