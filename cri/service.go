@@ -42,6 +42,15 @@ type Options struct {
 	// Config is reported verbatim by a verbose Status.
 	Config any
 	Log    *logrus.Entry
+	// Streams serves the URLs Exec, Attach and PortForward return; without
+	// it those RPCs fail with Unavailable.
+	Streams *StreamServer
+	// Stats samples usage for the stats and metrics RPCs (default: a
+	// sandbox.Stats of Manager).
+	Stats *sandbox.Stats
+	// PodCIDR, when set, takes the node's pod CIDR from UpdateRuntimeConfig
+	// (the embedded network's UpdatePodCIDR).
+	PodCIDR func(cidr string) error
 }
 
 // Service implements CRI's RuntimeService and ImageService and warmpod's API.
@@ -61,6 +70,9 @@ type Service struct {
 func New(opts Options) *Service {
 	if opts.Log == nil {
 		opts.Log = logrus.NewEntry(logrus.StandardLogger())
+	}
+	if opts.Stats == nil && opts.Manager != nil {
+		opts.Stats = sandbox.NewStats(opts.Manager)
 	}
 	if len(opts.Handlers) == 0 {
 		opts.Handlers = []Handler{{Name: ""}, {Name: "warmpod"}}

@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -23,6 +25,11 @@ type Config struct {
 	Network      NetworkConfig  `toml:"network" json:"network"`
 	Registry     RegistryConfig `toml:"registry" json:"registry"`
 	Runtime      RuntimeConfig  `toml:"runtime" json:"runtime"`
+
+	// StreamServerAddress and StreamServerPort are where the server for
+	// exec, attach and port-forward sessions listens (port "0": a free one).
+	StreamServerAddress string `toml:"stream_server_address" json:"streamServerAddress"`
+	StreamServerPort    string `toml:"stream_server_port" json:"streamServerPort"`
 }
 
 // NetworkConfig selects and configures the pod network.
@@ -70,6 +77,10 @@ func defaultConfig() Config {
 		Root:     "/var/lib/warmpod",
 		State:    "/run/warmpod",
 		LogLevel: "info",
+		// Loopback only, like containerd's default: the kubelet on this
+		// node is the one client, and sessions are not authenticated.
+		StreamServerAddress: "127.0.0.1",
+		StreamServerPort:    "0",
 		Network: NetworkConfig{
 			Mode:        "embedded",
 			Bridge:      "warmpod0",
@@ -130,6 +141,8 @@ func flagSet(cfg *Config, path *string) *flag.FlagSet {
 	fs.StringVar(&cfg.Socket, "socket", cfg.Socket, "CRI socket path (default <state>/warmpod.sock)")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: trace, debug, info, warn, error")
 	fs.StringVar(&cfg.ShimLogLevel, "shim-log-level", cfg.ShimLogLevel, "log level of pod shims (default: --log-level)")
+	fs.StringVar(&cfg.StreamServerAddress, "stream-address", cfg.StreamServerAddress, "address of the exec/attach/port-forward streaming server")
+	fs.StringVar(&cfg.StreamServerPort, "stream-port", cfg.StreamServerPort, `port of the streaming server ("0": a free port)`)
 	fs.StringVar(&cfg.Network.Mode, "network-mode", cfg.Network.Mode, `pod network: "embedded" or "cni"`)
 	fs.StringVar(&cfg.Network.Bridge, "network-bridge", cfg.Network.Bridge, "bridge of the embedded network")
 	fs.StringVar(&cfg.Network.Subnet, "network-subnet", cfg.Network.Subnet, "pod subnet of the embedded network")
@@ -192,5 +205,18 @@ func loadConfig(args []string) (Config, error) {
 	if cfg.Network.Mode != "embedded" && cfg.Network.Mode != "cni" {
 		return cfg, fmt.Errorf("network mode %q: want \"embedded\" or \"cni\"", cfg.Network.Mode)
 	}
+	port, err := strconv.ParseUint(cfg.StreamServerPort, 10, 16)
+	if err != nil {
+		return cfg, fmt.Errorf("stream server port %q: want a number from 0 to 65535", cfg.StreamServerPort)
+	}
+	cfg.StreamServerPort = strconv.FormatUint(port, 10)
+	if cfg.StreamServerAddress == "" {
+		return cfg, fmt.Errorf("stream server address is empty")
+	}
 	return cfg, nil
+}
+
+// streamAddr is the streaming server's host:port.
+func (c *Config) streamAddr() string {
+	return net.JoinHostPort(c.StreamServerAddress, c.StreamServerPort)
 }
