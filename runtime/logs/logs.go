@@ -123,17 +123,18 @@ func (l *File) Close() error {
 }
 
 // Copy reads r until EOF and writes it to l as records of stream. Each chunk
-// read is also passed to tee (when not nil) as it arrives, for attached
-// clients. It returns the first read error other than EOF.
+// read is also passed to tee (when not nil) as it arrives, whole lines or
+// not, for attached clients: a prompt without a newline must reach them.
+// It returns the first read error other than EOF.
 func Copy(l *File, stream string, r io.Reader, tee io.Writer) error {
+	if tee != nil {
+		r = io.TeeReader(r, tee)
+	}
 	br := bufio.NewReaderSize(r, MaxLineSize)
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
 			ts := time.Now()
-			if tee != nil {
-				_, _ = tee.Write(line)
-			}
 			full := line[len(line)-1] == '\n'
 			if full {
 				line = bytes.TrimSuffix(line[:len(line)-1], []byte{'\r'})

@@ -111,3 +111,33 @@ func waitForContent(t *testing.T, path, want string) {
 	}
 	t.Fatalf("%s never contained %q", path, want)
 }
+
+// TestTeeBeforeNewline checks that output without a newline reaches the
+// tee at once, before the line is complete.
+func TestTeeBeforeNewline(t *testing.T) {
+	l, _ := Open("")
+	r, w := io.Pipe()
+	got := make(chan string, 1)
+	tee := writerFunc(func(p []byte) (int, error) {
+		select {
+		case got <- string(p):
+		default:
+		}
+		return len(p), nil
+	})
+	go func() { _ = Copy(l, Stdout, r, tee) }()
+	io.WriteString(w, "prompt> ")
+	select {
+	case s := <-got:
+		if s != "prompt> " {
+			t.Errorf("tee got %q", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a partial line never reached the tee")
+	}
+	w.Close()
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
