@@ -190,6 +190,22 @@ func (m *Manager) buildSpec(p *pod, id string, cfg *ContainerConfig, img *image.
 	if pc.HostNetwork() {
 		op.Hostname = ""
 	}
+	// A container that shares the pod's namespace of a kind shares the
+	// node's when the pod uses the node's.
+	ns := &oc.Security.Namespaces
+	if ns.Network == oci.NamespacePod && pc.Namespaces.Network == oci.NamespaceNode {
+		ns.Network = oci.NamespaceNode
+	}
+	if ns.IPC == oci.NamespacePod && pc.Namespaces.IPC == oci.NamespaceNode {
+		ns.IPC = oci.NamespaceNode
+	}
+	if ns.PID == oci.NamespacePod && pc.Namespaces.PID == oci.NamespaceNode {
+		ns.PID = oci.NamespaceNode
+	}
+	if ns.PID == oci.NamespacePod && p.meta.PIDNS == "" {
+		// The pod has no shared pid namespace to join.
+		ns.PID = oci.NamespaceContainer
+	}
 	if oc.Security.Namespaces.PID == oci.NamespaceTarget {
 		target, err := m.getContainer(oc.Security.Namespaces.TargetID)
 		if err != nil {
