@@ -3,6 +3,8 @@ package cri
 import (
 	"context"
 	"encoding/json"
+	"maps"
+	"slices"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -72,6 +74,7 @@ func containerStatus(i *sandbox.ContainerInfo) *runtime.ContainerStatus {
 		Labels:      copyMap(i.Config.Labels),
 		Annotations: copyMap(i.Config.Annotations),
 		LogPath:     i.LogPath,
+		Resources:   containerResources(i),
 	}
 	for _, m := range i.Config.Spec.Mounts {
 		st.Mounts = append(st.Mounts, &runtime.Mount{
@@ -84,4 +87,58 @@ func containerStatus(i *sandbox.ContainerInfo) *runtime.ContainerStatus {
 		})
 	}
 	return st
+}
+
+// containerResources reports a container's current limits: those of its
+// last update, else those it was created with.
+func containerResources(i *sandbox.ContainerInfo) *runtime.ContainerResources {
+	if r := i.Resources; r != nil {
+		out := &runtime.LinuxContainerResources{Unified: r.Unified}
+		if c := r.CPU; c != nil {
+			if c.Period != nil {
+				out.CpuPeriod = int64(*c.Period)
+			}
+			if c.Quota != nil {
+				out.CpuQuota = *c.Quota
+			}
+			if c.Shares != nil {
+				out.CpuShares = int64(*c.Shares)
+			}
+			out.CpusetCpus, out.CpusetMems = c.Cpus, c.Mems
+		}
+		if m := r.Memory; m != nil {
+			if m.Limit != nil {
+				out.MemoryLimitInBytes = *m.Limit
+			}
+			if m.Swap != nil {
+				out.MemorySwapLimitInBytes = *m.Swap
+			}
+		}
+		for _, h := range r.HugepageLimits {
+			out.HugepageLimits = append(out.HugepageLimits, &runtime.HugepageLimit{PageSize: h.Pagesize, Limit: h.Limit})
+		}
+		if res := i.Config.Spec.Resources; res != nil {
+			out.OomScoreAdj = res.OOMScoreAdj
+		}
+		return &runtime.ContainerResources{Linux: out}
+	}
+	res := i.Config.Spec.Resources
+	if res == nil {
+		return nil
+	}
+	out := &runtime.LinuxContainerResources{
+		CpuPeriod:              res.CPUPeriod,
+		CpuQuota:               res.CPUQuota,
+		CpuShares:              res.CPUShares,
+		MemoryLimitInBytes:     res.MemoryLimitInBytes,
+		MemorySwapLimitInBytes: res.MemorySwapLimitInBytes,
+		OomScoreAdj:            res.OOMScoreAdj,
+		CpusetCpus:             res.CpusetCpus,
+		CpusetMems:             res.CpusetMems,
+		Unified:                res.Unified,
+	}
+	for _, size := range slices.Sorted(maps.Keys(res.HugepageLimits)) {
+		out.HugepageLimits = append(out.HugepageLimits, &runtime.HugepageLimit{PageSize: size, Limit: res.HugepageLimits[size]})
+	}
+	return &runtime.ContainerResources{Linux: out}
 }

@@ -105,7 +105,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg Contain
 		LogPath:    logPath,
 		StopSignal: stopSignal,
 	}
-	if err := m.meta.put("containers", id, &meta); err != nil {
+	if err := m.meta.put("containers", id, &containerRecord{containerMeta: meta}); err != nil {
 		return "", err
 	}
 	undo.add(func(context.Context) { _ = m.meta.delete("containers", id) })

@@ -209,7 +209,12 @@ func (m *Manager) UpdateContainerResources(ctx context.Context, id string, res *
 	if _, err := client.UpdateResources(ctx, &shimv1.UpdateResourcesRequest{Id: c.meta.ID, Resources: data}); err != nil {
 		return fmt.Errorf("update resources of container %s: %w", c.meta.ID, err)
 	}
-	return nil
+	c.mu.Lock()
+	c.status.Resources = res
+	rec := containerRecord{containerMeta: c.meta, Resources: res}
+	err = m.meta.put("containers", c.meta.ID, &rec)
+	c.mu.Unlock()
+	return err
 }
 
 // setRecord stores a newer shim record of c.

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/warmpod/warmpod/sandbox/journal"
 	"github.com/warmpod/warmpod/sandbox/netns"
@@ -103,11 +104,22 @@ type containerMeta struct {
 }
 
 // containerStatus is the mutable part of a container: the shim's record of
-// it, kept up to date by the shim's events, and the daemon's flags.
+// it, kept up to date by the shim's events, the daemon's flags, and the
+// resource limits last applied by UpdateContainerResources.
+
 type containerStatus struct {
 	Record   shim.Record
 	Starting bool
 	Removing bool
+	// Resources are nil until an update; they are persisted beside the
+	// metadata (containerRecord).
+	Resources *specs.LinuxResources
+}
+
+// containerRecord is what the metadata journal holds of a container.
+type containerRecord struct {
+	containerMeta
+	Resources *specs.LinuxResources `json:"resources,omitempty"`
 }
 
 // container is one container known to the daemon.
@@ -150,6 +162,7 @@ func (c *container) info() ContainerInfo {
 		CreatedAt: c.meta.CreatedAt,
 		LogPath:   c.meta.LogPath,
 		Status:    st.Record,
+		Resources: st.Resources,
 	}
 }
 

@@ -9,6 +9,8 @@
 package sandbox
 
 import (
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/warmpod/warmpod/runtime/oci"
 	"github.com/warmpod/warmpod/sandbox/etcfiles"
 	"github.com/warmpod/warmpod/sandbox/network"
@@ -102,4 +104,7 @@ type ContainerInfo struct {
 	// LogPath is absolute ("" when the pod has no log directory).
 	LogPath string
 	Status  shim.Record
+	// Resources are the limits last applied by UpdateContainerResources;
+	// nil when they are still those of Config.
+	Resources *specs.LinuxResources
 }

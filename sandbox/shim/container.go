@@ -37,12 +37,15 @@ type CreateRequest struct {
 
 // template is what every generation of a container is made from.
 type template struct {
-	spec       []byte
-	layers     []string
-	tty        bool
-	stdin      bool
-	stdinOnce  bool
-	stopSignal syscall.Signal
+	name string
+	// stopSignalReq is the stop signal as requested (0: the default).
+	stopSignalReq int
+	spec          []byte
+	layers        []string
+	tty           bool
+	stdin         bool
+	stdinOnce     bool
+	stopSignal    syscall.Signal
 	// key identifies the process shape: generations with equal keys are
 	// interchangeable.
 	key string
@@ -53,6 +56,35 @@ func newTemplate(r *CreateRequest) (*template, error) {
 	if err := json.Unmarshal(r.Spec, &spec); err != nil {
 		return nil, fmt.Errorf("parse spec of container %q: %w: %w", r.Name, err, errdefs.ErrInvalidArgument)
 	}
+	return templateOf(r, &spec)
+}
+
+// withResources returns a copy of t whose generations get the cgroup limits
+// of res; the device rules stay those of t.
+func (t *template) withResources(res *specs.LinuxResources) (*template, error) {
+	var spec specs.Spec
+	if err := json.Unmarshal(t.spec, &spec); err != nil {
+		return nil, err
+	}
+	if spec.Linux == nil {
+		spec.Linux = &specs.Linux{}
+	}
+	merged := *res
+	if spec.Linux.Resources != nil {
+		merged.Devices = spec.Linux.Resources.Devices
+	}
+	spec.Linux.Resources = &merged
+	data, err := json.Marshal(&spec)
+	if err != nil {
+		return nil, err
+	}
+	return templateOf(&CreateRequest{
+		Name: t.name, Spec: data, Layers: t.layers, Tty: t.tty, Stdin: t.stdin, StdinOnce: t.stdinOnce, StopSignal: t.stopSignalReq,
+	}, &spec)
+}
+
+// templateOf makes the template of r, whose spec parses to spec.
+func templateOf(r *CreateRequest, spec *specs.Spec) (*template, error) {
 	if spec.Process == nil || len(spec.Process.Args) == 0 {
 		return nil, fmt.Errorf("spec of container %q has no process args: %w", r.Name, errdefs.ErrInvalidArgument)
 	}
@@ -65,7 +97,7 @@ func newTemplate(r *CreateRequest) (*template, error) {
 	if spec.Linux != nil {
 		spec.Linux.CgroupsPath = ""
 	}
-	canon, err := json.Marshal(&spec)
+	canon, err := json.Marshal(spec)
 	if err != nil {
 		return nil, err
 	}
@@ -77,13 +109,15 @@ func newTemplate(r *CreateRequest) (*template, error) {
 		sig = unix.SIGTERM
 	}
 	return &template{
-		spec:       r.Spec,
-		layers:     r.Layers,
-		tty:        r.Tty,
-		stdin:      r.Stdin,
-		stdinOnce:  r.StdinOnce,
-		stopSignal: sig,
-		key:        hex.EncodeToString(h.Sum(nil)),
+		name:          r.Name,
+		stopSignalReq: r.StopSignal,
+		spec:          r.Spec,
+		layers:        r.Layers,
+		tty:           r.Tty,
+		stdin:         r.Stdin,
+		stdinOnce:     r.StdinOnce,
+		stopSignal:    sig,
+		key:           hex.EncodeToString(h.Sum(nil)),
 	}, nil
 }
 
@@ -139,21 +173,28 @@ type ctr struct {
 	id   string
 	name string
 	slot *slot
-	tmpl *template
 
 	stdout *fanout
 	stderr *fanout
 
 	// mu guards the fields below.
-	mu  sync.Mutex
-	rec Record
-	gen *gen
-	log *logs.File
+	mu sync.Mutex
+	// tmpl changes when the container's resources are updated.
+	tmpl *template
+	rec  Record
+	gen  *gen
+	log  *logs.File
 	// killing marks an exit the shim caused (stop, remove, reset): restart
 	// rules do not apply to it.
 	killing   bool
 	removed   bool
 	stdinUsed bool
+}
+
+func (c *ctr) template() *template {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tmpl
 }
 
 func (c *ctr) record() Record {
@@ -465,7 +506,7 @@ func (s *Shim) Stop(ctx context.Context, id string, timeout time.Duration) (Reco
 		return c.record(), nil
 	}
 	if timeout > 0 {
-		if err := g.c.Signal(c.tmpl.stopSignal); err != nil {
+		if err := g.c.Signal(c.template().stopSignal); err != nil {
 			s.log.WithError(err).WithField("container", id).Debug("stop signal")
 		}
 		select {
@@ -548,19 +589,40 @@ func (s *Shim) ReopenLog(id string) error {
 }
 
 // Update applies new resource limits to container id.
+// Update applies new resource limits to container id, and to its later
+// generations: the template takes them, and a pre-created generation made
+// with the old ones is dropped.
 func (s *Shim) Update(id string, res *specs.LinuxResources) error {
 	c, err := s.lookup(id)
 	if err != nil {
 		return err
 	}
 	c.mu.Lock()
-	g, st := c.gen, c.rec.State
+	g, st, old := c.gen, c.rec.State, c.tmpl
 	c.mu.Unlock()
 	if st != StateCreated && st != StateRunning {
 		return fmt.Errorf("container %q is %s: %w", id, st, errdefs.ErrFailedPrecondition)
 	}
 	if err := g.c.Update(res); err != nil {
 		return err
+	}
+	t, err := old.withResources(res)
+	if err != nil {
+		return fmt.Errorf("update template of container %q: %w", id, err)
+	}
+	c.mu.Lock()
+	c.tmpl = t
+	c.mu.Unlock()
+	s.mu.Lock()
+	var stale *gen
+	if c.slot.latest == c {
+		c.slot.tmpl = t
+		stale, c.slot.next = c.slot.next, nil
+	}
+	s.mu.Unlock()
+	if stale != nil {
+		s.discard(stale)
+		s.schedule(c.slot)
 	}
 	return nil
 }

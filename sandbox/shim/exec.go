@@ -41,7 +41,7 @@ func (s *Shim) Exec(id string, o ExecOptions) (*container.Proc, error) {
 		return nil, err
 	}
 	var spec specs.Spec
-	if err := json.Unmarshal(c.tmpl.spec, &spec); err != nil {
+	if err := json.Unmarshal(c.template().spec, &spec); err != nil {
 		return nil, err
 	}
 	p := *spec.Process
@@ -136,14 +136,15 @@ func (s *Shim) Attach(id string, stdout, stderr bool) (*Attachment, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Attachment{Exited: g.exited, Tty: c.tmpl.tty, c: c, g: g}
+	t := c.template()
+	a := &Attachment{Exited: g.exited, Tty: t.tty, c: c, g: g}
 	var unsub []func()
 	if stdout {
 		ch, cancel := c.stdout.subscribe()
 		a.Stdout = ch
 		unsub = append(unsub, cancel)
 	}
-	if stderr && !c.tmpl.tty {
+	if stderr && !t.tty {
 		ch, cancel := c.stderr.subscribe()
 		a.Stderr = ch
 		unsub = append(unsub, cancel)
@@ -176,7 +177,7 @@ func (a *Attachment) WriteStdin(p []byte) error {
 // CloseStdin closes the container's stdin when it was created with
 // stdin_once: the first attached client to finish ends it.
 func (a *Attachment) CloseStdin() error {
-	if !a.c.tmpl.stdinOnce {
+	if !a.c.template().stdinOnce {
 		return nil
 	}
 	return a.g.c.Init.IO.CloseStdin()

@@ -175,13 +175,14 @@ func (s *Shim) takeNext(c *ctr) (*gen, bool, error) {
 	g := sl.next
 	sl.next = nil
 	s.mu.Unlock()
-	if g != nil && g.key == c.tmpl.key {
+	t := c.template()
+	if g != nil && g.key == t.key {
 		return g, true, nil
 	}
 	if g != nil {
 		s.discard(g)
 	}
-	g, err := s.newGen(c.tmpl, false)
+	g, err := s.newGen(t, false)
 	if err != nil {
 		return nil, false, fmt.Errorf("restart container %q: %w", c.name, err)
 	}

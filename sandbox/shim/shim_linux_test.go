@@ -459,3 +459,35 @@ func TestResetRetriesFailingInit(t *testing.T) {
 		}
 	}
 }
+
+// TestUpdateSurvivesReset checks that limits updated on a running
+// container hold for its later generations: a reset does not bring back
+// the limits it was created with.
+func TestUpdateSurvivesReset(t *testing.T) {
+	f := newFixture(t, nil)
+	if _, err := os.Stat("/sys/fs/cgroup/memory"); err != nil {
+		t.Skip("needs the cgroup v1 memory controller to read limits")
+	}
+	f.create("m", "main", "sleep", "1000")
+	f.start("m")
+	f.waitWarm("m")
+	limit := int64(64 << 20)
+	if err := f.s.Update("m", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}); err != nil {
+		t.Fatal(err)
+	}
+	readLimit := func() string {
+		r, _ := f.s.Get("m")
+		data, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", r.CgroupPath, "memory.limit_in_bytes"))
+		return strings.TrimSpace(string(data))
+	}
+	if got := readLimit(); got != "67108864" {
+		t.Fatalf("limit after update = %s", got)
+	}
+	f.waitWarm("m")
+	if _, _, err := f.s.Reset(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := readLimit(); got != "67108864" {
+		t.Errorf("limit after reset = %s, want the updated 67108864", got)
+	}
+}
