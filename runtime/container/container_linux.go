@@ -9,7 +9,9 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
@@ -64,6 +66,9 @@ type Gen struct {
 	// ownPIDNS tells whether the container has a pid namespace of its own,
 	// where killing its init kills every process in it.
 	ownPIDNS bool
+	// execed is set once the released process was seen running the
+	// container's command.
+	execed atomic.Bool
 	// restore is the scheduling policy the init process gets back at
 	// Release, when it was created idle.
 	restore *unix.SchedAttr
@@ -204,12 +209,43 @@ func (g *Gen) Kill() error {
 	return nil
 }
 
-// Signal sends sig to the container's init process.
+// Signal sends sig to the container's init process. A signal other than
+// SIGKILL waits until the released process has exec'd the container's
+// command: libcontainer lets go of it a moment before the execve, and a
+// signal in between would end the runtime's own init code instead of
+// reaching the command's handler (a process that traps SIGTERM to shut down
+// cleanly would just die).
 func (g *Gen) Signal(sig syscall.Signal) error {
 	if sig == unix.SIGKILL {
 		return g.Kill()
 	}
+	g.awaitExec()
 	return g.Init.Signal(sig)
+}
+
+// initComm is the name libcontainer gives a container's init process
+// until it execs the command.
+const initComm = "runc:[2:INIT]"
+
+// awaitExec waits, briefly, until the init process runs the container's
+// command. Only called after Release; cheap once it has seen the exec.
+func (g *Gen) awaitExec() {
+	if g.execed.Load() {
+		return
+	}
+	path := fmt.Sprintf("/proc/%d/comm", g.Init.Pid())
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Microsecond) {
+		select {
+		case <-g.Init.Done():
+			return
+		default:
+		}
+		comm, err := os.ReadFile(path)
+		if err != nil || strings.TrimSpace(string(comm)) != initComm {
+			g.execed.Store(true)
+			return
+		}
+	}
 }
 
 // Exec starts another process in the running container.

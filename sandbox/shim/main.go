@@ -36,7 +36,9 @@ func Main(stateDir string) error {
 }
 
 func serve(stateDir string, ready func()) error {
-	signal.Ignore(unix.SIGHUP, unix.SIGINT, unix.SIGPIPE)
+	// Catch, don't ignore: an ignored signal stays ignored across execve,
+	// so every container would start deaf to SIGHUP and SIGINT.
+	signal.Notify(make(chan os.Signal, 1), unix.SIGHUP, unix.SIGINT)
 	cfg, err := ReadConfig(stateDir)
 	if err != nil {
 		return err

@@ -491,3 +491,29 @@ func TestUpdateSurvivesReset(t *testing.T) {
 		t.Errorf("limit after reset = %s, want the updated 67108864", got)
 	}
 }
+
+// TestStopRightAfterStart stops a container the moment it was started: the
+// stop signal must reach the command (here a shell that traps it), not the
+// runtime's init code that runs just before the command.
+func TestStopRightAfterStart(t *testing.T) {
+	f := newFixture(t, nil)
+	for i := 0; i < 10; i++ {
+		id := fmt.Sprintf("c%d", i)
+		f.create(id, "main", "sh", "-c", "trap 'exit 7' TERM; while true; do sleep 0.1; done")
+		f.start(id)
+		rec, err := f.s.Stop(context.Background(), id, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The shell traps the signal (7), or it came before the trap was
+		// set: the shell is pid 1 of its namespace, whose unhandled signals
+		// the kernel drops, so the stop timeout kills it (137). What must
+		// not happen is the runtime's own init code dying of it (2).
+		if rec.ExitCode != 7 && rec.ExitCode != 137 {
+			t.Fatalf("run %d: exit code %d after stop, want 7 (trap) or 137 (kill)", i, rec.ExitCode)
+		}
+		if err := f.s.Remove(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
