@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/warmpod/warmpod/sandbox"
@@ -75,6 +76,7 @@ func containerStatus(i *sandbox.ContainerInfo) *runtime.ContainerStatus {
 		Annotations: copyMap(i.Config.Annotations),
 		LogPath:     i.LogPath,
 		Resources:   containerResources(i),
+		User:        containerUser(i.User),
 	}
 	for _, m := range i.Config.Spec.Mounts {
 		st.Mounts = append(st.Mounts, &runtime.Mount{
@@ -87,6 +89,25 @@ func containerStatus(i *sandbox.ContainerInfo) *runtime.ContainerStatus {
 		})
 	}
 	return st
+}
+
+// containerUser reports the identity the container's process starts with.
+// Its groups are the primary group and the supplementary ones, as the kernel
+// lists them for the process (and as the kubelet compares them with the
+// pod's SupplementalGroupsPolicy).
+func containerUser(u *specs.User) *runtime.ContainerUser {
+	if u == nil {
+		return nil
+	}
+	groups := make([]int64, 0, 1+len(u.AdditionalGids))
+	groups = append(groups, int64(u.GID))
+	for _, g := range u.AdditionalGids {
+		groups = append(groups, int64(g))
+	}
+	slices.Sort(groups)
+	return &runtime.ContainerUser{Linux: &runtime.LinuxContainerUser{
+		Uid: int64(u.UID), Gid: int64(u.GID), SupplementalGroups: slices.Compact(groups),
+	}}
 }
 
 // containerResources reports a container's current limits: those of its

@@ -105,6 +105,10 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg Contain
 		LogPath:    logPath,
 		StopSignal: stopSignal,
 	}
+	if s, ok := spec.(*specs.Spec); ok && s.Process != nil {
+		u := s.Process.User
+		meta.User = &u
+	}
 	if err := m.meta.put("containers", id, &containerRecord{containerMeta: meta}); err != nil {
 		return "", err
 	}

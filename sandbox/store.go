@@ -101,6 +101,9 @@ type containerMeta struct {
 	LogPath   string          `json:"logPath,omitempty"`
 	// StopSignal is the image's STOPSIGNAL as a number (0: SIGTERM).
 	StopSignal int `json:"stopSignal,omitempty"`
+	// User is the process identity of the container's spec, which
+	// ContainerStatus reports.
+	User *specs.User `json:"user,omitempty"`
 }
 
 // containerStatus is the mutable part of a container: the shim's record of
@@ -163,6 +166,7 @@ func (c *container) info() ContainerInfo {
 		LogPath:   c.meta.LogPath,
 		Status:    st.Record,
 		Resources: st.Resources,
+		User:      c.meta.User,
 	}
 }
 

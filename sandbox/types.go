@@ -107,4 +107,7 @@ type ContainerInfo struct {
 	// Resources are the limits last applied by UpdateContainerResources;
 	// nil when they are still those of Config.
 	Resources *specs.LinuxResources
+	// User is the identity the container's process starts with (nil for a
+	// container created before it was recorded).
+	User *specs.User
 }
