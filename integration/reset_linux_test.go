@@ -375,7 +375,15 @@ func takeResetSnapshot(t *testing.T, podID string) resetSnapshot {
 		entries, _ := os.ReadDir(dir)
 		return len(entries)
 	}
-	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	// Only what belongs to this run's daemon: other work on the machine
+	// mounts and links too.
+	mountinfo, _ := os.ReadFile("/proc/self/mountinfo")
+	mounts := 0
+	for _, line := range strings.Split(string(mountinfo), "\n") {
+		if strings.Contains(line, d.base) || strings.Contains(line, d.state) || strings.Contains(line, d.root) {
+			mounts++
+		}
+	}
 	var cgroups int
 	hierarchy := "/sys/fs/cgroup/memory"
 	if _, err := os.Stat(hierarchy); err != nil {
@@ -390,9 +398,9 @@ func takeResetSnapshot(t *testing.T, podID string) resetSnapshot {
 	return resetSnapshot{
 		daemonFDs:    count(fmt.Sprintf("/proc/%d/fd", d.pid())),
 		shimFDs:      count(fmt.Sprintf("/proc/%d/fd", shim)),
-		mounts:       strings.Count(string(mounts), "\n"),
+		mounts:       mounts,
 		cgroups:      cgroups,
-		links:        count("/sys/class/net"),
+		links:        count(filepath.Join("/sys/class/net", d.bridge, "brif")),
 		shimChildren: len(childrenOf(shim)),
 	}
 }
