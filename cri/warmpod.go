@@ -42,7 +42,11 @@ func (s *Service) PodStatus(ctx context.Context, r *warmpodv1.PodStatusRequest) 
 		Resets:                  info.Resets,
 		ShimPid:                 int32(info.ShimPid),
 	}
-	for _, c := range s.m.PodContainers(info.ID) {
+	containers := info.Live
+	if containers == nil {
+		containers = s.m.PodContainers(info.ID)
+	}
+	for _, c := range containers {
 		resp.Containers = append(resp.Containers, warmpodStatus(&c))
 	}
 	return resp, nil

@@ -29,8 +29,10 @@ func (p *pod) info() PodInfo {
 }
 
 // PodStatus returns what is known of pod id. With live set it also asks the
-// pod's shim for its reset condition and its containers' current records
-// (whose warm-generation flags change without an event).
+// pod's shim for its reset condition and, in Live, its containers' current
+// records: the truth of the moment, transient states of a reset included,
+// and warm-generation flags, which change without an event. Live records do
+// not update what CRI reports (see shim.Shim's quiet restarts).
 func (m *Manager) PodStatus(ctx context.Context, id string, live bool) (PodInfo, error) {
 	p, err := m.getPod(id)
 	if err != nil {
@@ -46,7 +48,18 @@ func (m *Manager) PodStatus(ctx context.Context, id string, live bool) (PodInfo,
 				info.Restarting = resp.AllContainersRestarting
 				info.Resets = resp.Resets
 			}
-			m.refresh(ctx, p, client)
+			if resp, err := client.ListContainers(ctx, &shimv1.ListContainersRequest{}); err == nil {
+				for _, st := range resp.Containers {
+					c, err := m.getContainer(st.Id)
+					if err != nil {
+						continue
+					}
+					ci := c.info()
+					ci.Status = shim.FromProto(st)
+					info.Live = append(info.Live, ci)
+				}
+				sort.Slice(info.Live, func(i, j int) bool { return info.Live[i].CreatedAt < info.Live[j].CreatedAt })
+			}
 		}
 	}
 	return info, nil

@@ -68,6 +68,9 @@ type PodInfo struct {
 	// Restarting is the AllContainersRestarting condition.
 	Restarting bool
 	Resets     uint64
+	// Live are the containers as the shim has them now (PodStatus with
+	// live set; nil otherwise).
+	Live []ContainerInfo
 }
 
 // ContainerConfig is a CRI ContainerConfig.

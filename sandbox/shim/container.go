@@ -186,8 +186,12 @@ type ctr struct {
 	log  *logs.File
 	// killing marks an exit the shim caused (stop, remove, reset): restart
 	// rules do not apply to it.
-	killing   bool
-	removed   bool
+	killing bool
+	removed bool
+	// quiet holds back events while the shim restarts the container
+	// itself (a reset, a restart rule): the kubelet sees only where the
+	// restart ends, never the transient exit it would otherwise act on.
+	quiet     bool
 	stdinUsed bool
 }
 
@@ -212,8 +216,39 @@ func (s *Shim) commit(c *ctr, t EventType) Record {
 	if err := s.records.Put(rec.ID, &rec); err != nil {
 		s.log.WithError(err).Warn("record container state")
 	}
-	s.events.publish(Event{Type: t, Container: rec, Timestamp: time.Now().UnixNano()})
+	if !c.quiet {
+		s.events.publish(Event{Type: t, Container: rec, Timestamp: time.Now().UnixNano()})
+	}
 	return rec
+}
+
+// hush holds back c's events until speak.
+func (c *ctr) hush() {
+	c.mu.Lock()
+	c.quiet = true
+	c.mu.Unlock()
+}
+
+// speak ends a quiet period of c and publishes where it ended: one event
+// for c's current state.
+func (s *Shim) speak(c *ctr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.quiet {
+		return
+	}
+	c.quiet = false
+	if c.removed {
+		return
+	}
+	t := EventStopped
+	switch c.rec.State {
+	case StateCreated:
+		t = EventCreated
+	case StateRunning:
+		t = EventStarted
+	}
+	s.events.publish(Event{Type: t, Container: c.rec, Timestamp: time.Now().UnixNano()})
 }
 
 func (c *ctr) closeLog() {
@@ -466,6 +501,13 @@ func (s *Shim) monitor(c *ctr, g *gen) {
 		close(g.exited)
 		return
 	}
+	action := ""
+	if !c.killing {
+		if a, ok := matchRule(s.cfg.RestartRules[c.name], int32(code)); ok {
+			action = a
+			c.quiet = true
+		}
+	}
 	c.rec.State = StateExited
 	c.rec.FinishedAt = at.UnixNano()
 	c.rec.ExitCode = int32(code)
@@ -478,11 +520,10 @@ func (s *Shim) monitor(c *ctr, g *gen) {
 		c.rec.Reason = ReasonError
 	}
 	rec := s.commit(c, EventStopped)
-	byUs := c.killing || c.removed
 	c.mu.Unlock()
 	close(g.exited)
-	if !byUs {
-		s.applyRules(c, rec.ExitCode)
+	if action != "" {
+		s.applyRule(c, action, rec.ExitCode)
 	}
 }
 

@@ -49,6 +49,14 @@ func (s *Shim) Reset(ctx context.Context) ([]Record, time.Duration, error) {
 	s.restarting = true
 	s.mu.Unlock()
 	defer s.end()
+	for _, c := range cs {
+		c.hush()
+	}
+	defer func() {
+		for _, c := range cs {
+			s.speak(c)
+		}
+	}()
 
 	s.killAll(cs)
 	killed := time.Since(start)
@@ -197,15 +205,13 @@ func (s *Shim) recordsOf(cs []*ctr) []Record {
 	return out
 }
 
-// applyRules runs the restart rule matching c's exit, if any.
-func (s *Shim) applyRules(c *ctr, code int32) {
-	action, ok := matchRule(s.cfg.RestartRules[c.name], code)
-	if !ok {
-		return
-	}
+// applyRule carries out the restart rule action that matched c's exit.
+// c is quiet until the restart is done (or failed).
+func (s *Shim) applyRule(c *ctr, action string, code int32) {
 	log := s.log.WithField("container", c.name)
 	log.Debugf("exit code %d matches a %s rule", code, action)
 	go func() {
+		defer s.speak(c)
 		var err error
 		switch action {
 		case ActionRestart:

@@ -517,3 +517,73 @@ func TestStopRightAfterStart(t *testing.T) {
 		}
 	}
 }
+
+// drainEvents collects the events published until the channel is quiet
+// for a moment.
+func drainEvents(ch <-chan Event) []Event {
+	var out []Event
+	for {
+		select {
+		case e := <-ch:
+			out = append(out, e)
+		case <-time.After(300 * time.Millisecond):
+			return out
+		}
+	}
+}
+
+// TestResetIsQuiet checks that a reset publishes only where each
+// container ends up: a watcher (the kubelet) never sees the kill of a
+// running container, which it would act upon.
+func TestResetIsQuiet(t *testing.T) {
+	f := newFixture(t, nil)
+	f.create("i", "init", "true")
+	f.start("i")
+	f.waitExited("i")
+	f.create("m", "main", "sleep", "1000")
+	f.start("m")
+	ch, cancel := f.s.Subscribe()
+	defer cancel()
+	drainEvents(ch)
+	if _, _, err := f.s.Reset(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]EventType{}
+	for _, e := range drainEvents(ch) {
+		got[e.Container.Name] = append(got[e.Container.Name], e.Type)
+	}
+	if want := []EventType{EventStarted}; fmt.Sprint(got["main"]) != fmt.Sprint(want) {
+		t.Errorf("main's events = %v, want only %v", got["main"], want)
+	}
+	if want := []EventType{EventStopped}; fmt.Sprint(got["init"]) != fmt.Sprint(want) {
+		t.Errorf("init's events = %v, want only %v (completed again)", got["init"], want)
+	}
+}
+
+// TestRuleRestartIsQuiet checks the same for a container restarted by its
+// own restart rule: its exit is never published, its restart is.
+func TestRuleRestartIsQuiet(t *testing.T) {
+	f := newFixture(t, func(c *Config) {
+		c.RestartRules = map[string][]RestartRule{
+			"main": {{Action: ActionRestart, ExitCodes: &ExitCodes{Operator: "In", Values: []int32{3}}}},
+		}
+	})
+	f.create("m", "main", "sh", "-c", "if [ ! -e /vol/failed ]; then touch /vol/failed; exit 3; fi; exec sleep 1000")
+	ch, cancel := f.s.Subscribe()
+	defer cancel()
+	f.start("m")
+	f.waitFor("the restart by the rule", func() bool {
+		r, _ := f.s.Get("m")
+		return r.RestartCount == 1 && r.State == StateRunning
+	})
+	var types []EventType
+	for _, e := range drainEvents(ch) {
+		types = append(types, e.Type)
+	}
+	if want := []EventType{EventStarted, EventStarted}; fmt.Sprint(types) != fmt.Sprint(want) {
+		t.Errorf("events = %v, want %v (the start, then where the restart ended)", types, want)
+	}
+	if r, _ := f.s.Get("m"); r.LastTermination == nil || r.LastTermination.ExitCode != 3 {
+		t.Errorf("last termination = %+v, want exit 3", r.LastTermination)
+	}
+}
