@@ -79,14 +79,21 @@ func containerStatus(i *sandbox.ContainerInfo) *runtime.ContainerStatus {
 		User:        containerUser(i.User),
 	}
 	for _, m := range i.Config.Spec.Mounts {
-		st.Mounts = append(st.Mounts, &runtime.Mount{
+		rm := &runtime.Mount{
 			ContainerPath:     m.ContainerPath,
 			HostPath:          m.HostPath,
 			Readonly:          m.Readonly,
 			RecursiveReadOnly: m.RecursiveReadOnly,
 			SelinuxRelabel:    m.SelinuxRelabel,
 			Propagation:       runtime.MountPropagation(m.Propagation),
-		})
+		}
+		if m.Image {
+			// An image volume names its image, and the image it resolved to.
+			rm.HostPath = ""
+			rm.Image = &runtime.ImageSpec{Image: m.HostPath, ImageRef: m.ImageID}
+			rm.ImageSubPath = m.ImageSubPath
+		}
+		st.Mounts = append(st.Mounts, rm)
 	}
 	return st
 }

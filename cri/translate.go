@@ -2,6 +2,8 @@ package cri
 
 import (
 	"fmt"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -293,8 +295,17 @@ func containerConfig(c *runtime.ContainerConfig) (sandbox.ContainerConfig, error
 			return sandbox.ContainerConfig{}, invalid("config.mounts[%d] (%s): unknown propagation %d", i, m.ContainerPath, m.Propagation)
 		}
 		if m.Image != nil && m.Image.Image != "" {
+			// api.proto: an image volume is read-only, and the runtime
+			// should refuse one that is not rather than mount it writable.
+			if !m.Readonly {
+				return sandbox.ContainerConfig{}, invalid("config.mounts[%d] (%s): an image volume must be read-only", i, m.ContainerPath)
+			}
+			if sub := m.ImageSubPath; sub != "" && (filepath.IsAbs(sub) || slices.Contains(strings.Split(filepath.ToSlash(sub), "/"), "..")) {
+				return sandbox.ContainerConfig{}, invalid("config.mounts[%d] (%s): image_sub_path %q must be relative, without ..", i, m.ContainerPath, sub)
+			}
 			om.Image = true
 			om.HostPath = m.Image.Image
+			om.ImageSubPath = m.ImageSubPath
 		}
 		spec.Mounts = append(spec.Mounts, om)
 	}

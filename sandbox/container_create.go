@@ -83,7 +83,16 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg Contain
 	if err != nil {
 		return "", fmt.Errorf("%s: %w: %w", sigSource, err, errdefs.ErrInvalidArgument)
 	}
-	spec, err := m.buildSpec(p, id, &cfg, &img)
+	// Image volumes are resolved to their read-only views for the spec; the
+	// metadata keeps the image references, with the images' ids.
+	specCfg := cfg
+	var releaseVols func()
+	specCfg.Spec.Mounts, cfg.Spec.Mounts, releaseVols, err = m.vols.resolve(p.meta.ID, cfg.Spec.Mounts)
+	if err != nil {
+		return "", fmt.Errorf("container %q: %w", cfg.Name, err)
+	}
+	undo.add(func(context.Context) { releaseVols() })
+	spec, err := m.buildSpec(p, id, &specCfg, &img)
 	if err != nil {
 		return "", err
 	}
@@ -114,7 +123,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg Contain
 	}
 	undo.add(func(context.Context) { _ = m.meta.delete("containers", id) })
 
-	c := &container{meta: meta, releaseImage: release}
+	c := &container{meta: meta, releaseImage: both(release, releaseVols)}
 	c.status.Record = shim.Record{ID: id, Name: cfg.Name, State: shim.StateUnknown, CreatedAt: meta.CreatedAt, LogPath: logPath}
 	// Indexed before the shim call so that its created event finds it.
 	m.mu.Lock()

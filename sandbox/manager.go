@@ -74,6 +74,7 @@ type Manager struct {
 
 	podNames *registrar
 	ctrNames *registrar
+	vols     *imageVolumes
 
 	// mu guards the two indexes only.
 	mu   sync.RWMutex
@@ -110,6 +111,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		log:      opts.Log,
 		podNames: newRegistrar(),
 		ctrNames: newRegistrar(),
+		vols:     newImageVolumes(opts.StateDir, opts.Images, overlayMounter{}),
 		pods:     make(map[string]*pod),
 		ctrs:     make(map[string]*container),
 	}

@@ -46,6 +46,11 @@ func (m *Manager) recover(ctx context.Context) error {
 		} else {
 			m.log.WithError(err).WithField("container", meta.ID).Warn("image of container is gone")
 		}
+		if release, err := m.vols.adopt(meta.PodID, meta.Config.Spec.Mounts); err == nil {
+			c.releaseImage = both(c.releaseImage, release)
+		} else {
+			m.log.WithError(err).WithField("container", meta.ID).Warn("image volume of container is gone")
+		}
 		m.ctrs[meta.ID] = c
 		return m.ctrNames.reserve(ctrKey(meta.PodID, &meta.Config), meta.ID)
 	}) {
@@ -71,6 +76,7 @@ func (m *Manager) recover(ctx context.Context) error {
 		m.log.WithField("pod", p.meta.ID).Warn("shim of pod is gone; pod is not ready")
 		m.syncFromRecords(p)
 	}
+	m.vols.prune()
 	m.log.Infof("recovered %d pods and %d containers", len(m.pods), len(m.ctrs))
 	return nil
 }

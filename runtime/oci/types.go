@@ -60,6 +60,10 @@ type Mount struct {
 	// Image marks an image volume (KEP-4639): HostPath is the image's merged view. Image mounts are always
 	// read-only, whatever Readonly says.
 	Image bool
+	// ImageSubPath is the directory of the image to mount instead of its root (for image volumes).
+	ImageSubPath string
+	// ImageID is the id of an image volume's image, recorded once it is resolved.
+	ImageID string
 	// Options are CRI mount_options: extra per-mount flags such as "noexec", "nodev", "nosuid".
 	Options []string
 }
