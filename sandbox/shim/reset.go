@@ -81,6 +81,7 @@ func (s *Shim) Reset(ctx context.Context) ([]Record, time.Duration, error) {
 	}
 	d := time.Since(start)
 	s.log.Debugf("reset in %s: killed at %s, started %v", d, killed, steps)
+	s.settle(cs)
 	s.scheduleAll()
 	return s.recordsOf(cs), d, nil
 }
@@ -103,8 +104,10 @@ func (s *Shim) killAll(cs []*ctr) {
 			_ = g.kill()
 		}
 	}
+	// The processes are gone once reaped; their exit records are the
+	// monitors' business and need not hold up the restart.
 	for _, g := range wait {
-		<-g.exited
+		<-g.c.Init.Done()
 	}
 }
 
@@ -126,13 +129,24 @@ func (s *Shim) restartInPlace(ctx context.Context, c *ctr) error {
 		}
 		old := c.gen
 		prev := c.rec
-		if prev.State == StateExited && prev.StartedAt != 0 {
+		switch {
+		case prev.State == StateExited && prev.StartedAt != 0:
 			c.rec.LastTermination = &Termination{
 				ExitCode:   prev.ExitCode,
 				StartedAt:  prev.StartedAt,
 				FinishedAt: prev.FinishedAt,
 				Reason:     prev.Reason,
 				Message:    prev.Message,
+			}
+		case prev.State == StateRunning && old != nil:
+			// Killed and reaped, but its monitor has not recorded it yet
+			// (and, the generation replaced, never will).
+			code, at := old.c.Init.Exit()
+			c.rec.LastTermination = &Termination{
+				ExitCode:   int32(code),
+				StartedAt:  prev.StartedAt,
+				FinishedAt: at.UnixNano(),
+				Reason:     ReasonError,
 			}
 		}
 		c.rec.RestartCount++
@@ -150,23 +164,26 @@ func (s *Shim) restartInPlace(ctx context.Context, c *ctr) error {
 		if !c.slot.init {
 			return nil
 		}
+		// The next container may start once this one's process is gone;
+		// its exit record is made meanwhile.
 		select {
-		case <-g.exited:
+		case <-g.c.Init.Done():
 		case <-ctx.Done():
 			return fmt.Errorf("wait for init container %q: %w", c.name, ctx.Err())
 		}
-		r := c.record()
-		if r.ExitCode == 0 {
+		code, _ := g.c.Init.Exit()
+		if code == 0 {
 			return nil
 		}
+		<-g.exited
 		if s.cfg.RestartPolicy == "Never" {
-			return fmt.Errorf("init container %q exited with code %d: %w", c.name, r.ExitCode, errdefs.ErrFailedPrecondition)
+			return fmt.Errorf("init container %q exited with code %d: %w", c.name, code, errdefs.ErrFailedPrecondition)
 		}
-		s.log.WithField("container", c.name).Debugf("init container exited with %d, retrying in %s", r.ExitCode, backoff)
+		s.log.WithField("container", c.name).Debugf("init container exited with %d, retrying in %s", code, backoff)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
-			return fmt.Errorf("init container %q exited with code %d: %w", c.name, r.ExitCode, ctx.Err())
+			return fmt.Errorf("init container %q exited with code %d: %w", c.name, code, ctx.Err())
 		}
 		backoff = min(2*backoff, initRetryMaxBackoff)
 	}
@@ -195,6 +212,24 @@ func (s *Shim) takeNext(c *ctr) (*gen, bool, error) {
 		return nil, false, fmt.Errorf("restart container %q: %w", c.name, err)
 	}
 	return g, false, nil
+}
+
+// settle waits until the records of init containers that already
+// completed show it, so the records a reset returns are final.
+func (s *Shim) settle(cs []*ctr) {
+	for _, c := range cs {
+		c.mu.Lock()
+		g := c.gen
+		c.mu.Unlock()
+		if g == nil || !g.released {
+			continue
+		}
+		select {
+		case <-g.c.Init.Done():
+			<-g.exited
+		default:
+		}
+	}
 }
 
 func (s *Shim) recordsOf(cs []*ctr) []Record {
