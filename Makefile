@@ -64,5 +64,14 @@ proto:
 	@command -v protoc-gen-go-grpc >/dev/null || $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" api/generate.sh
 
+# critest v1.37.0 (the CRI validation suite) against a daemon of its own, with look-alikes of its test
+# images; installs critest when missing. Needs root. See integration/conformance/README.md.
+.PHONY: conformance conformance-benchmark
+conformance: build
+	BIN=$(BIN) GO=$(GO) integration/conformance/run.sh
+
+conformance-benchmark: build
+	BIN=$(BIN) GO=$(GO) integration/conformance/run.sh --benchmark
+
 clean:
 	rm -rf $(BIN)
