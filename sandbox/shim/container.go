@@ -501,6 +501,17 @@ func (s *Shim) monitor(c *ctr, g *gen) {
 		close(g.exited)
 		return
 	}
+	if c.rec.State == StateExited {
+		// A reset recorded the exit already (noteExit); only the OOM
+		// verdict is new.
+		if oom && c.rec.Reason != ReasonOOMKilled {
+			c.rec.Reason = ReasonOOMKilled
+			s.commit(c, EventStopped)
+		}
+		c.mu.Unlock()
+		close(g.exited)
+		return
+	}
 	action := ""
 	if !c.killing {
 		if a, ok := matchRule(s.cfg.RestartRules[c.name], int32(code)); ok {

@@ -81,7 +81,6 @@ func (s *Shim) Reset(ctx context.Context) ([]Record, time.Duration, error) {
 	}
 	d := time.Since(start)
 	s.log.Debugf("reset in %s: killed at %s, started %v", d, killed, steps)
-	s.settle(cs)
 	s.scheduleAll()
 	return s.recordsOf(cs), d, nil
 }
@@ -171,7 +170,7 @@ func (s *Shim) restartInPlace(ctx context.Context, c *ctr) error {
 		case <-ctx.Done():
 			return fmt.Errorf("wait for init container %q: %w", c.name, ctx.Err())
 		}
-		code, _ := g.c.Init.Exit()
+		code := s.noteExit(c, g)
 		if code == 0 {
 			return nil
 		}
@@ -214,22 +213,24 @@ func (s *Shim) takeNext(c *ctr) (*gen, bool, error) {
 	return g, false, nil
 }
 
-// settle waits until the records of init containers that already
-// completed show it, so the records a reset returns are final.
-func (s *Shim) settle(cs []*ctr) {
-	for _, c := range cs {
-		c.mu.Lock()
-		g := c.gen
-		c.mu.Unlock()
-		if g == nil || !g.released {
-			continue
+// noteExit records the exit of g, c's generation whose process has been
+// reaped, without waiting for its monitor (which refines it later, with the
+// OOM verdict, once the output is drained). It returns the exit code.
+func (s *Shim) noteExit(c *ctr, g *gen) int {
+	code, at := g.c.Init.Exit()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen == g && c.rec.State == StateRunning {
+		c.rec.State = StateExited
+		c.rec.FinishedAt = at.UnixNano()
+		c.rec.ExitCode = int32(code)
+		c.rec.Reason = ReasonCompleted
+		if code != 0 {
+			c.rec.Reason = ReasonError
 		}
-		select {
-		case <-g.c.Init.Done():
-			<-g.exited
-		default:
-		}
+		s.commit(c, EventStopped)
 	}
+	return code
 }
 
 func (s *Shim) recordsOf(cs []*ctr) []Record {
