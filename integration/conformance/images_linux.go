@@ -25,6 +25,15 @@ type servedImages struct {
 // loopback port, at its repository path without the registry host: registry.k8s.io/pause:3.9 and
 // k8s.gcr.io/pause:3.9 both become pause:3.9, which is right, as they are one image upstream too.
 func serveImages(busybox string, logOut io.Writer) (*servedImages, error) {
+	standalone, err := testimages.StandaloneShell(busybox)
+	if err != nil {
+		return nil, err
+	}
+	if standalone {
+		// Its shell would run `ls` where /bin/ls is masked (the MaskedPaths spec), and it renames the
+		// processes it runs after their applet (the nginx look-alike's must be named nginx).
+		return nil, fmt.Errorf("%s has a standalone shell (busybox-static?); the test images need a busybox whose shell executes applets as files, such as Debian's busybox package", busybox)
+	}
 	imgs, err := testimages.CritestImages(busybox)
 	if err != nil {
 		return nil, err

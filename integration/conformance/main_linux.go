@@ -93,6 +93,13 @@ func run(ctx context.Context, o options) (code int, retErr error) {
 	if err != nil {
 		return 2, err
 	}
+	// Until the daemon's teardown takes over, a failed setup removes the run's directory itself.
+	tornDown := false
+	defer func() {
+		if !tornDown {
+			_ = os.RemoveAll(dir)
+		}
+	}()
 	artifacts := o.artifacts
 	if artifacts == "" {
 		artifacts = filepath.Join(dir, "artifacts")
@@ -118,6 +125,7 @@ func run(ctx context.Context, o options) (code int, retErr error) {
 		return 2, err
 	}
 	d.logPath = filepath.Join(artifacts, "warmpod.log")
+	tornDown = true
 	defer func() {
 		if err := teardown(d, imgs, dir, o.artifacts != ""); err != nil {
 			fmt.Fprintln(os.Stderr, "conformance: teardown:", err)
