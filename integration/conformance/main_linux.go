@@ -78,7 +78,10 @@ func main() {
 
 // run sets up, runs critest and tears down; the exit code is 1 when a spec or a check failed.
 func run(ctx context.Context, o options) (code int, retErr error) {
-	for _, p := range []*string{&o.warmpod, &o.busybox} {
+	for _, p := range []*string{&o.warmpod, &o.busybox, &o.benchmarkParams} {
+		if *p == "" {
+			continue
+		}
 		abs, err := filepath.Abs(*p)
 		if err != nil {
 			return 2, err
@@ -185,10 +188,13 @@ func runCritest(ctx context.Context, critest, socket, report, artifacts string, 
 	args := []string{
 		"-runtime-endpoint", "unix://" + socket,
 		"-image-endpoint", "unix://" + socket,
-		"-ginkgo.v",
 		"-ginkgo.no-color",
 		"-ginkgo.json-report", report,
 		"-test.timeout", o.critestTimeout.String(),
+	}
+	if !o.benchmark {
+		// critest makes a benchmark run succinct itself, and ginkgo refuses both.
+		args = append(args, "-ginkgo.v")
 	}
 	if len(o.skips.patterns) > 0 {
 		args = append(args, "-ginkgo.skip", strings.Join(o.skips.patterns, "|"))
