@@ -66,6 +66,12 @@ type Gen struct {
 	// ownPIDNS tells whether the container has a pid namespace of its own,
 	// where killing its init kills every process in it.
 	ownPIDNS bool
+	// mountNS keeps the container's mount namespace alive past its
+	// processes: without it the last exit tears down every mount of the
+	// container (rootfs, /proc, masked paths...) before the exit is
+	// reported, which is most of a short-lived init container's run. The
+	// teardown happens in Destroy instead, off the reset path.
+	mountNS *os.File
 	// execed is set once the released process was seen running the
 	// container's command.
 	execed atomic.Bool
@@ -124,6 +130,10 @@ func (e *Engine) Create(cfg Config) (_ *Gen, retErr error) {
 		return nil, fmt.Errorf("start init of %s: %w", cfg.ID, err)
 	}
 	g := &Gen{ID: cfg.ID, Init: p, lc: lc, ownPIDNS: lcfg.Namespaces.IsPrivate(configs.NEWPID)}
+	if lcfg.Namespaces.IsPrivate(configs.NEWNS) {
+		// Best effort: without it exits are merely slower.
+		g.mountNS, _ = os.Open(fmt.Sprintf("/proc/%d/ns/mnt", p.Pid()))
+	}
 	if restore != nil && cfg.Spec.Process.Scheduler == nil {
 		g.restore = restore
 	}
@@ -178,9 +188,18 @@ func startProc(lp *libcontainer.Process, tty, stdin bool, start func(*libcontain
 func (g *Gen) Release() error {
 	if g.restore != nil {
 		// The thread that will exec the command is the init's main thread
-		// (tid == pid); the others end at execve.
+		// (tid == pid). The others end at execve, but the exec waits for
+		// them to exit, which idle threads do slowly on a busy CPU: they
+		// get the policy back too.
 		if err := unix.SchedSetAttr(g.Init.Pid(), g.restore, 0); err != nil {
 			return fmt.Errorf("release %s: restore scheduling policy: %w", g.ID, err)
+		}
+		if tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", g.Init.Pid())); err == nil {
+			for _, t := range tasks {
+				if tid, err := strconv.Atoi(t.Name()); err == nil && tid != g.Init.Pid() {
+					_ = unix.SchedSetAttr(tid, g.restore, 0)
+				}
+			}
 		}
 	}
 	if err := g.lc.Exec(); err != nil {
@@ -302,6 +321,10 @@ func (g *Gen) Destroy() error {
 		return err
 	}
 	<-g.Init.Done()
+	if g.mountNS != nil {
+		g.mountNS.Close()
+		g.mountNS = nil
+	}
 	if err := g.lc.Destroy(); err != nil {
 		return fmt.Errorf("destroy %s: %w", g.ID, err)
 	}

@@ -708,10 +708,23 @@ func (s *Shim) discard(g *gen) {
 	}()
 }
 
+// cleanupLoop destroys discarded generations, only while no reset or cold
+// create runs: tearing down a container's mounts stalls every CPU briefly
+// (an RCU grace period), which a reset in progress would feel.
 func (s *Shim) cleanupLoop() {
 	defer s.bg.Done()
 	for g := range s.cleanups {
+		s.waitIdle()
 		s.destroy(g)
+	}
+}
+
+// waitIdle waits until no foreground work runs (or the shim closes).
+func (s *Shim) waitIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.busy > 0 && !s.closed {
+		s.idle.Wait()
 	}
 }
 
