@@ -251,6 +251,48 @@ func (d *daemon) removeCgroups() error {
 	return errors.Join(errs...)
 }
 
+// killCgroupProcs kills, by pid, every process still in the run's cgroups: one whose shim is gone (a
+// crashed shim leaves its containers and pre-created generations behind). Each one is reported: it is a
+// leak.
+func (d *daemon) killCgroupProcs() error {
+	roots, err := cgroupRoots()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	killed := map[int]bool{}
+	for _, r := range roots {
+		_ = filepath.WalkDir(filepath.Join(r, d.cgroupParent), func(p string, e os.DirEntry, err error) error {
+			if err != nil || e.IsDir() || e.Name() != "cgroup.procs" {
+				return nil
+			}
+			data, _ := os.ReadFile(p)
+			for _, f := range strings.Fields(string(data)) {
+				var pid int
+				if _, err := fmt.Sscan(f, &pid); err == nil && pid > 1 && !killed[pid] {
+					killed[pid] = true
+					errs = append(errs, fmt.Errorf("killed leftover process %d in cgroup %s", pid, filepath.Dir(p)))
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+			return nil
+		})
+	}
+	// Their cgroups can only be removed once they are gone.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		alive := false
+		for pid := range killed {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+				alive = true
+			}
+		}
+		if !alive {
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // cgroupRoots lists the mount points of the cgroup hierarchies, from /proc/self/mountinfo.
 func cgroupRoots() ([]string, error) {
 	data, err := os.ReadFile("/proc/self/mountinfo")

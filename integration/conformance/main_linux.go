@@ -288,6 +288,9 @@ func teardown(d *daemon, imgs *servedImages, dir string, keepArtifacts bool) err
 	if err := d.stop(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := d.killCgroupProcs(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := removeLeftovers(dir); err != nil {
 		errs = append(errs, err)
 	}
