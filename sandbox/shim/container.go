@@ -708,23 +708,17 @@ func (s *Shim) discard(g *gen) {
 	}()
 }
 
-// cleanupLoop destroys discarded generations, only while no reset or cold
-// create runs: tearing down a container's mounts stalls every CPU briefly
-// (an RCU grace period), which a reset in progress would feel.
+// cleanupLoop destroys discarded generations, only once the pod is quiet
+// (as for pre-creation): tearing down a container's mounts stalls every CPU
+// briefly (an RCU grace period), which a reset in progress, or the kubelet's
+// burst of calls restarting the pod, would feel.
 func (s *Shim) cleanupLoop() {
 	defer s.bg.Done()
 	for g := range s.cleanups {
-		s.waitIdle()
+		s.mu.Lock()
+		s.waitQuietLocked()
+		s.mu.Unlock()
 		s.destroy(g)
-	}
-}
-
-// waitIdle waits until no foreground work runs (or the shim closes).
-func (s *Shim) waitIdle() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for s.busy > 0 && !s.closed {
-		s.idle.Wait()
 	}
 }
 

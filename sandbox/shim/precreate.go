@@ -94,20 +94,7 @@ const precreateQuiet = 20 * time.Millisecond
 func (s *Shim) nextToPrepare() (*slot, *template) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for !s.closed {
-		if s.busy > 0 {
-			s.idle.Wait()
-			continue
-		}
-		wait := precreateQuiet - time.Since(s.lastOp)
-		if wait <= 0 {
-			break
-		}
-		s.mu.Unlock()
-		time.Sleep(wait)
-		s.mu.Lock()
-	}
-	if s.closed {
+	if !s.waitQuietLocked() {
 		return nil, nil
 	}
 	for _, sl := range s.order {
@@ -118,6 +105,27 @@ func (s *Shim) nextToPrepare() (*slot, *template) {
 		}
 	}
 	return nil, nil
+}
+
+// waitQuietLocked waits until no foreground work runs and the pod has had
+// no container operation for precreateQuiet. It returns false if the shim
+// closes meanwhile.
+// Preconditions: s.mu held (released while waiting).
+func (s *Shim) waitQuietLocked() bool {
+	for !s.closed {
+		if s.busy > 0 {
+			s.idle.Wait()
+			continue
+		}
+		wait := precreateQuiet - time.Since(s.lastOp)
+		if wait <= 0 {
+			return true
+		}
+		s.mu.Unlock()
+		time.Sleep(wait)
+		s.mu.Lock()
+	}
+	return false
 }
 
 // tokens bounds how many generations the shims of a node pre-create at
