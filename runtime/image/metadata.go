@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
+
+	"github.com/warmpod/warmpod/runtime/atomicfile"
 )
 
 // metadataVersion is bumped when images.json changes incompatibly; New refuses versions it does not know
@@ -87,43 +88,10 @@ func (s *Store) persistLocked() error {
 	if err != nil {
 		return fmt.Errorf("encode image metadata: %w", err)
 	}
-	if err := writeFileAtomic(s.metadataPath(), data); err != nil {
+	if err := atomicfile.WriteSync(s.metadataPath(), data, 0o600); err != nil {
 		return fmt.Errorf("write image metadata: %w", err)
 	}
 	return nil
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // snapshotLocked copies the mutable state so a failed persist can be rolled back.

@@ -15,8 +15,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
+
+	"github.com/warmpod/warmpod/runtime/atomicfile"
 )
 
 // DNS is a pod's resolver configuration (the CRI DNSConfig).
@@ -160,7 +161,7 @@ func WriteResolvConf(path string, dns *DNS) error {
 		}
 		content = b.Bytes()
 	}
-	if err := writeFileAtomic(path, content); err != nil {
+	if err := atomicfile.Write(path, content, 0o644); err != nil {
 		return fmt.Errorf("write resolv.conf: %w", err)
 	}
 	return nil
@@ -255,7 +256,7 @@ func WriteHosts(path string, hostname string, ips []net.IP, extra []HostAlias) e
 			fmt.Fprintf(&b, "%s\t%s\n", a.IP, strings.Join(a.Hostnames, " "))
 		}
 	}
-	if err := writeFileAtomic(path, b.Bytes()); err != nil {
+	if err := atomicfile.Write(path, b.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("write hosts: %w", err)
 	}
 	return nil
@@ -266,35 +267,8 @@ func WriteHostname(path, hostname string) error {
 	if err := ValidateHostname(hostname); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(path, []byte(hostname+"\n")); err != nil {
+	if err := atomicfile.Write(path, []byte(hostname+"\n"), 0o644); err != nil {
 		return fmt.Errorf("write hostname: %w", err)
 	}
 	return nil
-}
-
-// writeFileAtomic replaces path with data (mode 0644) by renaming a temp
-// file from the same directory over it. There is no fsync: after a node
-// crash the kubelet makes new sandboxes, and with them new files.
-func writeFileAtomic(path string, data []byte) (retErr error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if retErr != nil {
-			_ = os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

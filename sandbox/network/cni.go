@@ -15,6 +15,8 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/warmpod/warmpod/runtime/atomicfile"
 )
 
 // CNIConfig configures the CNI network. Zero fields take the defaults
@@ -179,7 +181,7 @@ func (c *CNI) UpdatePodCIDR(cidr string) error {
 	}
 	c.cidrMu.Lock()
 	defer c.cidrMu.Unlock()
-	if err := writeFileAtomic(filepath.Join(c.records, podCIDRFile), []byte(strings.Join(cidrs, ",")+"\n")); err != nil {
+	if err := atomicfile.Write(filepath.Join(c.records, podCIDRFile), []byte(strings.Join(cidrs, ",")+"\n"), 0o600); err != nil {
 		return fmt.Errorf("persist pod CIDR: %w", err)
 	}
 	c.podCIDRs = cidrs
@@ -450,7 +452,7 @@ func (c *CNI) saveRecord(r *cniRecord) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(c.recordPath(r.ID), b); err != nil {
+	if err := atomicfile.Write(c.recordPath(r.ID), b, 0o600); err != nil {
 		return fmt.Errorf("save CNI record of pod %q: %w", r.ID, err)
 	}
 	return nil

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/warmpod/warmpod/runtime/atomicfile"
 )
 
 // EmbeddedConfig configures the embedded network. Zero fields take the
@@ -259,7 +261,7 @@ func (e *Embedded) UpdatePodCIDR(cidr string) error {
 	if subnet == e.ipam.currentSubnet() {
 		return nil
 	}
-	if err := writeFileAtomic(filepath.Join(e.cfg.StateDir, podCIDRFile), []byte(subnet.String()+"\n")); err != nil {
+	if err := atomicfile.Write(filepath.Join(e.cfg.StateDir, podCIDRFile), []byte(subnet.String()+"\n"), 0o600); err != nil {
 		return fmt.Errorf("persist pod CIDR: %w", err)
 	}
 	// Under infraMu so that no Setup sees the new range as ready before

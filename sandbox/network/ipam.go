@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/warmpod/warmpod/runtime/atomicfile"
 )
 
 // ipam hands out pod IPs from one IPv4 subnet at a time.
@@ -243,7 +245,7 @@ func (a *ipam) lastReserved(s netip.Prefix) (netip.Addr, bool) {
 //
 // Preconditions: a.mu held.
 func (a *ipam) saveLastReserved(s netip.Prefix, ip netip.Addr) {
-	_ = writeFileAtomic(filepath.Join(a.dir, lastReservedFile(s)), []byte(ip.String()+"\n"))
+	_ = atomicfile.Write(filepath.Join(a.dir, lastReservedFile(s)), []byte(ip.String()+"\n"), 0o600)
 }
 
 // lastAddr is the broadcast address of s.

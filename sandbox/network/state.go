@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/warmpod/warmpod/runtime/atomicfile"
 )
 
 // podState is what Setup persisted for one pod. It is written before any
@@ -81,7 +83,7 @@ func (s stateStore) save(st *podState) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(s.path(st.ID), b); err != nil {
+	if err := atomicfile.Write(s.path(st.ID), b, 0o600); err != nil {
 		return fmt.Errorf("save network state of pod %q: %w", st.ID, err)
 	}
 	return nil
@@ -119,27 +121,4 @@ func (s stateStore) list() ([]*podState, error) {
 		out = append(out, st)
 	}
 	return out, nil
-}
-
-// writeFileAtomic replaces path with data by renaming a temp file over it,
-// so readers (and a restarted daemon) see the old or the new content, never
-// a mix.
-func writeFileAtomic(path string, data []byte) (retErr error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if retErr != nil {
-			_ = os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

@@ -23,6 +23,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/warmpod/warmpod/runtime/atomicfile"
 )
 
 // Config is the pod-level configuration the daemon hands to a shim.
@@ -97,7 +99,7 @@ func WriteConfig(cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(cfg.StateDir, ConfigFile), data)
+	return atomicfile.Write(filepath.Join(cfg.StateDir, ConfigFile), data, 0o600)
 }
 
 // ReadConfig loads the Config stored in stateDir.
@@ -114,28 +116,4 @@ func ReadConfig(stateDir string) (*Config, error) {
 		return nil, errors.New("pod config lacks podID, stateDir or rootDir")
 	}
 	return &cfg, nil
-}
-
-// writeFileAtomic replaces path with data so that readers see the old or the
-// new content, never a part. It does not fsync: the records live on tmpfs and
-// describe processes that do not outlive the machine.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
+
+	"github.com/warmpod/warmpod/runtime/atomicfile"
 )
 
 // ReadyFd is the descriptor on which a starting shim reports readiness
@@ -74,7 +76,7 @@ func serve(stateDir string, ready func()) error {
 		_ = s.Shutdown(nil)
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(cfg.StateDir, PidFile), []byte(strconv.Itoa(os.Getpid()))); err != nil {
+	if err := atomicfile.Write(filepath.Join(cfg.StateDir, PidFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		l.Close()
 		_ = s.Shutdown(nil)
 		return fmt.Errorf("write pid file: %w", err)
