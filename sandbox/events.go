@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
@@ -30,46 +29,12 @@ type Event struct {
 // eventBuffer is how far a subscriber may lag before it is cut off.
 const eventBuffer = 8192
 
-// hub fans events out to subscribers without ever blocking the publisher:
-// a subscriber that falls eventBuffer events behind is disconnected.
-type hub struct {
-	mu   sync.Mutex
-	subs map[chan Event]struct{}
-}
-
-func newHub() *hub { return &hub{subs: make(map[chan Event]struct{})} }
-
 // Subscribe returns a channel of container events and its cancel function.
 // The channel is closed when the subscriber is cancelled or falls behind.
-func (m *Manager) Subscribe() (<-chan Event, func()) {
-	h := m.events
-	ch := make(chan Event, eventBuffer)
-	h.mu.Lock()
-	h.subs[ch] = struct{}{}
-	h.mu.Unlock()
-	return ch, func() {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		if _, ok := h.subs[ch]; ok {
-			delete(h.subs, ch)
-			close(ch)
-		}
-	}
-}
+func (m *Manager) Subscribe() (<-chan Event, func()) { return m.events.Subscribe() }
 
 func (m *Manager) publish(t EventType, c *container) {
-	e := Event{Type: t, Container: c.info(), Timestamp: time.Now().UnixNano()}
-	h := m.events
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for ch := range h.subs {
-		select {
-		case ch <- e:
-		default:
-			delete(h.subs, ch)
-			close(ch)
-		}
-	}
+	m.events.Publish(Event{Type: t, Container: c.info(), Timestamp: time.Now().UnixNano()})
 }
 
 // watch follows a pod's shim events until the shim goes away, keeping the

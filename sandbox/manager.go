@@ -16,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/warmpod/warmpod/runtime/image"
+	"github.com/warmpod/warmpod/sandbox/broadcast"
 	"github.com/warmpod/warmpod/sandbox/network"
 )
 
@@ -69,7 +70,7 @@ type Options struct {
 type Manager struct {
 	opts   Options
 	meta   *metaStore
-	events *hub
+	events *broadcast.Hub[Event]
 	log    *logrus.Entry
 
 	podNames *registrar
@@ -107,7 +108,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	m := &Manager{
 		opts:     opts,
 		meta:     meta,
-		events:   newHub(),
+		events:   broadcast.New[Event](eventBuffer),
 		log:      opts.Log,
 		podNames: newRegistrar(),
 		ctrNames: newRegistrar(),

@@ -217,7 +217,7 @@ func (s *Shim) commit(c *ctr, t EventType) Record {
 		s.log.WithError(err).Warn("record container state")
 	}
 	if !c.quiet {
-		s.events.publish(Event{Type: t, Container: rec, Timestamp: time.Now().UnixNano()})
+		s.events.Publish(Event{Type: t, Container: rec, Timestamp: time.Now().UnixNano()})
 	}
 	return rec
 }
@@ -248,7 +248,7 @@ func (s *Shim) speak(c *ctr) {
 	case StateRunning:
 		t = EventStarted
 	}
-	s.events.publish(Event{Type: t, Container: c.rec, Timestamp: time.Now().UnixNano()})
+	s.events.Publish(Event{Type: t, Container: c.rec, Timestamp: time.Now().UnixNano()})
 }
 
 func (c *ctr) closeLog() {

@@ -26,59 +26,6 @@ type Event struct {
 // cut off; a cut-off subscriber sees its channel closed and must re-list.
 const eventBuffer = 4096
 
-// broadcaster hands every event to every subscriber, in order.
-type broadcaster struct {
-	mu     sync.Mutex
-	subs   map[chan Event]struct{}
-	closed bool
-}
-
-func newBroadcaster() *broadcaster {
-	return &broadcaster{subs: make(map[chan Event]struct{})}
-}
-
-func (b *broadcaster) subscribe() (<-chan Event, func()) {
-	ch := make(chan Event, eventBuffer)
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		close(ch)
-		return ch, func() {}
-	}
-	b.subs[ch] = struct{}{}
-	return ch, func() {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		if _, ok := b.subs[ch]; ok {
-			delete(b.subs, ch)
-			close(ch)
-		}
-	}
-}
-
-func (b *broadcaster) publish(e Event) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for ch := range b.subs {
-		select {
-		case ch <- e:
-		default:
-			delete(b.subs, ch)
-			close(ch)
-		}
-	}
-}
-
-func (b *broadcaster) close() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.closed = true
-	for ch := range b.subs {
-		delete(b.subs, ch)
-		close(ch)
-	}
-}
-
 // fanoutTimeout is how long a container's output waits for a slow attached
 // client before that client is cut off.
 const fanoutTimeout = 5 * time.Second

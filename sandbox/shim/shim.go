@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/warmpod/warmpod/runtime/container"
+	"github.com/warmpod/warmpod/sandbox/broadcast"
 	"github.com/warmpod/warmpod/sandbox/journal"
 )
 
@@ -24,7 +25,7 @@ type Shim struct {
 	cfg     *Config
 	records *journal.Journal
 	engine  *container.Engine
-	events  *broadcaster
+	events  *broadcast.Hub[Event]
 	log     *logrus.Entry
 	pause   *pause
 	tokens  *tokens
@@ -87,7 +88,7 @@ func New(cfg *Config, log *logrus.Entry) (*Shim, error) {
 		cfg:           cfg,
 		records:       records,
 		engine:        engine,
-		events:        newBroadcaster(),
+		events:        broadcast.New[Event](eventBuffer),
 		log:           log,
 		tokens:        newTokens(cfg.PrecreateLockDir, cfg.MaxPrecreate),
 		containers:    make(map[string]*ctr),
@@ -136,7 +137,7 @@ func (s *Shim) Info() Info {
 
 // Subscribe returns a channel of container events and a function that ends
 // the subscription.
-func (s *Shim) Subscribe() (<-chan Event, func()) { return s.events.subscribe() }
+func (s *Shim) Subscribe() (<-chan Event, func()) { return s.events.Subscribe() }
 
 // List returns the records of every container of the pod.
 func (s *Shim) List() []Record {
@@ -232,7 +233,7 @@ func (s *Shim) Shutdown(ctx context.Context) error {
 	if s.pause != nil {
 		s.pause.stop()
 	}
-	s.events.close()
+	s.events.Close()
 	s.records.Close()
 	return nil
 }
@@ -268,7 +269,7 @@ func (s *Shim) touch() {
 }
 
 func (s *Shim) emit(t EventType, c *ctr) {
-	s.events.publish(Event{Type: t, Container: c.record(), Timestamp: time.Now().UnixNano()})
+	s.events.Publish(Event{Type: t, Container: c.record(), Timestamp: time.Now().UnixNano()})
 }
 
 // defaultMaxPrecreate bounds node-wide concurrent pre-creations.
