@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -143,48 +144,40 @@ func ctrKey(podID string, c *ContainerConfig) string {
 func (m *Manager) getPod(id string) (*pod, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	if p, ok := m.pods[id]; ok {
-		return p, nil
-	}
-	var found *pod
-	if id != "" {
-		for pid, p := range m.pods {
-			if len(pid) > len(id) && pid[:len(id)] == id {
-				if found != nil {
-					return nil, fmt.Errorf("pod sandbox id prefix %q is ambiguous: %w", id, errdefs.ErrInvalidArgument)
-				}
-				found = p
-			}
-		}
-	}
-	if found == nil {
-		return nil, fmt.Errorf("pod sandbox %q: %w", id, errdefs.ErrNotFound)
-	}
-	return found, nil
+	return lookup(m.pods, id, "pod sandbox")
 }
 
 // getContainer finds a container by id or by a unique id prefix.
 func (m *Manager) getContainer(id string) (*container, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	if c, ok := m.ctrs[id]; ok {
-		return c, nil
+	return lookup(m.ctrs, id, "container")
+}
+
+// lookup finds id in objs, exactly or as the only id it is a prefix of (as
+// crictl's truncated ids are).
+func lookup[T any](objs map[string]T, id, kind string) (T, error) {
+	if o, ok := objs[id]; ok {
+		return o, nil
 	}
-	var found *container
+	var found T
+	n := 0
 	if id != "" {
-		for cid, c := range m.ctrs {
-			if len(cid) > len(id) && cid[:len(id)] == id {
-				if found != nil {
-					return nil, fmt.Errorf("container id prefix %q is ambiguous: %w", id, errdefs.ErrInvalidArgument)
-				}
-				found = c
+		for oid, o := range objs {
+			if strings.HasPrefix(oid, id) {
+				found = o
+				n++
 			}
 		}
 	}
-	if found == nil {
-		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
+	switch n {
+	case 0:
+		return found, fmt.Errorf("%s %q: %w", kind, id, errdefs.ErrNotFound)
+	case 1:
+		return found, nil
 	}
-	return found, nil
+	var zero T
+	return zero, fmt.Errorf("%s id prefix %q is ambiguous: %w", kind, id, errdefs.ErrInvalidArgument)
 }
 
 // podContainers returns the containers of pod id.
