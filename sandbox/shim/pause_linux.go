@@ -3,6 +3,7 @@ package shim
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -21,18 +22,32 @@ type pause struct {
 	cmd  *exec.Cmd
 	pin  string
 	done chan struct{}
+	// life is the write end of the pipe the pause process watches: when
+	// the shim dies it closes, and the pause process exits.
+	life *os.File
 }
 
 // startPause starts the pause process in a new pid namespace and pins the
 // namespace at pin, so containers can join it by path.
 func startPause(pin string) (*pause, error) {
-	cmd := exec.Command("/proc/self/exe", PauseArg)
-	cmd.Args[0] = os.Args[0]
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID, Pdeathsig: unix.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	// Not Pdeathsig: it fires when the thread that forked the child ends,
+	// and the Go runtime ends threads whenever a goroutine exits locked to
+	// one (libcontainer does, for mount sources) — killing the pod's pid
+	// namespace with it. A pipe closes only with the shim.
+	lifeR, lifeW, err := os.Pipe()
+	if err != nil {
 		return nil, fmt.Errorf("start pause process: %w", err)
 	}
-	p := &pause{cmd: cmd, pin: pin, done: make(chan struct{})}
+	defer lifeR.Close()
+	cmd := exec.Command("/proc/self/exe", PauseArg)
+	cmd.Args[0] = os.Args[0]
+	cmd.ExtraFiles = []*os.File{lifeR} // fd 3
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
+	if err := cmd.Start(); err != nil {
+		lifeW.Close()
+		return nil, fmt.Errorf("start pause process: %w", err)
+	}
+	p := &pause{cmd: cmd, pin: pin, done: make(chan struct{}), life: lifeW}
 	go func() { _ = cmd.Wait(); close(p.done) }()
 	f, err := os.OpenFile(pin, os.O_CREATE|os.O_RDONLY|os.O_EXCL, 0o444)
 	if err == nil {
@@ -51,6 +66,7 @@ func (p *pause) pid() int { return p.cmd.Process.Pid }
 func (p *pause) stop() {
 	_ = p.cmd.Process.Kill()
 	<-p.done
+	p.life.Close()
 	if err := unix.Unmount(p.pin, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return
 	}
@@ -58,9 +74,15 @@ func (p *pause) stop() {
 }
 
 // PauseMain is the pause process: pid 1 of a pod's pid namespace. It reaps
-// orphans until it is killed.
+// orphans until it is killed or its shim is gone.
 func PauseMain() {
 	signal.Ignore(unix.SIGHUP, unix.SIGINT, unix.SIGPIPE)
+	go func() {
+		// fd 3 is the read end of the shim's pipe: EOF means the shim died.
+		life := os.NewFile(3, "life")
+		_, _ = io.Copy(io.Discard, life)
+		os.Exit(0)
+	}()
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, unix.SIGCHLD, unix.SIGTERM)
 	for sig := range sigs {
