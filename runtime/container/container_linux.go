@@ -234,12 +234,61 @@ func (g *Gen) Kill() error {
 // signal in between would end the runtime's own init code instead of
 // reaching the command's handler (a process that traps SIGTERM to shut down
 // cleanly would just die).
+//
+// The init of a pid namespace of its own gets only the signals it handles:
+// the kernel drops the others. A command that has not installed its handler
+// yet (a shell that is about to exec the real program, a program still
+// starting) would lose the signal for good; it is sent again the moment the
+// process handles it.
 func (g *Gen) Signal(sig syscall.Signal) error {
 	if sig == unix.SIGKILL {
 		return g.Kill()
 	}
 	g.awaitExec()
-	return g.Init.Signal(sig)
+	pid := g.Init.Pid()
+	handled := !g.ownPIDNS || handles(pid, sig)
+	if err := g.Init.Signal(sig); err != nil {
+		return err
+	}
+	if !handled {
+		go g.resendWhenHandled(sig)
+	}
+	return nil
+}
+
+// resendWhenHandled sends sig again once the init process handles it,
+// unless it exits first.
+func (g *Gen) resendWhenHandled(sig syscall.Signal) {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(10 * time.Minute)
+	for time.Now().Before(deadline) {
+		select {
+		case <-g.Init.Done():
+			return
+		case <-tick.C:
+		}
+		if handles(g.Init.Pid(), sig) {
+			_ = g.Init.Signal(sig)
+			return
+		}
+	}
+}
+
+// handles tells whether process pid has a handler for sig (SigCgt in its
+// status).
+func handles(pid int, sig syscall.Signal) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "SigCgt:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err == nil && mask&(1<<(uint(sig)-1)) != 0
+		}
+	}
+	return false
 }
 
 // initComm is the name libcontainer gives a container's init process
