@@ -44,7 +44,8 @@ run: build
 	$(GO) build -o $(BIN)/warmpod-demo ./integration/cmd/demo
 	BIN=$(BIN) integration/quickstart.sh
 
-test: test-unit test-integration
+# The CRI conformance run (critest) is part of the tests: a runtime that fails it is not done.
+test: test-unit test-integration conformance
 
 test-unit:
 	$(GO) test -tags $(TAGS) -race -count=1 $(TEST_FLAGS) $(UNIT_PKGS)
