@@ -29,6 +29,9 @@ func requested(opts Options) []kind {
 	if opts.UTS {
 		ks = append(ks, kind{utsFile, unix.CLONE_NEWUTS})
 	}
+	if opts.User != nil {
+		ks = append(ks, kind{userFile, unix.CLONE_NEWUSER})
+	}
 	return ks
 }
 
@@ -49,6 +52,7 @@ func (u undoStack) run() {
 // an nsfs bind under a shared mount would propagate into every peer mount
 // namespace (other runtimes' containers included), where it would keep the
 // namespace alive after Remove. In a new network namespace loopback is up.
+// With opts.User the other namespaces are owned by the new user namespace.
 //
 // On error nothing Create made is left behind. Files already present in dir
 // are never touched: an existing dir/net is an error wrapping fs.ErrExist.
@@ -96,7 +100,12 @@ func Create(dir string, opts Options) (_ Paths, retErr error) {
 		undo.push(func() { _ = os.Remove(target) })
 	}
 
-	mounted, err := pin(kinds, targets, opts.Hostname)
+	var mounted []string
+	if opts.User != nil {
+		mounted, err = pinFromChild(kinds, targets, opts)
+	} else {
+		mounted, err = pin(kinds, targets, opts.Hostname)
+	}
 	for _, m := range mounted {
 		undo.push(func() { _ = unix.Unmount(m, unix.MNT_DETACH) })
 	}
@@ -113,6 +122,8 @@ func Create(dir string, opts Options) (_ Paths, retErr error) {
 			p.IPC = targets[i]
 		case utsFile:
 			p.UTS = targets[i]
+		case userFile:
+			p.User = targets[i]
 		}
 	}
 	if p.Net != "" {
@@ -257,7 +268,7 @@ func Remove(dir string) error {
 		return fmt.Errorf("%w: directory %q must be an absolute path", ErrInvalidOptions, dir)
 	}
 	var errs []error
-	for _, name := range []string{netFile, ipcFile, utsFile} {
+	for _, name := range []string{netFile, ipcFile, utsFile, userFile} {
 		p := filepath.Join(dir, name)
 		if err := unmountAll(p); err != nil {
 			errs = append(errs, err)
