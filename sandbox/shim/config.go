@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/warmpod/warmpod/runtime/atomicfile"
+	"github.com/warmpod/warmpod/runtime/rootfs"
 )
 
 // Config is the pod-level configuration the daemon hands to a shim.
@@ -40,6 +41,9 @@ type Config struct {
 	CgroupParent string `json:"cgroupParent"`
 	// SharedPID asks for a pod-wide pid namespace, held by a pause process.
 	SharedPID bool `json:"sharedPID"`
+	// UserNS is the pod's user namespace, nil when the pod uses the
+	// node's: every generation's rootfs is then made for its root.
+	UserNS *rootfs.UserNS `json:"userNS,omitempty"`
 	// InitContainers names the pod's init containers in order, when the pod
 	// says so (annotation); otherwise roles are inferred from the order in
 	// which containers are created and finish.

@@ -283,7 +283,7 @@ func (s *Shim) genSpec(t *template, id string, rfs rootfs.Rootfs) (*specs.Spec, 
 // priority. On error nothing is left behind.
 func (s *Shim) newGen(t *template, idle bool) (*gen, error) {
 	id := newID()
-	rfs, err := rootfs.Mount(t.layers, filepath.Join(s.cfg.RootDir, "gens", id))
+	rfs, err := rootfs.Mount(t.layers, filepath.Join(s.cfg.RootDir, "gens", id), s.cfg.UserNS)
 	if err != nil {
 		return nil, err
 	}
