@@ -7,6 +7,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"syscall"
+	"unsafe"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -38,9 +40,7 @@ func Main(stateDir string) error {
 }
 
 func serve(stateDir string, ready func()) error {
-	// Catch, don't ignore: an ignored signal stays ignored across execve,
-	// so every container would start deaf to SIGHUP and SIGINT.
-	signal.Notify(make(chan os.Signal, 1), unix.SIGHUP, unix.SIGINT)
+	resetIgnoredSignals()
 	cfg, err := ReadConfig(stateDir)
 	if err != nil {
 		return err
@@ -93,4 +93,51 @@ func serve(stateDir string, ready func()) error {
 	}
 	log.Info("shim shut down")
 	return nil
+}
+
+// resetIgnoredSignals makes sure no container starts with a signal ignored.
+// An ignored signal stays ignored across execve, and the shim inherits its
+// ignored signals from whoever started the daemon (GNU make, for one, runs
+// its commands with signals 32 and 33 ignored); a caught one is back to its
+// default in the exec'd program. So the shim catches, into a sink, every
+// signal it was started with ignored, and SIGHUP and SIGINT, which it must
+// survive. Signals 32 and 33 belong to the C library, which Go does not let
+// programs handle; they are set back to their default directly.
+func resetIgnoredSignals() {
+	var sigs []os.Signal
+	for n := 1; n <= 64; n++ {
+		sig := syscall.Signal(n)
+		switch {
+		case sig == unix.SIGKILL || sig == unix.SIGSTOP:
+		case n == 32 || n == 33:
+			defaultIfIgnored(n)
+		case sig == unix.SIGHUP || sig == unix.SIGINT || signal.Ignored(sig):
+			sigs = append(sigs, sig)
+		}
+	}
+	signal.Notify(make(chan os.Signal, 1), sigs...)
+}
+
+// kernelSigaction is the kernel's struct sigaction on Linux.
+type kernelSigaction struct {
+	handler  uintptr
+	flags    uint64
+	restorer uintptr
+	mask     uint64
+}
+
+const sigIgn = 1
+
+// defaultIfIgnored sets signal n back to its default disposition if it is
+// ignored, and leaves it alone otherwise.
+func defaultIfIgnored(n int) {
+	var old kernelSigaction
+	if _, _, e := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(n), 0, uintptr(unsafe.Pointer(&old)), 8, 0, 0); e != 0 {
+		return
+	}
+	if old.handler != sigIgn {
+		return
+	}
+	act := kernelSigaction{}
+	_, _, _ = unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(n), uintptr(unsafe.Pointer(&act)), 0, 8, 0, 0)
 }
