@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -189,6 +190,7 @@ func (m *Manager) buildSpec(p *pod, id string, cfg *ContainerConfig, img *image.
 		NetNS:          p.meta.NS.Net,
 		IPCNS:          p.meta.NS.IPC,
 		UTSNS:          p.meta.NS.UTS,
+		UserNS:         p.meta.NS.User,
 		PIDNS:          p.meta.PIDNS,
 		CgroupParent:   p.meta.CgroupPath,
 		ResolvConf:     p.meta.ResolvConf,
@@ -218,6 +220,9 @@ func (m *Manager) buildSpec(p *pod, id string, cfg *ContainerConfig, img *image.
 	if ns.PID == oci.NamespacePod && p.meta.PIDNS == "" {
 		// The pod has no shared pid namespace to join.
 		ns.PID = oci.NamespaceContainer
+	}
+	if err := containerUserNS(ns, p); err != nil {
+		return nil, fmt.Errorf("container %q: %w", cfg.Name, err)
 	}
 	if oc.Security.Namespaces.PID == oci.NamespaceTarget {
 		target, err := m.getContainer(oc.Security.Namespaces.TargetID)
@@ -251,6 +256,34 @@ func (m *Manager) buildSpec(p *pod, id string, cfg *ContainerConfig, img *image.
 		return nil, err
 	}
 	return spec, nil
+}
+
+// containerUserNS makes a container's user namespace the pod's: the
+// kubelet copies the pod's options into each container's, and a container
+// that asks for none in a pod that has one joins it too. The other pod
+// namespaces belong to the pod's user namespace, so a container may not
+// stay outside it, nor have one of its own.
+func containerUserNS(ns *oci.NamespaceOptions, p *pod) error {
+	podHas := p.meta.NS.User != ""
+	u := ns.UserNS
+	switch {
+	case u == nil && podHas:
+		ns.UserNS = &oci.UserNamespace{Mode: oci.NamespacePod}
+	case u == nil, u.Mode == oci.NamespaceNode && !podHas:
+	case u.Mode == oci.NamespacePod && podHas:
+		if pu := p.meta.Config.Namespaces.UserNS; (len(u.UIDs) > 0 || len(u.GIDs) > 0) &&
+			(!slices.Equal(u.UIDs, pu.UIDs) || !slices.Equal(u.GIDs, pu.GIDs)) {
+			return fmt.Errorf("user namespace mappings (uids %v, gids %v) differ from the pod's (uids %v, gids %v): %w",
+				u.UIDs, u.GIDs, pu.UIDs, pu.GIDs, errdefs.ErrInvalidArgument)
+		}
+	case u.Mode == oci.NamespacePod:
+		return fmt.Errorf("user namespace mode is POD but the pod has no user namespace: %w", errdefs.ErrInvalidArgument)
+	case u.Mode == oci.NamespaceNode:
+		return fmt.Errorf("user namespace mode is NODE but the pod has a user namespace of its own: %w", errdefs.ErrInvalidArgument)
+	default:
+		return fmt.Errorf("user namespace mode %s is not supported: only POD and NODE are: %w", nsModeName(u.Mode), errdefs.ErrInvalidArgument)
+	}
+	return nil
 }
 
 // injectDevices adds the CDI devices the container asks for (the CRI

@@ -7,12 +7,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
 	"github.com/warmpod/warmpod/runtime/oci"
+	"github.com/warmpod/warmpod/runtime/rootfs"
 	"github.com/warmpod/warmpod/sandbox/cgroup"
 	"github.com/warmpod/warmpod/sandbox/etcfiles"
 	"github.com/warmpod/warmpod/sandbox/netns"
@@ -36,6 +38,15 @@ func (m *Manager) RunPod(ctx context.Context, cfg PodConfig) (string, error) {
 	}
 	if cfg.Namespaces.Network == oci.NamespaceContainer || cfg.Namespaces.Network == oci.NamespaceTarget {
 		return "", fmt.Errorf("pod network namespace mode must be POD or NODE: %w", errdefs.ErrInvalidArgument)
+	}
+	userNS, err := podUserNS(&cfg)
+	if err != nil {
+		return "", err
+	}
+	if userNS != nil {
+		if err := m.UserNamespaces(); err != nil {
+			return "", fmt.Errorf("pod asks for a user namespace of its own: %w: %w", err, errdefs.ErrFailedPrecondition)
+		}
 	}
 	id := newID()
 	key := podKey(&cfg)
@@ -67,7 +78,7 @@ func (m *Manager) RunPod(ctx context.Context, cfg PodConfig) (string, error) {
 	})
 
 	hostNet := cfg.HostNetwork()
-	nsOpts := netns.Options{Net: !hostNet, UTS: !hostNet, IPC: cfg.Namespaces.IPC != oci.NamespaceNode}
+	nsOpts := netns.Options{Net: !hostNet, UTS: !hostNet, IPC: cfg.Namespaces.IPC != oci.NamespaceNode, User: userNS}
 	hostname := cfg.Hostname
 	if hostNet || hostname == "" {
 		// Host-network pods share the node's UTS namespace and its name;
@@ -126,12 +137,20 @@ func (m *Manager) RunPod(ctx context.Context, cfg PodConfig) (string, error) {
 	if cfg.Namespaces.PID == oci.NamespacePod {
 		meta.PIDNS = shim.PIDNamespacePath(meta.StateDir)
 	}
+	var rootfsUserNS *rootfs.UserNS
+	if userNS != nil {
+		// podUserNS made sure root is mapped.
+		uid, _ := userNS.RootUID()
+		gid, _ := userNS.RootGID()
+		rootfsUserNS = &rootfs.UserNS{Path: ns.User, UID: uid, GID: gid}
+	}
 	client, err := shimclient.Start(ctx, m.opts.ShimBinary, &shim.Config{
 		PodID:            id,
 		StateDir:         meta.StateDir,
 		RootDir:          meta.RootDir,
 		CgroupParent:     cg,
 		SharedPID:        meta.PIDNS != "",
+		UserNS:           rootfsUserNS,
 		InitContainers:   cfg.InitContainers,
 		RestartRules:     cfg.RestartRules,
 		RestartPolicy:    cfg.RestartPolicy,
@@ -155,6 +174,138 @@ func (m *Manager) RunPod(ctx context.Context, cfg PodConfig) (string, error) {
 	go m.watch(p, client)
 	m.log.WithField("pod", id).Infof("pod sandbox %s/%s running", cfg.Namespace, cfg.Name)
 	return id, nil
+}
+
+// podUserNS returns the user namespace a pod asks for, nil for the node's.
+// api.proto allows modes POD and NODE only; the kubelet sends one range
+// each of uids and gids, but any mapping of root that the kernel takes is
+// served.
+func podUserNS(cfg *PodConfig) (*netns.UserNS, error) {
+	u := cfg.Namespaces.UserNS
+	if u == nil {
+		return nil, nil
+	}
+	switch u.Mode {
+	case oci.NamespaceNode:
+		if len(u.UIDs) > 0 || len(u.GIDs) > 0 {
+			return nil, fmt.Errorf("user namespace mode NODE takes no uid or gid mappings: %w", errdefs.ErrInvalidArgument)
+		}
+		return nil, nil
+	case oci.NamespacePod:
+	default:
+		return nil, fmt.Errorf("user namespace mode %s is not supported: only POD and NODE are: %w", nsModeName(u.Mode), errdefs.ErrInvalidArgument)
+	}
+	un := &netns.UserNS{UIDs: netnsIDMaps(u.UIDs), GIDs: netnsIDMaps(u.GIDs)}
+	if _, ok := un.RootUID(); !ok {
+		return nil, fmt.Errorf("user namespace uid mappings %v do not map root (id 0): %w", u.UIDs, errdefs.ErrInvalidArgument)
+	}
+	if _, ok := un.RootGID(); !ok {
+		return nil, fmt.Errorf("user namespace gid mappings %v do not map root (id 0): %w", u.GIDs, errdefs.ErrInvalidArgument)
+	}
+	if cfg.Namespaces.PID == oci.NamespacePod {
+		// The pod's pid namespace is held by the shim's pause process,
+		// which cannot enter a user namespace; a pid namespace outside it
+		// would keep its containers from mounting /proc.
+		return nil, fmt.Errorf("a pod-wide pid namespace (shareProcessNamespace) in a user namespace is not supported: %w", errdefs.ErrNotImplemented)
+	}
+	return un, nil
+}
+
+func nsModeName(m oci.NamespaceMode) string {
+	switch m {
+	case oci.NamespacePod:
+		return "POD"
+	case oci.NamespaceContainer:
+		return "CONTAINER"
+	case oci.NamespaceNode:
+		return "NODE"
+	case oci.NamespaceTarget:
+		return "TARGET"
+	}
+	return fmt.Sprintf("%d", int(m))
+}
+
+func netnsIDMaps(ms []oci.IDMapping) []netns.IDMap {
+	out := make([]netns.IDMap, len(ms))
+	for i, m := range ms {
+		out[i] = netns.IDMap{ContainerID: m.ContainerID, HostID: m.HostID, Size: m.Length}
+	}
+	return out
+}
+
+// userNSProbes caches, per root dir, what probeUserNS found: the kernel and
+// the filesystem do not change while the daemon runs.
+var userNSProbes struct {
+	mu    sync.Mutex
+	found map[string]error
+}
+
+// UserNamespaces tells whether pods may have user namespaces of their own
+// (CRI user namespace mode POD) on this node, and if not, why: the kernel
+// must make them and id-map the image layers for overlayfs (probed once),
+// and the pods' containers, root only inside their user namespace, must be
+// able to reach their root filesystems under the root dir.
+func (m *Manager) UserNamespaces() error {
+	userNSProbes.mu.Lock()
+	err, done := userNSProbes.found[m.opts.RootDir]
+	if !done {
+		err = probeUserNS(m.opts.RootDir, m.opts.StateDir)
+		if userNSProbes.found == nil {
+			userNSProbes.found = make(map[string]error)
+		}
+		userNSProbes.found[m.opts.RootDir] = err
+	}
+	userNSProbes.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return searchable(filepath.Join(m.opts.RootDir, "pods"))
+}
+
+// probeUserNS makes a user namespace (its pin in stateDir) and a root
+// filesystem for it from a layer in rootDir, where the image layers are.
+func probeUserNS(rootDir, stateDir string) (retErr error) {
+	scratch, err := os.MkdirTemp(stateDir, ".userns-probe-")
+	if err != nil {
+		return fmt.Errorf("probe user namespaces: %w", err)
+	}
+	defer os.Remove(scratch)
+	// Any range will do: nothing runs in the namespace.
+	const probeHostID = 1 << 30
+	probe := []netns.IDMap{{ContainerID: 0, HostID: probeHostID, Size: 65536}}
+	nsDir := filepath.Join(scratch, "ns")
+	ns, err := netns.Create(nsDir, netns.Options{User: &netns.UserNS{UIDs: probe, GIDs: probe}})
+	if err != nil {
+		return fmt.Errorf("create a user namespace: %w", err)
+	}
+	defer func() {
+		if err := netns.Remove(nsDir); err != nil && retErr == nil {
+			retErr = err
+		}
+	}()
+	if err := rootfs.CheckUserNS(rootDir, &rootfs.UserNS{Path: ns.User, UID: probeHostID, GID: probeHostID}); err != nil {
+		return fmt.Errorf("id-mapped root filesystem: %w", err)
+	}
+	return nil
+}
+
+// searchable checks that dir and every directory above it may be searched
+// by any user: the kernel resolves a container's rootfs path with the
+// container's credentials, which in a user namespace are nobody's on the
+// host.
+func searchable(dir string) error {
+	for d := dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("%s (mode %#o) is not searchable by other users, so containers in a user namespace could not reach their root filesystems below it; make it 0711", d, fi.Mode().Perm())
+		}
+		if d == "/" || d == "." {
+			return nil
+		}
+	}
 }
 
 func (m *Manager) podByKey(key string) *pod {
