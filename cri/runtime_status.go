@@ -25,12 +25,18 @@ func (s *Service) Status(ctx context.Context, r *runtime.StatusRequest) (*runtim
 		}},
 		Features: &runtime.RuntimeFeatures{SupplementalGroupsPolicy: true},
 	}
+	// The kubelet runs pods with hostUsers: false only on a handler that
+	// declares user namespaces, so declare them only where they work.
+	userNS := s.m.UserNamespaces()
+	if userNS != nil {
+		entry(ctx, s.log).WithError(userNS).Trace("user namespaces are not available")
+	}
 	for _, h := range s.opts.Handlers {
 		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtime.RuntimeHandler{
 			Name: h.Name,
 			Features: &runtime.RuntimeHandlerFeatures{
 				RecursiveReadOnlyMounts: true,
-				UserNamespaces:          false,
+				UserNamespaces:          userNS == nil,
 			},
 		})
 	}

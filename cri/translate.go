@@ -2,6 +2,7 @@ package cri
 
 import (
 	"fmt"
+	"math"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -156,13 +157,47 @@ func namespaceOptions(o *runtime.NamespaceOption) (oci.NamespaceOptions, error) 
 		return ns, fmt.Errorf("pid mode TARGET needs target_id")
 	}
 	if u := o.UsernsOptions; u != nil {
-		mode, err := namespaceMode(u.Mode)
-		if err != nil {
-			return ns, fmt.Errorf("userns: %w", err)
+		if err := validateUserNS(u); err != nil {
+			return ns, fmt.Errorf("userns_options: %w", err)
 		}
+		mode, _ := namespaceMode(u.Mode)
 		ns.UserNS = &oci.UserNamespace{Mode: mode, UIDs: idMappings(u.Uids), GIDs: idMappings(u.Gids)}
 	}
 	return ns, nil
+}
+
+// validateUserNS checks a CRI UserNamespace as api.proto defines it: mode
+// POD or NODE; with POD, one range each of uids and gids (they may differ)
+// that maps root, as the kubelet sends; with NODE, no mappings.
+func validateUserNS(u *runtime.UserNamespace) error {
+	switch u.Mode {
+	case runtime.NamespaceMode_NODE:
+		if len(u.Uids) > 0 || len(u.Gids) > 0 {
+			return fmt.Errorf("mode NODE takes no uids or gids mappings")
+		}
+		return nil
+	case runtime.NamespaceMode_POD:
+	default:
+		return fmt.Errorf("mode %s is not supported: only POD and NODE are", u.Mode)
+	}
+	for _, ids := range []struct {
+		field string
+		maps  []*runtime.IDMapping
+	}{{"uids", u.Uids}, {"gids", u.Gids}} {
+		if len(ids.maps) != 1 {
+			return fmt.Errorf("mode POD needs exactly one %s mapping, got %d", ids.field, len(ids.maps))
+		}
+		m := ids.maps[0]
+		switch {
+		case m.ContainerId != 0:
+			return fmt.Errorf("the %s mapping must map container id 0 (root), it starts at %d", ids.field, m.ContainerId)
+		case m.Length == 0:
+			return fmt.Errorf("the %s mapping has length 0", ids.field)
+		case uint64(m.HostId)+uint64(m.Length) > math.MaxUint32:
+			return fmt.Errorf("the %s mapping (host id %d, length %d) goes past the largest id", ids.field, m.HostId, m.Length)
+		}
+	}
+	return nil
 }
 
 func idMappings(ms []*runtime.IDMapping) []oci.IDMapping {
