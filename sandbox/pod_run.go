@@ -202,12 +202,6 @@ func podUserNS(cfg *PodConfig) (*netns.UserNS, error) {
 	if _, ok := un.RootGID(); !ok {
 		return nil, fmt.Errorf("user namespace gid mappings %v do not map root (id 0): %w", u.GIDs, errdefs.ErrInvalidArgument)
 	}
-	if cfg.Namespaces.PID == oci.NamespacePod {
-		// The pod's pid namespace is held by the shim's pause process,
-		// which cannot enter a user namespace; a pid namespace outside it
-		// would keep its containers from mounting /proc.
-		return nil, fmt.Errorf("a pod-wide pid namespace (shareProcessNamespace) in a user namespace is not supported: %w", errdefs.ErrNotImplemented)
-	}
 	return un, nil
 }
 

@@ -33,8 +33,7 @@ func TestPodUserNS(t *testing.T) {
 		{"root not mapped", oci.NamespaceOptions{UserNS: &oci.UserNamespace{Mode: oci.NamespacePod,
 			UIDs: []oci.IDMapping{{ContainerID: 1, HostID: 1000, Length: 10}}, GIDs: kubeletMapping}},
 			0, errdefs.ErrInvalidArgument, "do not map root"},
-		{"shared pid namespace", oci.NamespaceOptions{PID: oci.NamespacePod, UserNS: &oci.UserNamespace{Mode: oci.NamespacePod, UIDs: kubeletMapping, GIDs: kubeletMapping}},
-			0, errdefs.ErrNotImplemented, "shareProcessNamespace"},
+		{"pod with a shared pid namespace", oci.NamespaceOptions{PID: oci.NamespacePod, UserNS: &oci.UserNamespace{Mode: oci.NamespacePod, UIDs: kubeletMapping, GIDs: kubeletMapping}}, 1000, nil, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/warmpod/warmpod/sandbox/netns"
 )
 
 // PauseArg is the argument that makes the warmpod binary run as a pod's
@@ -19,7 +21,7 @@ const PauseArg = "pause"
 // pause is the process holding a pod's shared pid namespace: its pid 1,
 // which reaps the orphans of every container in the pod.
 type pause struct {
-	cmd  *exec.Cmd
+	proc *os.Process
 	pin  string
 	done chan struct{}
 	// life is the write end of the pipe the pause process watches: when
@@ -28,8 +30,11 @@ type pause struct {
 }
 
 // startPause starts the pause process in a new pid namespace and pins the
-// namespace at pin, so containers can join it by path.
-func startPause(pin string) (*pause, error) {
+// namespace at pin, so containers can join it by path. In a pod with a user
+// namespace (userns, its pinned path) the pid namespace must belong to it,
+// or the pod's containers could not mount /proc; the pause process then
+// runs as that namespace's root.
+func startPause(pin, userns string) (*pause, error) {
 	// Not Pdeathsig: it fires when the thread that forked the child ends,
 	// and the Go runtime ends threads whenever a goroutine exits locked to
 	// one (libcontainer does, for mount sources) — killing the pod's pid
@@ -39,20 +44,29 @@ func startPause(pin string) (*pause, error) {
 		return nil, fmt.Errorf("start pause process: %w", err)
 	}
 	defer lifeR.Close()
-	cmd := exec.Command("/proc/self/exe", PauseArg)
-	cmd.Args[0] = os.Args[0]
-	cmd.ExtraFiles = []*os.File{lifeR} // fd 3
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
-	if err := cmd.Start(); err != nil {
+	var wait func()
+	var proc *os.Process
+	if userns == "" {
+		cmd := exec.Command("/proc/self/exe", PauseArg)
+		cmd.Args[0] = os.Args[0]
+		cmd.ExtraFiles = []*os.File{lifeR} // fd 3
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
+		err = cmd.Start()
+		proc, wait = cmd.Process, func() { _ = cmd.Wait() }
+	} else {
+		proc, err = startPauseIn(userns, lifeR)
+		wait = func() { _, _ = proc.Wait() }
+	}
+	if err != nil {
 		lifeW.Close()
 		return nil, fmt.Errorf("start pause process: %w", err)
 	}
-	p := &pause{cmd: cmd, pin: pin, done: make(chan struct{}), life: lifeW}
-	go func() { _ = cmd.Wait(); close(p.done) }()
+	p := &pause{proc: proc, pin: pin, done: make(chan struct{}), life: lifeW}
+	go func() { wait(); close(p.done) }()
 	f, err := os.OpenFile(pin, os.O_CREATE|os.O_RDONLY|os.O_EXCL, 0o444)
 	if err == nil {
 		f.Close()
-		err = unix.Mount(fmt.Sprintf("/proc/%d/ns/pid", cmd.Process.Pid), pin, "", unix.MS_BIND, "")
+		err = unix.Mount(fmt.Sprintf("/proc/%d/ns/pid", proc.Pid), pin, "", unix.MS_BIND, "")
 	}
 	if err != nil {
 		p.stop()
@@ -61,10 +75,21 @@ func startPause(pin string) (*pause, error) {
 	return p, nil
 }
 
-func (p *pause) pid() int { return p.cmd.Process.Pid }
+// startPauseIn starts the pause process as pid 1 of a new pid namespace
+// of user namespace userns, with stdio on /dev/null and fd 3 on life.
+func startPauseIn(userns string, life *os.File) (*os.Process, error) {
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer null.Close()
+	return netns.StartInit(userns, []string{os.Args[0], PauseArg}, []*os.File{null, null, null, life})
+}
+
+func (p *pause) pid() int { return p.proc.Pid }
 
 func (p *pause) stop() {
-	_ = p.cmd.Process.Kill()
+	_ = p.proc.Kill()
 	<-p.done
 	p.life.Close()
 	if err := unix.Unmount(p.pin, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {

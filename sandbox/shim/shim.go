@@ -99,7 +99,11 @@ func New(cfg *Config, log *logrus.Entry) (*Shim, error) {
 	}
 	s.idle = sync.NewCond(&s.mu)
 	if cfg.SharedPID {
-		p, err := startPause(PIDNamespacePath(cfg.StateDir))
+		userns := ""
+		if cfg.UserNS != nil {
+			userns = cfg.UserNS.Path
+		}
+		p, err := startPause(PIDNamespacePath(cfg.StateDir), userns)
 		if err != nil {
 			records.Close()
 			return nil, err
