@@ -103,6 +103,11 @@ func setUp() (*suite, error) {
 		return s, err
 	}
 	s.base = base
+	// Searchable by others, like /var/lib: a user namespace pod's root is
+	// an unprivileged host user that must reach its rootfs.
+	if err := os.Chmod(base, 0o711); err != nil {
+		return s, err
+	}
 	suffix := randomHex(6)
 	subnet, err := freeSubnet()
 	if err != nil {

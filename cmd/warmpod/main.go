@@ -142,6 +142,9 @@ func serve(cfg Config) error {
 		return err
 	}
 	defer mgr.Close()
+	if err := mgr.UserNamespaces(); err != nil {
+		log.WithError(err).Info("pods with a user namespace (hostUsers: false) are not available on this node")
+	}
 	// Removals a previous daemon did not finish; recovery has retained
 	// every image a container still uses.
 	if err := images.GC(); err != nil {

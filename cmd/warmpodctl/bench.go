@@ -145,10 +145,10 @@ type report struct {
 	Scenarios map[string]stats `json:"scenarios"`
 	// NativeInShim is the native reset as the pod's shim timed it, without
 	// the API round trips.
-	NativeInShim *stats `json:"native_in_shim,omitempty"`
-	Sustained *sustained       `json:"sustained,omitempty"`
-	Memory    *memory          `json:"memory,omitempty"`
-	Compare   *report          `json:"compare,omitempty"`
+	NativeInShim *stats     `json:"native_in_shim,omitempty"`
+	Sustained    *sustained `json:"sustained,omitempty"`
+	Memory       *memory    `json:"memory,omitempty"`
+	Compare      *report    `json:"compare,omitempty"`
 	// Ratios are compare/endpoint p50 ratios per scenario.
 	Ratios map[string]float64 `json:"ratios,omitempty"`
 }

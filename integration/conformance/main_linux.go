@@ -96,6 +96,13 @@ func run(ctx context.Context, o options) (code int, retErr error) {
 	if err != nil {
 		return 2, err
 	}
+	// Like /var/lib, the daemon's root must be searchable by others: a
+	// container's root in a user namespace is an unprivileged host user,
+	// and the kernel walks to its rootfs with its credentials (warmpod
+	// declares user namespace support only then).
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return 2, err
+	}
 	// Until the daemon's teardown takes over, a failed setup removes the run's directory itself.
 	tornDown := false
 	defer func() {
