@@ -3,7 +3,6 @@ package cri
 import (
 	"context"
 	"maps"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -84,7 +83,7 @@ func linuxResources(field string, r *runtime.LinuxContainerResources) (*specs.Li
 		cpu.Shares = &sh
 	}
 	for name, v := range map[string]string{"cpuset_cpus": r.CpusetCpus, "cpuset_mems": r.CpusetMems} {
-		if !validCPUList(v) {
+		if !oci.ValidCPUSet(v) {
 			return nil, invalid("%s.%s %q is not a list of numbers and ranges such as \"0-3,6\"", field, name, v)
 		}
 	}
@@ -130,25 +129,4 @@ func linuxResources(field string, r *runtime.LinuxContainerResources) (*specs.Li
 		res.Unified = maps.Clone(r.Unified)
 	}
 	return res, nil
-}
-
-// validCPUList accepts the kernel's list format: "", or comma-separated
-// numbers and "a-b" ranges.
-func validCPUList(s string) bool {
-	if s == "" {
-		return true
-	}
-	for _, part := range strings.Split(s, ",") {
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err := strconv.ParseUint(lo, 10, 32)
-		if err != nil {
-			return false
-		}
-		if isRange {
-			if b, err := strconv.ParseUint(hi, 10, 32); err != nil || b < a {
-				return false
-			}
-		}
-	}
-	return true
 }

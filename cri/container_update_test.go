@@ -73,17 +73,6 @@ func TestLinuxResourcesInvalid(t *testing.T) {
 	}
 }
 
-func TestValidCPUList(t *testing.T) {
-	for in, want := range map[string]bool{
-		"": true, "0": true, "0-3": true, "0-3,6,8-9": true, "3-3": true,
-		"3-1": false, "a": false, "0,": false, "-1": false, "0-": false,
-	} {
-		if got := validCPUList(in); got != want {
-			t.Errorf("validCPUList(%q) = %v, want %v", in, got, want)
-		}
-	}
-}
-
 func TestPodTotal(t *testing.T) {
 	tests := []struct {
 		name          string

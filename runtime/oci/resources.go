@@ -38,7 +38,7 @@ func applyResources(res *specs.LinuxResources, r *Resources, h *Host) error {
 		cpu.Shares = &s
 	}
 	for _, set := range []struct{ field, value string }{{"cpuset cpus", r.CpusetCpus}, {"cpuset mems", r.CpusetMems}} {
-		if !validCPUSet(set.value) {
+		if !ValidCPUSet(set.value) {
 			return invalidf("%s %q is not a list of numbers and ranges such as \"0-3,6\"", set.field, set.value)
 		}
 	}
@@ -105,8 +105,9 @@ func applyResources(res *specs.LinuxResources, r *Resources, h *Host) error {
 	return nil
 }
 
-// validCPUSet accepts the kernel's list format: "", or comma-separated numbers and "a-b" ranges.
-func validCPUSet(s string) bool {
+// ValidCPUSet reports whether s is in the kernel's cpu list format: "", or
+// comma-separated numbers and "a-b" ranges.
+func ValidCPUSet(s string) bool {
 	if s == "" {
 		return true
 	}

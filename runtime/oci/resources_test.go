@@ -186,3 +186,14 @@ func TestSysctlsFollowNamespaceModes(t *testing.T) {
 		t.Fatalf("sysctls = %v", s.Linux.Sysctl)
 	}
 }
+
+func TestValidCPUSet(t *testing.T) {
+	for in, want := range map[string]bool{
+		"": true, "0": true, "0-3": true, "0-3,6,8-9": true, "3-3": true,
+		"3-1": false, "a": false, "0,": false, "-1": false, "0-": false,
+	} {
+		if got := ValidCPUSet(in); got != want {
+			t.Errorf("ValidCPUSet(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
