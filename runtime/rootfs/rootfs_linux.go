@@ -204,17 +204,52 @@ func unmountMapped(dir string) error {
 }
 
 func mountOverlay(lower []string, r Rootfs) error {
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s,volatile",
-		strings.Join(lower, ":"), r.Upper, r.Work)
-	if len(opts) < unix.Getpagesize()-1 {
-		return unix.Mount("overlay", r.Merged, "overlay", 0, opts)
-	}
-	return mountOverlayFsconfig(lower, r)
+	return overlay(lower, r.Upper, r.Work, r.Merged)
 }
 
-// mountOverlayFsconfig passes lower dirs one at a time ("lowerdir+", Linux
-// 6.8), for images whose layer list does not fit in one page of mount data.
-func mountOverlayFsconfig(lower []string, r Rootfs) error {
+// MountView mounts layers (bottom layer first) read-only at target, as a
+// view that nothing can write through: an overlay of lower dirs only, or, for
+// a single layer, a read-only bind (overlayfs wants two lower dirs when it has
+// no upper one). No layers leave target as it is: an empty view.
+func MountView(layers []string, target string) error {
+	switch len(layers) {
+	case 0:
+		return nil
+	case 1:
+		if err := unix.Mount(layers[0], target, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind layer: %w", err)
+		}
+		if err := unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NODEV, ""); err != nil {
+			_ = unix.Unmount(target, unix.MNT_DETACH)
+			return fmt.Errorf("make layer read-only: %w", err)
+		}
+		return nil
+	}
+	lower := make([]string, 0, len(layers))
+	for i := len(layers) - 1; i >= 0; i-- {
+		lower = append(lower, layers[i])
+	}
+	return overlay(lower, "", "", target)
+}
+
+// overlay mounts lower (top layer first) at target: writable through upper
+// and work, "volatile", or, when upper is "", read-only and nodev.
+func overlay(lower []string, upper, work, target string) error {
+	opts := "lowerdir=" + strings.Join(lower, ":")
+	var flags uintptr = unix.MS_RDONLY | unix.MS_NODEV
+	if upper != "" {
+		opts += ",upperdir=" + upper + ",workdir=" + work + ",volatile"
+		flags = 0
+	}
+	if len(opts) < unix.Getpagesize()-1 {
+		return unix.Mount("overlay", target, "overlay", flags, opts)
+	}
+	return overlayFsconfig(lower, upper, work, target)
+}
+
+// overlayFsconfig passes lower dirs one at a time ("lowerdir+", Linux 6.8),
+// for images whose layer list does not fit in one page of mount data.
+func overlayFsconfig(lower []string, upper, work, target string) error {
 	fd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("fsopen overlay: %w", err)
@@ -225,23 +260,27 @@ func mountOverlayFsconfig(lower []string, r Rootfs) error {
 			return fmt.Errorf("overlay lowerdir+ %s (too many layers for this kernel?): %w", l, err)
 		}
 	}
-	for k, v := range map[string]string{"upperdir": r.Upper, "workdir": r.Work} {
-		if err := unix.FsconfigSetString(fd, k, v); err != nil {
-			return fmt.Errorf("overlay %s: %w", k, err)
+	attrs := unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NODEV
+	if upper != "" {
+		for _, kv := range [][2]string{{"upperdir", upper}, {"workdir", work}} {
+			if err := unix.FsconfigSetString(fd, kv[0], kv[1]); err != nil {
+				return fmt.Errorf("overlay %s: %w", kv[0], err)
+			}
 		}
-	}
-	if err := unix.FsconfigSetFlag(fd, "volatile"); err != nil {
-		return fmt.Errorf("overlay volatile: %w", err)
+		if err := unix.FsconfigSetFlag(fd, "volatile"); err != nil {
+			return fmt.Errorf("overlay volatile: %w", err)
+		}
+		attrs = 0
 	}
 	if err := unix.FsconfigCreate(fd); err != nil {
 		return fmt.Errorf("create overlay: %w", err)
 	}
-	mfd, err := unix.Fsmount(fd, unix.FSMOUNT_CLOEXEC, 0)
+	mfd, err := unix.Fsmount(fd, unix.FSMOUNT_CLOEXEC, attrs)
 	if err != nil {
 		return fmt.Errorf("fsmount overlay: %w", err)
 	}
 	defer unix.Close(mfd)
-	return unix.MoveMount(mfd, "", unix.AT_FDCWD, r.Merged, unix.MOVE_MOUNT_F_EMPTY_PATH)
+	return unix.MoveMount(mfd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH)
 }
 
 // Unmount detaches the overlay; it does not wait for open files to close.

@@ -128,6 +128,47 @@ func TestMount(t *testing.T) {
 	}
 }
 
+func TestMountView(t *testing.T) {
+	requireRoot(t)
+	bottom := newLayer(t)
+	top := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(top, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(top, "etc", "conf"), []byte("top\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		layers []string
+		want   string
+	}{
+		{"one layer", []string{bottom}, "image\n"},
+		{"two layers", []string{bottom, top}, "top\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			target := t.TempDir()
+			if err := MountView(tc.layers, target); err != nil {
+				t.Fatalf("MountView: %v", err)
+			}
+			t.Cleanup(func() { _ = unix.Unmount(target, unix.MNT_DETACH) })
+			got, err := os.ReadFile(filepath.Join(target, "etc", "conf"))
+			if err != nil || string(got) != tc.want {
+				t.Errorf("etc/conf = %q, %v; want %q", got, err, tc.want)
+			}
+			if err := os.WriteFile(filepath.Join(target, "new"), nil, 0o644); !errors.Is(err, unix.EROFS) {
+				t.Errorf("write into the view: %v, want EROFS", err)
+			}
+			if err := unix.Unmount(target, 0); err != nil {
+				t.Errorf("unmount view: %v", err)
+			}
+			if ents, _ := os.ReadDir(tc.layers[0]); len(ents) != 2 {
+				t.Errorf("bottom layer changed: %d entries", len(ents))
+			}
+		})
+	}
+}
+
 func TestMountUserNS(t *testing.T) {
 	requireRoot(t)
 	userns := testUserNS(t)
