@@ -31,11 +31,18 @@ cleanup() {
   # Bridges, and the pods' veths with them.
   ip link del wpcmp0 2>/dev/null
   ip link del cmpctrd0 2>/dev/null
+  # warmpod's chains and the rules that jump to them (all tagged "warmpod wpcmp0"), then
+  # whatever CNI chains containerd's pods left.
   for t in nat filter; do
+    iptables -t $t -S 2>/dev/null | grep -e '--comment "warmpod wpcmp0"' | sed 's/^-A /-D /' |
+      while read -r rule; do eval "iptables -t $t $rule" 2>/dev/null; done
     for c in $(iptables -t $t -S 2>/dev/null | awk '/^-N (WPCMP|CNI-)/ {print $2}'); do
       iptables -t $t -F "$c" 2>/dev/null
+      iptables -t $t -X "$c" 2>/dev/null
     done
   done
+  # The cgroup parent both runtimes put their pods under, empty once they are gone.
+  find /sys/fs/cgroup -depth -type d -name 'warmpod-compare*' -exec rmdir {} + 2>/dev/null
   grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
   [ -n "${KEEP:-}" ] && echo "kept $work" || rm -rf "$work"
 }
