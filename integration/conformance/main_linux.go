@@ -229,6 +229,12 @@ func runCritest(ctx context.Context, critest, socket, report, artifacts string, 
 	cmd := exec.CommandContext(ctx, critest, args...)
 	// critest reads /etc/crictl.yaml and the working directory's crictl.yaml; neither may steer the run.
 	cmd.Dir = artifacts
+	// Specs that fail midway leave their temporary pod log dirs; keep them among the artifacts.
+	tmp := filepath.Join(artifacts, "tmp")
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return err
+	}
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 	cmd.Stdout = io.MultiWriter(os.Stdout, out)
 	cmd.Stderr = cmd.Stdout
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
