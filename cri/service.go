@@ -59,11 +59,10 @@ type Service struct {
 	runtime.UnimplementedImageServiceServer
 	warmpodv1.UnimplementedWarmpodServer
 
-	opts    Options
-	m       *sandbox.Manager
-	images  *image.Store
-	log     *logrus.Entry
-	started time.Time
+	opts   Options
+	m      *sandbox.Manager
+	images *image.Store
+	log    *logrus.Entry
 }
 
 // New returns a Service.
@@ -77,7 +76,7 @@ func New(opts Options) *Service {
 	if len(opts.Handlers) == 0 {
 		opts.Handlers = []Handler{{Name: ""}, {Name: "warmpod"}}
 	}
-	return &Service{opts: opts, m: opts.Manager, images: opts.Images, log: opts.Log, started: time.Now()}
+	return &Service{opts: opts, m: opts.Manager, images: opts.Images, log: opts.Log}
 }
 
 // Register adds the service to a gRPC server.
