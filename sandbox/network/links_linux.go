@@ -112,11 +112,6 @@ func (netlinkLinks) addPodLink(l podLink) (retErr error) {
 	if err := h.LinkSetUp(pod); err != nil {
 		return fmt.Errorf("set %s up in pod: %w", l.IfName, err)
 	}
-	if lo, err := h.LinkByName("lo"); err != nil {
-		return fmt.Errorf("find lo in pod: %w", err)
-	} else if err := h.LinkSetUp(lo); err != nil {
-		return fmt.Errorf("set lo up in pod: %w", err)
-	}
 	route := &netlink.Route{LinkIndex: pod.Attrs().Index, Gw: net.IP(l.Gateway.AsSlice())}
 	if err := h.RouteReplace(route); err != nil {
 		return fmt.Errorf("add default route via %s in pod: %w", l.Gateway, err)

@@ -37,7 +37,8 @@ type Pod struct {
 	// ID is the sandbox ID: the key for idempotence and persisted state.
 	ID                   string
 	Name, Namespace, UID string
-	// NetNS is the path of the pod's pinned network namespace.
+	// NetNS is the path of the pod's pinned network namespace, made by
+	// netns.Create, so its loopback is already up.
 	NetNS        string
 	PortMappings []PortMapping
 	// Annotations are the pod's; CNI reads its bandwidth limits from them
