@@ -3,10 +3,8 @@ package cri
 import (
 	"context"
 	"errors"
-	"io"
 	"testing"
 
-	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -36,20 +34,19 @@ func (emptyNodeNetwork) Teardown(context.Context, network.Pod) error { return ni
 // streaming server runs backend.
 func emptyNodeService(t *testing.T, backend StreamBackend) *Service {
 	t.Helper()
-	log := logrus.New()
-	log.SetOutput(io.Discard)
+	log := quietLog()
 	m, err := sandbox.New(context.Background(), sandbox.Options{
 		RootDir:  t.TempDir(),
 		StateDir: t.TempDir(),
 		Images:   emptyNodeImages{},
 		Network:  emptyNodeNetwork{},
-		Log:      logrus.NewEntry(log),
+		Log:      log,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Close)
-	opts := Options{Manager: m, Log: logrus.NewEntry(log)}
+	opts := Options{Manager: m, Log: log}
 	if backend != nil {
 		opts.Streams = startStreamServer(t, backend)
 	}
