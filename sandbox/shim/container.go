@@ -608,7 +608,6 @@ func (s *Shim) Remove(ctx context.Context, id string) error {
 	s.mu.Unlock()
 
 	if g != nil {
-		_ = g.kill()
 		s.discard(g)
 	}
 	if err := s.records.Delete(id); err != nil {
