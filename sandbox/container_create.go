@@ -115,8 +115,8 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg Contain
 		LogPath:    logPath,
 		StopSignal: stopSignal,
 	}
-	if s, ok := spec.(*specs.Spec); ok && s.Process != nil {
-		u := s.Process.User
+	if spec.Process != nil {
+		u := spec.Process.User
 		meta.User = &u
 	}
 	if err := m.meta.put("containers", id, &containerRecord{containerMeta: meta}); err != nil {
@@ -171,7 +171,7 @@ func (m *Manager) containerByKey(key string) *container {
 
 // buildSpec builds the OCI spec of container id from its config, its image
 // and its pod.
-func (m *Manager) buildSpec(p *pod, id string, cfg *ContainerConfig, img *image.Image) (any, error) {
+func (m *Manager) buildSpec(p *pod, id string, cfg *ContainerConfig, img *image.Image) (*specs.Spec, error) {
 	oc := cfg.Spec
 	oc.ID = id
 	oc.Name = cfg.Name
