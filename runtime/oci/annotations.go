@@ -1,14 +1,6 @@
 package oci
 
-import (
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
-	"fmt"
-	"maps"
-
-	specs "github.com/opencontainers/runtime-spec/specs-go"
-)
+import "maps"
 
 // OCI annotation keys the CRI runtimes share (containerd's CRI plugin sets them; Kata and other VM
 // runtimes read them to tell sandbox from container and to find the pod).
@@ -39,35 +31,4 @@ func buildAnnotations(c *Container, img *Image, pod *Pod) map[string]string {
 	out[AnnotationSandboxNamespace] = pod.Namespace
 	out[AnnotationSandboxUID] = pod.UID
 	return out
-}
-
-// ShapeKey digests everything in s that shapes the container's process: two specs with the same key run
-// the same process in the same environment, so a pre-created generation built from one can serve a
-// CreateContainer that built the other. It ignores Annotations (the kubelet bumps the restart count
-// there on every attempt), Root.Path and Linux.CgroupsPath (they name the generation, not its shape).
-// The image is not part of a spec: callers compare image ids beside the key.
-func ShapeKey(s *specs.Spec) (string, error) {
-	if s == nil {
-		return "", fmt.Errorf("shape key of a nil spec")
-	}
-	shape := *s
-	shape.Annotations = nil
-	if s.Root != nil {
-		root := *s.Root
-		root.Path = ""
-		shape.Root = &root
-	}
-	if s.Linux != nil {
-		linux := *s.Linux
-		linux.CgroupsPath = ""
-		shape.Linux = &linux
-	}
-	// encoding/json writes struct fields in a fixed order and map keys sorted, so equal specs encode
-	// equally.
-	b, err := json.Marshal(&shape)
-	if err != nil {
-		return "", fmt.Errorf("encode spec: %w", err)
-	}
-	sum := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(sum[:]), nil
 }

@@ -79,18 +79,3 @@ func BenchmarkBuild(b *testing.B) {
 		})
 	}
 }
-
-func BenchmarkShapeKey(b *testing.B) {
-	builder, c, img, pod := benchInputs(b)
-	c.Security.Seccomp = &SecurityProfile{Type: ProfileRuntimeDefault}
-	s, err := builder.Build(c, img, pod)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := ShapeKey(s); err != nil {
-			b.Fatal(err)
-		}
-	}
-}

@@ -8,12 +8,12 @@ package oci
 // the daemon's state, such as the target of a TARGET pid namespace).
 type Container struct {
 	// ID is the runtime's id for this container; it names the container's cgroup under Pod.CgroupParent.
-	// It appears only in Linux.CgroupsPath, so specs built for two ids share a ShapeKey.
+	// It appears only in Linux.CgroupsPath.
 	ID string
 	// Name is ContainerMetadata.name, the container's name in the PodSpec.
 	Name string
 	// Rootfs is the host directory that becomes the container's root (the mounted overlay). It may be left
-	// empty and filled in later: it does not enter ShapeKey.
+	// empty and filled in later.
 	Rootfs string
 
 	Command, Args []string
