@@ -73,7 +73,7 @@ type CNI struct {
 	cfg        CNIConfig
 	lib        cniLib
 	findPlugin func(name string, dirs []string) (string, error)
-	records    string
+	records    jsonStore[cniRecord]
 	locks      podLocks
 
 	cidrMu sync.Mutex
@@ -136,11 +136,11 @@ func newCNI(cfg CNIConfig, lib cniLib, find func(string, []string) (string, erro
 			return nil, fmt.Errorf("%w: CNI directory %q must be an absolute path", ErrInvalid, d)
 		}
 	}
-	c := &CNI{cfg: cfg, lib: lib, findPlugin: find, records: filepath.Join(cfg.CacheDir, "warmpod")}
-	if err := os.MkdirAll(c.records, 0o700); err != nil {
+	c := &CNI{cfg: cfg, lib: lib, findPlugin: find, records: jsonStore[cniRecord]{dir: filepath.Join(cfg.CacheDir, "warmpod"), noun: "CNI record"}}
+	if err := os.MkdirAll(c.records.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create CNI record dir: %w", err)
 	}
-	switch b, err := os.ReadFile(filepath.Join(c.records, podCIDRFile)); {
+	switch b, err := os.ReadFile(filepath.Join(c.records.dir, podCIDRFile)); {
 	case err == nil:
 		if c.podCIDRs, err = parsePodCIDRs(string(b)); err != nil {
 			return nil, fmt.Errorf("persisted pod CIDR: %w", err)
@@ -181,7 +181,7 @@ func (c *CNI) UpdatePodCIDR(cidr string) error {
 	}
 	c.cidrMu.Lock()
 	defer c.cidrMu.Unlock()
-	if err := atomicfile.Write(filepath.Join(c.records, podCIDRFile), []byte(strings.Join(cidrs, ",")+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(c.records.dir, podCIDRFile), []byte(strings.Join(cidrs, ",")+"\n"), 0o600); err != nil {
 		return fmt.Errorf("persist pod CIDR: %w", err)
 	}
 	c.podCIDRs = cidrs
@@ -250,7 +250,7 @@ func (c *CNI) Setup(ctx context.Context, pod Pod) (_ Result, retErr error) {
 	unlock := c.locks.lock(pod.ID)
 	defer unlock()
 
-	old, err := c.loadRecord(pod.ID)
+	old, err := c.records.load(pod.ID)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return Result{}, fmt.Errorf("set up network of pod %q: %w", pod.ID, err)
 	}
@@ -274,7 +274,7 @@ func (c *CNI) Setup(ctx context.Context, pod Pod) (_ Result, retErr error) {
 		ID: pod.ID, ConfFile: file, Config: list.Bytes, NetNS: pod.NetNS, IfName: cniIfName,
 		Args: cniArgs(pod), CapabilityArgs: capArgs,
 	}
-	if err := c.saveRecord(rec); err != nil {
+	if err := c.records.save(rec.ID, rec); err != nil {
 		return Result{}, err
 	}
 	defer func() {
@@ -291,7 +291,7 @@ func (c *CNI) Setup(ctx context.Context, pod Pod) (_ Result, retErr error) {
 			retErr = fmt.Errorf("%w (and undoing it: %w)", retErr, err)
 			return
 		}
-		if err := c.removeRecord(pod.ID); err != nil {
+		if err := c.records.remove(pod.ID); err != nil {
 			retErr = fmt.Errorf("%w (and undoing it: %w)", retErr, err)
 		}
 	}()
@@ -305,7 +305,7 @@ func (c *CNI) Setup(ctx context.Context, pod Pod) (_ Result, retErr error) {
 		return Result{}, fmt.Errorf("set up network of pod %q: network %q (%s): %w", pod.ID, list.Name, file, err)
 	}
 	rec.Complete = true
-	if err := c.saveRecord(rec); err != nil {
+	if err := c.records.save(rec.ID, rec); err != nil {
 		return Result{}, err
 	}
 	return res, nil
@@ -326,14 +326,14 @@ func (c *CNI) Teardown(ctx context.Context, pod Pod) error {
 	unlock := c.locks.lock(pod.ID)
 	defer unlock()
 
-	rec, err := c.loadRecord(pod.ID)
+	rec, err := c.records.load(pod.ID)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("tear down network of pod %q: %w", pod.ID, err)
 	}
 	if err := c.del(ctx, pod.ID, rec); err != nil {
 		return fmt.Errorf("tear down network of pod %q: %w", pod.ID, err)
 	}
-	if err := c.removeRecord(pod.ID); err != nil {
+	if err := c.records.remove(pod.ID); err != nil {
 		return fmt.Errorf("tear down network of pod %q: %w", pod.ID, err)
 	}
 	return nil
@@ -378,7 +378,7 @@ func (c *CNI) Status(ctx context.Context, pod Pod) (Result, error) {
 	if err := validateID(pod.ID); err != nil {
 		return Result{}, err
 	}
-	rec, err := c.loadRecord(pod.ID)
+	rec, err := c.records.load(pod.ID)
 	if err != nil {
 		return Result{}, fmt.Errorf("network status of pod %q: %w", pod.ID, err)
 	}
@@ -415,7 +415,7 @@ func (c *CNI) Check(ctx context.Context, pod Pod) error {
 	}
 	unlock := c.locks.lock(pod.ID)
 	defer unlock()
-	rec, err := c.loadRecord(pod.ID)
+	rec, err := c.records.load(pod.ID)
 	if err != nil {
 		return fmt.Errorf("check network of pod %q: %w", pod.ID, err)
 	}
@@ -425,42 +425,6 @@ func (c *CNI) Check(ctx context.Context, pod Pod) error {
 	}
 	if err := c.lib.CheckNetworkList(ctx, list, rec.runtimeConf()); err != nil {
 		return fmt.Errorf("check network of pod %q: CNI CHECK of network %q: %w", pod.ID, list.Name, err)
-	}
-	return nil
-}
-
-func (c *CNI) recordPath(id string) string { return filepath.Join(c.records, id+".json") }
-
-// loadRecord returns ErrNotFound when the pod has no record.
-func (c *CNI) loadRecord(id string) (*cniRecord, error) {
-	b, err := os.ReadFile(c.recordPath(id))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read CNI record of pod %q: %w", id, err)
-	}
-	var r cniRecord
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("parse CNI record of pod %q: %w", id, err)
-	}
-	return &r, nil
-}
-
-func (c *CNI) saveRecord(r *cniRecord) error {
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	if err := atomicfile.Write(c.recordPath(r.ID), b, 0o600); err != nil {
-		return fmt.Errorf("save CNI record of pod %q: %w", r.ID, err)
-	}
-	return nil
-}
-
-func (c *CNI) removeRecord(id string) error {
-	if err := os.Remove(c.recordPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove CNI record of pod %q: %w", id, err)
 	}
 	return nil
 }

@@ -252,7 +252,7 @@ func TestCNIRealFailedChainIsUndone(t *testing.T) {
 	if got := n.allocated(t); len(got) != 0 {
 		t.Errorf("host-local holds %v after the failed chain", got)
 	}
-	if left, _ := os.ReadDir(c.records); len(left) != 0 {
+	if left, _ := os.ReadDir(c.records.dir); len(left) != 0 {
 		t.Errorf("records left: %v", left)
 	}
 	// The bridge stays (the plugin keeps it for other pods); no veth does.

@@ -212,7 +212,7 @@ func TestCNISetupTeardown(t *testing.T) {
 	if _, err := f.c.Status(ctx, p); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Status after Teardown: %v, want ErrNotFound", err)
 	}
-	if left, _ := os.ReadDir(f.c.records); len(left) != 0 {
+	if left, _ := os.ReadDir(f.c.records.dir); len(left) != 0 {
 		t.Errorf("records left: %v", left)
 	}
 }
@@ -247,7 +247,7 @@ func TestCNIInterruptedSetup(t *testing.T) {
 		t.Run(then, func(t *testing.T) {
 			f := newFakeCNI(t)
 			rec := &cniRecord{ID: "p1", ConfFile: "x.conflist", Config: []byte(testConflist), NetNS: "/ns/p1", IfName: "eth0"}
-			if err := f.c.saveRecord(rec); err != nil {
+			if err := f.c.records.save(rec.ID, rec); err != nil {
 				t.Fatal(err)
 			}
 			var want []string
@@ -279,7 +279,7 @@ func TestCNISetupFailureLeavesNothing(t *testing.T) {
 	if got, want := f.lib.takeCalls(), []string{"ADD testnet p1 eth0", "DEL testnet p1"}; !slices.Equal(got, want) {
 		t.Errorf("plugin calls %q, want ADD then the DEL that undoes it", got)
 	}
-	if left, _ := os.ReadDir(f.c.records); len(left) != 0 {
+	if left, _ := os.ReadDir(f.c.records.dir); len(left) != 0 {
 		t.Errorf("records left: %v", left)
 	}
 	// A failing undo is reported with the cause.
@@ -340,7 +340,7 @@ func TestCNIReadyAndBrokenConfig(t *testing.T) {
 			if calls := f.lib.takeCalls(); len(calls) != 0 {
 				t.Errorf("plugins called: %q", calls)
 			}
-			if left, _ := os.ReadDir(f.c.records); len(left) != 0 {
+			if left, _ := os.ReadDir(f.c.records.dir); len(left) != 0 {
 				t.Errorf("records left: %v", left)
 			}
 		})

@@ -56,7 +56,7 @@ type Embedded struct {
 	links  links
 	fw     *firewall
 	ipam   *ipam
-	states stateStore
+	states jsonStore[podState]
 	locks  podLocks
 
 	infraMu sync.Mutex
@@ -136,7 +136,7 @@ func newEmbedded(cfg EmbeddedConfig, l links, ipt iptables) (*Embedded, error) {
 		links:  l,
 		fw:     &firewall{ipt: ipt, bridge: cfg.Bridge, prefix: cfg.ChainPrefix},
 		ipam:   a,
-		states: stateStore{dir: podsDir},
+		states: jsonStore[podState]{dir: podsDir, noun: "network state"},
 		ports:  map[portKey]string{},
 	}
 	states, err := e.states.list()
@@ -358,7 +358,7 @@ func (e *Embedded) Setup(ctx context.Context, pod Pod) (_ Result, retErr error) 
 		Subnet: subnet.String(), IP: ip.String(), Gateway: gw.String(),
 		PortMappings: pms,
 	}
-	if err := e.states.save(st); err != nil {
+	if err := e.states.save(st.ID, st); err != nil {
 		return Result{}, err
 	}
 	undo.push(func() { _ = e.states.remove(pod.ID) })
@@ -385,7 +385,7 @@ func (e *Embedded) Setup(ctx context.Context, pod Pod) (_ Result, retErr error) 
 		}
 	}
 	st.Complete = true
-	if err := e.states.save(st); err != nil {
+	if err := e.states.save(st.ID, st); err != nil {
 		return Result{}, err
 	}
 	return st.result()
