@@ -2,7 +2,6 @@ package cri
 
 import (
 	"context"
-	"strings"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -14,19 +13,11 @@ func (s *Service) ListContainers(ctx context.Context, r *runtime.ListContainersR
 	resp := &runtime.ListContainersResponse{Containers: []*runtime.Container{}}
 	for _, i := range s.m.ListContainers() {
 		state := containerState(i.Status.State)
-		if f != nil {
-			if f.Id != "" && !strings.HasPrefix(i.ID, f.Id) {
-				continue
-			}
-			if f.PodSandboxId != "" && !strings.HasPrefix(i.PodID, f.PodSandboxId) {
-				continue
-			}
-			if f.State != nil && f.State.State != state {
-				continue
-			}
-			if !matchLabels(f.LabelSelector, i.Config.Labels) {
-				continue
-			}
+		if !matchContainer(f, &i) {
+			continue
+		}
+		if f.GetState() != nil && f.GetState().GetState() != state {
+			continue
 		}
 		resp.Containers = append(resp.Containers, &runtime.Container{
 			Id:           i.ID,

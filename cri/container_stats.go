@@ -2,7 +2,6 @@ package cri
 
 import (
 	"context"
-	"strings"
 
 	"google.golang.org/grpc"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -40,16 +39,8 @@ func (s *Service) StreamContainerStats(r *runtime.StreamContainerStatsRequest, s
 func (s *Service) listContainerStats(f *runtime.ContainerStatsFilter) []*runtime.ContainerStats {
 	out := []*runtime.ContainerStats{}
 	for _, info := range s.m.ListContainers() {
-		if f != nil {
-			if f.Id != "" && !strings.HasPrefix(info.ID, f.Id) {
-				continue
-			}
-			if f.PodSandboxId != "" && !strings.HasPrefix(info.PodID, f.PodSandboxId) {
-				continue
-			}
-			if !matchLabels(f.LabelSelector, info.Config.Labels) {
-				continue
-			}
+		if !matchContainer(f, &info) {
+			continue
 		}
 		cs := s.opts.Stats.Container(info, false)
 		out = append(out, containerStats(&cs))

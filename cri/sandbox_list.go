@@ -2,7 +2,6 @@ package cri
 
 import (
 	"context"
-	"strings"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -12,16 +11,11 @@ func (s *Service) ListPodSandbox(ctx context.Context, r *runtime.ListPodSandboxR
 	f := r.Filter
 	resp := &runtime.ListPodSandboxResponse{Items: []*runtime.PodSandbox{}}
 	for _, i := range s.m.ListPods() {
-		if f != nil {
-			if f.Id != "" && !strings.HasPrefix(i.ID, f.Id) {
-				continue
-			}
-			if f.State != nil && f.State.State != podState(i.State) {
-				continue
-			}
-			if !matchLabels(f.LabelSelector, i.Config.Labels) {
-				continue
-			}
+		if !matchPod(f, &i) {
+			continue
+		}
+		if f.GetState() != nil && f.GetState().GetState() != podState(i.State) {
+			continue
 		}
 		resp.Items = append(resp.Items, &runtime.PodSandbox{
 			Id:             i.ID,

@@ -2,7 +2,6 @@ package cri
 
 import (
 	"context"
-	"strings"
 
 	"google.golang.org/grpc"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -39,13 +38,8 @@ func (s *Service) StreamPodSandboxStats(r *runtime.StreamPodSandboxStatsRequest,
 func (s *Service) listPodSandboxStats(f *runtime.PodSandboxStatsFilter) []*runtime.PodSandboxStats {
 	out := []*runtime.PodSandboxStats{}
 	for _, info := range s.m.ListPods() {
-		if f != nil {
-			if f.Id != "" && !strings.HasPrefix(info.ID, f.Id) {
-				continue
-			}
-			if !matchLabels(f.LabelSelector, info.Config.Labels) {
-				continue
-			}
+		if !matchPod(f, &info) {
+			continue
 		}
 		ps := s.opts.Stats.Pod(info, false)
 		out = append(out, podSandboxStats(&ps))

@@ -423,6 +423,34 @@ func matchLabels(selector, labels map[string]string) bool {
 	return true
 }
 
+// containerFilter is what ContainerFilter and ContainerStatsFilter share.
+// Their getters accept a nil filter, which selects every container.
+type containerFilter interface {
+	GetId() string
+	GetPodSandboxId() string
+	GetLabelSelector() map[string]string
+}
+
+// matchContainer tells whether c passes f's id prefix, pod id prefix and
+// label selector.
+func matchContainer(f containerFilter, c *sandbox.ContainerInfo) bool {
+	return strings.HasPrefix(c.ID, f.GetId()) &&
+		strings.HasPrefix(c.PodID, f.GetPodSandboxId()) &&
+		matchLabels(f.GetLabelSelector(), c.Config.Labels)
+}
+
+// podFilter is what PodSandboxFilter and PodSandboxStatsFilter share.
+// Their getters accept a nil filter, which selects every pod.
+type podFilter interface {
+	GetId() string
+	GetLabelSelector() map[string]string
+}
+
+// matchPod tells whether p passes f's id prefix and label selector.
+func matchPod(f podFilter, p *sandbox.PodInfo) bool {
+	return strings.HasPrefix(p.ID, f.GetId()) && matchLabels(f.GetLabelSelector(), p.Config.Labels)
+}
+
 func copyMap(m map[string]string) map[string]string {
 	if m == nil {
 		return map[string]string{}
