@@ -49,6 +49,9 @@ type template struct {
 	// key identifies the process shape: generations with equal keys are
 	// interchangeable.
 	key string
+	// process is spec's process, parsed once for execs: they copy it and
+	// never change what it points to.
+	process *specs.Process
 }
 
 func newTemplate(r *CreateRequest) (*template, error) {
@@ -112,6 +115,7 @@ func templateOf(r *CreateRequest, spec *specs.Spec) (*template, error) {
 		name:          r.Name,
 		stopSignalReq: r.StopSignal,
 		spec:          r.Spec,
+		process:       spec.Process,
 		layers:        r.Layers,
 		tty:           r.Tty,
 		stdin:         r.Stdin,

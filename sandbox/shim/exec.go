@@ -3,14 +3,12 @@ package shim
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/warmpod/warmpod/runtime/container"
 )
@@ -40,11 +38,7 @@ func (s *Shim) Exec(id string, o ExecOptions) (*container.Proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	var spec specs.Spec
-	if err := json.Unmarshal(c.template().spec, &spec); err != nil {
-		return nil, err
-	}
-	p := *spec.Process
+	p := *c.template().process
 	p.Args = o.Cmd
 	p.Terminal = o.Tty
 	p.ConsoleSize = nil
