@@ -102,12 +102,9 @@ type cniIPRange struct {
 func cniPorts(in []PortMapping) ([]cniPortMapping, error) {
 	var out []cniPortMapping
 	for _, pm := range in {
-		proto := strings.ToLower(pm.Protocol)
-		if proto == "" {
-			proto = "tcp"
-		}
-		if proto != "tcp" && proto != "udp" && proto != "sctp" {
-			return nil, fmt.Errorf("%w: port mapping protocol %q (want tcp, udp or sctp)", ErrInvalid, pm.Protocol)
+		proto, err := normalizeProtocol(pm.Protocol)
+		if err != nil {
+			return nil, err
 		}
 		if pm.ContainerPort < 1 || pm.ContainerPort > 65535 || pm.HostPort < 0 || pm.HostPort > 65535 {
 			return nil, fmt.Errorf("%w: port mapping %d->%d out of range", ErrInvalid, pm.HostPort, pm.ContainerPort)

@@ -108,6 +108,19 @@ func validateID(id string) error {
 	return nil
 }
 
+// normalizeProtocol returns a port mapping's protocol lower-cased, tcp
+// when empty; anything but tcp, udp or sctp is an error.
+func normalizeProtocol(p string) (string, error) {
+	proto := strings.ToLower(p)
+	if proto == "" {
+		proto = "tcp"
+	}
+	if proto != "tcp" && proto != "udp" && proto != "sctp" {
+		return "", fmt.Errorf("%w: port mapping protocol %q (want tcp, udp or sctp)", ErrInvalid, p)
+	}
+	return proto, nil
+}
+
 // normalizePorts checks mappings and returns the ones to install: protocol
 // lower-cased, HostIP "" for any address, unexposed ports (HostPort 0)
 // dropped. Only IPv4 host addresses are supported.
@@ -115,12 +128,9 @@ func normalizePorts(in []PortMapping) ([]PortMapping, error) {
 	var out []PortMapping
 	seen := map[portKey]bool{}
 	for _, pm := range in {
-		proto := strings.ToLower(pm.Protocol)
-		if proto == "" {
-			proto = "tcp"
-		}
-		if proto != "tcp" && proto != "udp" && proto != "sctp" {
-			return nil, fmt.Errorf("%w: port mapping protocol %q (want tcp, udp or sctp)", ErrInvalid, pm.Protocol)
+		proto, err := normalizeProtocol(pm.Protocol)
+		if err != nil {
+			return nil, err
 		}
 		if pm.ContainerPort < 1 || pm.ContainerPort > 65535 {
 			return nil, fmt.Errorf("%w: container port %d out of range 1-65535", ErrInvalid, pm.ContainerPort)
