@@ -2,7 +2,6 @@ package cri
 
 import (
 	"context"
-	"encoding/json"
 	"maps"
 	"slices"
 
@@ -24,7 +23,7 @@ func (s *Service) ContainerStatus(ctx context.Context, r *runtime.ContainerStatu
 	}
 	resp := &runtime.ContainerStatusResponse{Status: containerStatus(&info)}
 	if r.Verbose {
-		data, err := json.Marshal(map[string]any{
+		resp.Info = verboseInfo("info", map[string]any{
 			"sandboxID":       info.PodID,
 			"pid":             info.Status.Pid,
 			"restartCount":    info.Status.RestartCount,
@@ -34,9 +33,6 @@ func (s *Service) ContainerStatus(ctx context.Context, r *runtime.ContainerStatu
 			"cgroupPath":      info.Status.CgroupPath,
 			"config":          info.Config,
 		})
-		if err == nil {
-			resp.Info = map[string]string{"info": string(data)}
-		}
 	}
 	return resp, nil
 }

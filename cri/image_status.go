@@ -2,7 +2,6 @@ package cri
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -26,16 +25,13 @@ func (s *Service) ImageStatus(ctx context.Context, r *runtime.ImageStatusRequest
 	}
 	resp := &runtime.ImageStatusResponse{Image: criImage(&img)}
 	if r.Verbose {
-		data, err := json.Marshal(map[string]any{
+		resp.Info = verboseInfo("info", map[string]any{
 			"id":          img.ID,
 			"platform":    img.Platform,
 			"config":      img.Config,
 			"layers":      img.Layers,
 			"annotations": img.Annotations,
 		})
-		if err == nil {
-			resp.Info = map[string]string{"info": string(data)}
-		}
 	}
 	return resp, nil
 }

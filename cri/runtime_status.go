@@ -2,7 +2,6 @@ package cri
 
 import (
 	"context"
-	"encoding/json"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -41,10 +40,7 @@ func (s *Service) Status(ctx context.Context, r *runtime.StatusRequest) (*runtim
 		})
 	}
 	if r.Verbose {
-		data, err := json.Marshal(s.opts.Config)
-		if err == nil {
-			resp.Info = map[string]string{"config": string(data)}
-		}
+		resp.Info = verboseInfo("config", s.opts.Config)
 	}
 	return resp, nil
 }

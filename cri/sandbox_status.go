@@ -2,7 +2,6 @@ package cri
 
 import (
 	"context"
-	"encoding/json"
 	"time"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -26,7 +25,7 @@ func (s *Service) PodSandboxStatus(ctx context.Context, r *runtime.PodSandboxSta
 		resp.ContainersStatuses = append(resp.ContainersStatuses, containerStatus(&c))
 	}
 	if r.Verbose {
-		data, err := json.Marshal(map[string]any{
+		resp.Info = verboseInfo("info", map[string]any{
 			"pid":                     info.ShimPid,
 			"netNamespacePath":        info.NetNSPath,
 			"cgroupPath":              info.CgroupPath,
@@ -34,9 +33,6 @@ func (s *Service) PodSandboxStatus(ctx context.Context, r *runtime.PodSandboxSta
 			"resets":                  info.Resets,
 			"config":                  info.Config,
 		})
-		if err == nil {
-			resp.Info = map[string]string{"info": string(data)}
-		}
 	}
 	return resp, nil
 }

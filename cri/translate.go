@@ -1,6 +1,7 @@
 package cri
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"path/filepath"
@@ -449,6 +450,16 @@ type podFilter interface {
 // matchPod tells whether p passes f's id prefix and label selector.
 func matchPod(f podFilter, p *sandbox.PodInfo) bool {
 	return strings.HasPrefix(p.ID, f.GetId()) && matchLabels(f.GetLabelSelector(), p.Config.Labels)
+}
+
+// verboseInfo is the Info map of a verbose status response: v as JSON under
+// key, or nil when v does not marshal.
+func verboseInfo(key string, v any) map[string]string {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil
+	}
+	return map[string]string{key: string(data)}
 }
 
 func copyMap(m map[string]string) map[string]string {
