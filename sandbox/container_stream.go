@@ -8,7 +8,6 @@ import (
 	"sync"
 
 	"github.com/containerd/errdefs"
-	"github.com/containerd/errdefs/pkg/errgrpc"
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
 	"github.com/warmpod/warmpod/sandbox/shim"
@@ -161,7 +160,7 @@ func (s *session) start(st *shimv1.StreamStart) error {
 	if errors.Is(err, io.EOF) {
 		return nil
 	}
-	return streamErr(err)
+	return err
 }
 
 // pumpStdin forwards stdin until EOF or a read error, then closes the
@@ -219,7 +218,7 @@ func (s *session) receive() (code int, exited bool, _ error) {
 			return code, exited, nil
 		}
 		if err != nil {
-			return code, exited, streamErr(err)
+			return code, exited, err
 		}
 		switch k := out.Kind.(type) {
 		case *shimv1.StreamOutput_Stdout:
@@ -241,17 +240,5 @@ func writeOutput(w io.Writer, p []byte) error {
 		return nil
 	}
 	_, err := w.Write(p)
-	return err
-}
-
-// streamErr turns a gRPC status from a shim stream back into an errdefs-classed
-// error; the shim client's interceptor only converts errors of opening it.
-func streamErr(err error) error {
-	if err == nil {
-		return nil
-	}
-	if n := errgrpc.ToNative(err); n != nil {
-		return n
-	}
 	return err
 }

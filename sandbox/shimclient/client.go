@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -152,7 +153,27 @@ func errorInterceptor(ctx context.Context, method string, req, reply any, cc *gr
 
 func streamErrorInterceptor(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	s, err := streamer(ctx, desc, cc, method, opts...)
-	return s, native(err)
+	if err != nil {
+		return nil, native(err)
+	}
+	return nativeStream{s}, nil
+}
+
+// nativeStream converts the errors of an open stream's messages as
+// errorInterceptor does those of a unary call.
+type nativeStream struct{ grpc.ClientStream }
+
+func (s nativeStream) SendMsg(m any) error { return nativeStreamErr(s.ClientStream.SendMsg(m)) }
+
+func (s nativeStream) RecvMsg(m any) error { return nativeStreamErr(s.ClientStream.RecvMsg(m)) }
+
+// nativeStreamErr is native but for io.EOF, a stream's normal end, which
+// callers test for with errors.Is and which stays as it is.
+func nativeStreamErr(err error) error {
+	if errors.Is(err, io.EOF) {
+		return err
+	}
+	return native(err)
 }
 
 // native turns a gRPC status back into an errdefs-classed error.
