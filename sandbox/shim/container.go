@@ -195,8 +195,7 @@ type ctr struct {
 	// quiet holds back events while the shim restarts the container
 	// itself (a reset, a restart rule): the kubelet sees only where the
 	// restart ends, never the transient exit it would otherwise act on.
-	quiet     bool
-	stdinUsed bool
+	quiet bool
 }
 
 func (c *ctr) template() *template {
@@ -414,7 +413,6 @@ func (s *Shim) slotFor(name string) *slot {
 // Preconditions: c.mu held.
 func (s *Shim) bind(c *ctr, g *gen) {
 	c.gen = g
-	c.stdinUsed = false
 	c.rec.Pid = g.c.Init.Pid()
 	c.rec.CgroupPath = g.c.CgroupPath()
 	c.rec.UpperDir = g.rootfs.Upper

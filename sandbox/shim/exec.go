@@ -113,7 +113,6 @@ type Attachment struct {
 	Stdout, Stderr <-chan []byte
 	// Exited is closed when the container's process has exited.
 	Exited <-chan struct{}
-	Tty    bool
 	c      *ctr
 	g      *gen
 	detach func()
@@ -131,7 +130,7 @@ func (s *Shim) Attach(id string, stdout, stderr bool) (*Attachment, error) {
 		return nil, err
 	}
 	t := c.template()
-	a := &Attachment{Exited: g.exited, Tty: t.tty, c: c, g: g}
+	a := &Attachment{Exited: g.exited, c: c, g: g}
 	var unsub []func()
 	if stdout {
 		ch, cancel := c.stdout.subscribe()
