@@ -6,16 +6,13 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -52,11 +49,12 @@ func startExtraDaemon(t testing.TB, name string, extra ...string) *daemon {
 		socket: filepath.Join(state, "warmpod.sock"), logPath: filepath.Join(base, "daemon.log"),
 		configPath: filepath.Join(base, "config.toml"), bridge: "wpx" + suffix, subnet: subnet,
 		chainPrefix: "WPX" + strings.ToUpper(suffix), cgroupParent: "/warmpod-x-" + suffix,
+		extraArgs: extra,
 	}
 	if err := x.writeConfig(reg.Addr()); err != nil {
 		t.Fatal(err)
 	}
-	if err := x.startWith(extra); err != nil {
+	if err := x.start(); err != nil {
 		t.Fatal(err)
 	}
 	baseline, err := x.takeSnapshot(registryPort())
@@ -99,42 +97,6 @@ func copyFile(from, to string) error {
 		return err
 	}
 	return os.WriteFile(to, data, 0o755)
-}
-
-// startWith runs the daemon with its usual flags plus extra, as start
-// does.
-func (d *daemon) startWith(extra []string) error {
-	logf, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	args := append(d.args(), extra...)
-	fmt.Fprintf(logf, "==== starting %s %s\n", d.bin, strings.Join(args, " "))
-	cmd := exec.Command(d.bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start daemon: %w", err)
-	}
-	d.cmd = cmd
-	d.exited = make(chan struct{})
-	go func(exited chan struct{}) {
-		_ = cmd.Wait()
-		close(exited)
-	}(d.exited)
-	conn, err := grpc.NewClient("unix://"+d.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		d.kill()
-		return fmt.Errorf("dial daemon: %w", err)
-	}
-	d.conn = conn
-	d.rt = runtimeapi.NewRuntimeServiceClient(conn)
-	d.img = runtimeapi.NewImageServiceClient(conn)
-	if err := d.waitReady(); err != nil {
-		d.kill()
-		return err
-	}
-	return nil
 }
 
 // awaitNoLeaksIgnoringFDs is awaitNoLeaks without the daemon's fds: this
@@ -345,10 +307,7 @@ func TestCNI(t *testing.T) {
 		cfg := newPodConfig("cni-restart")
 		podID := runPod(t, cfg)
 		ip := podIP(t, podID)
-		if err := x.stop(); err != nil {
-			t.Fatal(err)
-		}
-		if err := x.startWith(e.args); err != nil {
+		if err := x.restart(false); err != nil {
 			t.Fatal(err)
 		}
 		if got := podIP(t, podID); got != ip {

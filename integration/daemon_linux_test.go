@@ -35,6 +35,9 @@ type daemon struct {
 	subnet       string
 	chainPrefix  string
 	cgroupParent string
+	// extraArgs follow the flags every daemon gets (--cdi-spec-dirs,
+	// --network-mode cni ...).
+	extraArgs []string
 
 	cmd    *exec.Cmd
 	exited chan struct{}
@@ -73,7 +76,7 @@ insecure = [%q]
 }
 
 func (d *daemon) args() []string {
-	return []string{
+	args := []string{
 		"--config", d.configPath,
 		"--root", d.root,
 		"--state", d.state,
@@ -84,6 +87,7 @@ func (d *daemon) args() []string {
 		"--network-chain-prefix", d.chainPrefix,
 		"--cgroup-parent", d.cgroupParent,
 	}
+	return append(args, d.extraArgs...)
 }
 
 // start runs the daemon and waits until its socket answers Version.
