@@ -31,10 +31,7 @@ type imageFS struct {
 
 func newImageFS(img *Image) imageFS {
 	if len(img.Layers) == 0 {
-		if img.Rootfs == "" {
-			return imageFS{}
-		}
-		return imageFS{layers: []string{img.Rootfs}}
+		return imageFS{}
 	}
 	top := make([]string, len(img.Layers))
 	for i, l := range img.Layers {

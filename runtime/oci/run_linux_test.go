@@ -75,7 +75,7 @@ func TestBuiltSpecsRunUnderLibcontainer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img := &Image{Name: "busybox", Rootfs: rootfs}
+	img := &Image{Name: "busybox", Layers: []string{rootfs}}
 
 	tests := []struct {
 		name   string

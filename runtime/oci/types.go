@@ -176,9 +176,6 @@ type Image struct {
 	Entrypoint, Cmd, Env []string
 	// StopSignal is not part of the spec: the runtime reads it when it stops the container.
 	StopSignal string
-	// Rootfs is a directory holding the image's files, used for /etc/passwd and /etc/group lookups when
-	// Layers is empty.
-	Rootfs string
 	// Layers are the unpacked layer directories, bottom first, in overlayfs format (whiteouts are 0/0
 	// character devices, opaque directories carry trusted.overlay.opaque=y). User lookups read /etc/passwd
 	// and /etc/group through them as the merged view would show them.

@@ -76,7 +76,6 @@ func TestResolveUser(t *testing.T) {
 		{name: "negative supplemental group", sec: Security{SupplementalGroups: []int64{-5}}, img: img(""), wantErr: "out of range"},
 		{name: "no passwd: numeric user", img: &Image{User: "1000:1000"}, want: specs.User{UID: 1000, GID: 1000}},
 		{name: "no passwd: user name", img: &Image{User: "app"}, wantErr: `user "app"`},
-		{name: "rootfs instead of layers", img: &Image{User: "app", Rootfs: layer}, want: specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{44, 50}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
