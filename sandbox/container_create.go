@@ -106,14 +106,13 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg Contain
 		logPath = filepath.Join(p.meta.Config.LogDirectory, cfg.LogPath)
 	}
 	meta := containerMeta{
-		ID:         id,
-		PodID:      p.meta.ID,
-		Config:     cfg,
-		ImageID:    img.ID,
-		ImageName:  imageName(cfg.Image, &img),
-		CreatedAt:  nowNanos(),
-		LogPath:    logPath,
-		StopSignal: stopSignal,
+		ID:        id,
+		PodID:     p.meta.ID,
+		Config:    cfg,
+		ImageID:   img.ID,
+		ImageName: imageName(cfg.Image, &img),
+		CreatedAt: nowNanos(),
+		LogPath:   logPath,
 	}
 	if spec.Process != nil {
 		u := spec.Process.User

@@ -56,8 +56,6 @@ type pod struct {
 	mu     sync.Mutex
 	status podStatus
 	shim   *shimclient.Client
-	// stopped is meta.Stopped after the pod was stopped.
-	stopped bool
 }
 
 // Update changes the pod's status through fn under the pod's lock; fn's
@@ -99,8 +97,6 @@ type containerMeta struct {
 	ImageName string          `json:"imageName"`
 	CreatedAt int64           `json:"createdAt"`
 	LogPath   string          `json:"logPath,omitempty"`
-	// StopSignal is the image's STOPSIGNAL as a number (0: SIGTERM).
-	StopSignal int `json:"stopSignal,omitempty"`
 	// User is the process identity of the container's spec, which
 	// ContainerStatus reports.
 	User *specs.User `json:"user,omitempty"`

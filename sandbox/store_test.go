@@ -1,0 +1,39 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+// TestContainerRecordOfOlderDaemon loads a container record written when
+// the metadata still held the image's stop signal: the field is ignored.
+func TestContainerRecordOfOlderDaemon(t *testing.T) {
+	s, err := newMetaStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	old := json.RawMessage(`{"id":"c1","podID":"p1","config":{"name":"app","stopSignal":"SIGUSR1"},` +
+		`"imageID":"sha256:abc","imageName":"busybox","createdAt":7,"logPath":"/l","stopSignal":15,"user":{"uid":1}}`)
+	if err := s.put("containers", "c1", old); err != nil {
+		t.Fatal(err)
+	}
+	var got []containerRecord
+	errs := s.load("containers", func(data []byte) error {
+		var rec containerRecord
+		if err := json.Unmarshal(data, &rec); err != nil {
+			return err
+		}
+		got = append(got, rec)
+		return nil
+	})
+	if len(errs) > 0 || len(got) != 1 {
+		t.Fatalf("load = %v, %v", got, errs)
+	}
+	m := got[0].containerMeta
+	if m.ID != "c1" || m.PodID != "p1" || m.Config.Name != "app" || m.Config.StopSignal != "SIGUSR1" ||
+		m.ImageID != "sha256:abc" || m.ImageName != "busybox" || m.CreatedAt != 7 || m.LogPath != "/l" ||
+		m.User == nil || m.User.UID != 1 {
+		t.Errorf("record = %+v", m)
+	}
+}
