@@ -23,9 +23,6 @@ import (
 	_ "github.com/opencontainers/cgroups/devices"
 )
 
-// ErrNotRunning is returned for operations that need a live process.
-var ErrNotRunning = errors.New("container is not running")
-
 // Engine creates containers whose libcontainer state lives under one
 // directory (a pod's state dir, in the shim).
 type Engine struct {

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -730,7 +729,7 @@ func (s *Shim) destroy(g *gen) {
 		// The monitor still reads the container's cgroup after the exit.
 		<-g.exited
 	}
-	if err := g.c.Destroy(); err != nil && !errors.Is(err, container.ErrNotRunning) {
+	if err := g.c.Destroy(); err != nil {
 		s.log.WithError(err).WithField("gen", g.id).Warn("destroy container generation")
 	}
 	g.waitDrained()
