@@ -12,7 +12,7 @@ import (
 // from before.
 func assertUnchanged(t *testing.T, before snapshot, pods, ctrs int) {
 	t.Helper()
-	diff, err := d.awaitNoLeaks(before, registryPort())
+	diff, err := d.awaitNoLeaks(before)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestBadPodConfig(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pods, ctrs := counts(t)
-			before, err := d.takeSnapshot(registryPort())
+			before, err := d.takeSnapshot()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -121,7 +121,7 @@ func TestBadContainerConfig(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pods, ctrs := counts(t)
-			before, err := d.takeSnapshot(registryPort())
+			before, err := d.takeSnapshot()
 			if err != nil {
 				t.Fatal(err)
 			}

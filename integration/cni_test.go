@@ -57,7 +57,7 @@ func startExtraDaemon(t testing.TB, name string, extra ...string) *daemon {
 	if err := x.start(); err != nil {
 		t.Fatal(err)
 	}
-	baseline, err := x.takeSnapshot(registryPort())
+	baseline, err := x.takeSnapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,8 @@ func startExtraDaemon(t testing.TB, name string, extra ...string) *daemon {
 			if err := removeAllPods(); err != nil {
 				errs = append(errs, fmt.Errorf("remove pods: %w", err))
 			}
-			if diff, err := x.awaitNoLeaksIgnoringFDs(baseline); err != nil || len(diff) > 0 {
+			// Not its fds: this daemon had no warm-up pod before its baseline.
+			if diff, err := x.awaitNoLeaks(baseline, kindFDs); err != nil || len(diff) > 0 {
 				errs = append(errs, fmt.Errorf("the %s daemon left: %v %v", name, diff, err))
 			}
 			if err := x.stop(); err != nil {
@@ -97,25 +98,6 @@ func copyFile(from, to string) error {
 		return err
 	}
 	return os.WriteFile(to, data, 0o755)
-}
-
-// awaitNoLeaksIgnoringFDs is awaitNoLeaks without the daemon's fds: this
-// daemon had no warm-up pod before its baseline.
-func (d *daemon) awaitNoLeaksIgnoringFDs(before snapshot) ([]string, error) {
-	delete(before, kindFDs)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		after, err := d.takeSnapshot(registryPort())
-		if err != nil {
-			return nil, err
-		}
-		delete(after, kindFDs)
-		diff := before.diff(after)
-		if len(diff) == 0 || time.Now().After(deadline) {
-			return diff, nil
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // debianCNIDir is where Debian's containernetworking-plugins installs the

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -31,10 +32,10 @@ const (
 	kindFDs       = "daemon fds"
 )
 
-// takeSnapshot records the host state the daemon is responsible for.
-// registryPort is ignored in the daemon's TCP connections: idle keep-alive
-// connections to the test registry come and go with the HTTP client's pool.
-func (d *daemon) takeSnapshot(registryPort string) (snapshot, error) {
+// takeSnapshot records the host state the daemon is responsible for. The
+// daemon's TCP connections to the test registry are left out: idle
+// keep-alive connections come and go with the HTTP client's pool.
+func (d *daemon) takeSnapshot() (snapshot, error) {
 	s := snapshot{}
 	var err error
 	if s[kindMounts], s[kindNetNS], err = d.mounts(); err != nil {
@@ -53,7 +54,7 @@ func (d *daemon) takeSnapshot(registryPort string) (snapshot, error) {
 		return nil, err
 	}
 	if pid := d.pid(); pid > 0 {
-		if s[kindFDs], err = fds(pid, registryPort); err != nil {
+		if s[kindFDs], err = fds(pid, registryPort()); err != nil {
 			return nil, err
 		}
 	}
@@ -119,13 +120,21 @@ func multisetDiff(a, b []string) (added, removed []string) {
 
 // awaitNoLeaks compares snapshots until after matches before, or 20 s
 // pass: processes exit and connections close a moment after the RPC that
-// ends them returns. It returns the last difference.
-func (d *daemon) awaitNoLeaks(before snapshot, registryPort string) ([]string, error) {
+// ends them returns. Kinds named in ignore are not compared. It returns
+// the last difference.
+func (d *daemon) awaitNoLeaks(before snapshot, ignore ...string) ([]string, error) {
+	before = maps.Clone(before)
+	for _, k := range ignore {
+		delete(before, k)
+	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		after, err := d.takeSnapshot(registryPort)
+		after, err := d.takeSnapshot()
 		if err != nil {
 			return nil, err
+		}
+		for _, k := range ignore {
+			delete(after, k)
 		}
 		diff := before.diff(after)
 		if len(diff) == 0 || time.Now().After(deadline) {

@@ -147,7 +147,7 @@ func setUp() (*suite, error) {
 	if err := d.start(); err != nil {
 		return s, err
 	}
-	if s.baseline, err = d.takeSnapshot(registryPort()); err != nil {
+	if s.baseline, err = d.takeSnapshot(); err != nil {
 		return s, fmt.Errorf("baseline snapshot: %w", err)
 	}
 	if err := warmUp(); err != nil {
@@ -155,7 +155,7 @@ func setUp() (*suite, error) {
 	}
 	// The daemon's fds are compared with their state after the warm-up;
 	// everything else with the host before the first pod.
-	warm, err := d.takeSnapshot(registryPort())
+	warm, err := d.takeSnapshot()
 	if err != nil {
 		return s, fmt.Errorf("baseline snapshot: %w", err)
 	}
@@ -290,7 +290,7 @@ func (s *suite) checkLeaks() error {
 	if err := removeAllPods(); err != nil {
 		return fmt.Errorf("leak check: remove pods: %w", err)
 	}
-	diff, err := d.awaitNoLeaks(s.baseline, registryPort())
+	diff, err := d.awaitNoLeaks(s.baseline)
 	if err != nil {
 		return fmt.Errorf("leak check: %w", err)
 	}
