@@ -132,14 +132,30 @@ type loggedStream struct {
 
 func (l *loggedStream) Context() context.Context { return l.ctx }
 
-func isRead(rpc string) bool {
-	for _, p := range []string{"List", "Status", "Version", "ImageFsInfo", "ContainerStats", "PodSandboxStats", "RuntimeConfig"} {
-		if strings.HasPrefix(rpc, p) || strings.HasSuffix(rpc, p) {
-			return true
-		}
-	}
-	return false
+// readRPCs are the unary RPCs that change nothing, logged at Trace. They are
+// named in full: matching on parts of a name took UpdateRuntimeConfig for
+// the RuntimeConfig read.
+var readRPCs = map[string]bool{
+	"Version":               true,
+	"Status":                true,
+	"RuntimeConfig":         true,
+	"ListPodSandbox":        true,
+	"PodSandboxStatus":      true,
+	"PodSandboxStats":       true,
+	"ListPodSandboxStats":   true,
+	"ListContainers":        true,
+	"ContainerStatus":       true,
+	"ContainerStats":        true,
+	"ListContainerStats":    true,
+	"ListMetricDescriptors": true,
+	"ListPodSandboxMetrics": true,
+	"ListImages":            true,
+	"ImageStatus":           true,
+	"ImageFsInfo":           true,
+	"PodStatus":             true,
 }
+
+func isRead(rpc string) bool { return readRPCs[rpc] }
 
 func requestID() string {
 	b := make([]byte, 8)
