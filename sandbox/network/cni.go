@@ -40,9 +40,6 @@ const DefaultCNIConfDir = "/etc/cni/net.d"
 // DefaultCNIBinDirs are the plugin directories searched by default.
 var DefaultCNIBinDirs = []string{"/opt/cni/bin", "/usr/lib/cni"}
 
-// cniIfName is the pod's interface, as the kubelet's runtimes name it.
-const cniIfName = "eth0"
-
 // cniDelTimeout bounds the DEL that rolls back a failed ADD, which runs
 // even when the request's context has ended.
 const cniDelTimeout = time.Minute
@@ -271,7 +268,7 @@ func (c *CNI) Setup(ctx context.Context, pod Pod) (_ Result, retErr error) {
 		return Result{}, fmt.Errorf("set up network of pod %q: %w", pod.ID, err)
 	}
 	rec := &cniRecord{
-		ID: pod.ID, ConfFile: file, Config: list.Bytes, NetNS: pod.NetNS, IfName: cniIfName,
+		ID: pod.ID, ConfFile: file, Config: list.Bytes, NetNS: pod.NetNS, IfName: podInterface,
 		Args: cniArgs(pod), CapabilityArgs: capArgs,
 	}
 	if err := c.records.save(rec.ID, rec); err != nil {
@@ -300,7 +297,7 @@ func (c *CNI) Setup(ctx context.Context, pod Pod) (_ Result, retErr error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("set up network of pod %q: CNI ADD of network %q (%s): %w", pod.ID, list.Name, file, err)
 	}
-	res, err := cniResult(r, cniIfName)
+	res, err := cniResult(r, podInterface)
 	if err != nil {
 		return Result{}, fmt.Errorf("set up network of pod %q: network %q (%s): %w", pod.ID, list.Name, file, err)
 	}

@@ -91,6 +91,10 @@ var (
 	ErrNoAddresses = errors.New("no free pod IP address")
 )
 
+// podInterface is the pod's interface in either network (the pod side of
+// the embedded network's veth), as the kubelet's runtimes name it.
+const podInterface = "eth0"
+
 // maxIDLen bounds pod IDs, which name state files (CRI sandbox IDs are 64
 // hex characters).
 const maxIDLen = 128

@@ -24,9 +24,6 @@ type podState struct {
 	Complete     bool          `json:"complete"`
 }
 
-// podInterface is the pod side of every veth.
-const podInterface = "eth0"
-
 func (s *podState) result() (Result, error) {
 	ip, err := netip.ParseAddr(s.IP)
 	if err != nil {
