@@ -19,17 +19,8 @@ func assertUnchanged(t *testing.T, before snapshot, pods, ctrs int) {
 	for _, l := range diff {
 		t.Errorf("left behind: %s", l)
 	}
-	ctx := testCtx(t)
-	p, err := d.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := d.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(p.Items) != pods || len(c.Containers) != ctrs {
-		t.Errorf("%d pods and %d containers listed, want %d and %d", len(p.Items), len(c.Containers), pods, ctrs)
+	if p, c := counts(t); p != pods || c != ctrs {
+		t.Errorf("%d pods and %d containers listed, want %d and %d", p, c, pods, ctrs)
 	}
 }
 
