@@ -49,10 +49,13 @@ func resolveUser(sec *Security, img *Image) (specs.User, error) {
 	case "", "Merge":
 		// The /etc/group memberships belong to the user alone: an explicit group in the image's User
 		// ("app:staff") picks the primary gid, it does not cancel the user's memberships.
+		// Without a group the lookup above already gave the memberships.
 		name, _, _ := strings.Cut(spec, ":")
-		member, err := user.GetExecUser(name, nil, reader(passwd), reader(group))
-		if err != nil {
-			return specs.User{}, invalidf("user %q: %w", name, err)
+		member := exec
+		if name != spec {
+			if member, err = user.GetExecUser(name, nil, reader(passwd), reader(group)); err != nil {
+				return specs.User{}, invalidf("user %q: %w", name, err)
+			}
 		}
 		for _, g := range member.Sgids {
 			gids = append(gids, uint32(g))
