@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -91,10 +92,10 @@ func (f *firewall) baseRules() []rule {
 	comment := []string{"-m", "comment", "--comment", "warmpod " + f.bridge}
 	local := []string{"-m", "addrtype", "--dst-type", "LOCAL"}
 	return []rule{
-		{table: "nat", chain: "PREROUTING", spec: concat(local, comment, []string{"-j", f.hostportsChain()})},
-		{table: "nat", chain: "OUTPUT", spec: concat(local, comment, []string{"-j", f.hostportsChain()})},
-		{table: "nat", chain: "POSTROUTING", spec: concat(comment, []string{"-j", f.postroutingChain()})},
-		{table: "filter", chain: "FORWARD", insert: true, spec: concat(comment, []string{"-j", f.forwardChain()})},
+		{table: "nat", chain: "PREROUTING", spec: slices.Concat(local, comment, []string{"-j", f.hostportsChain()})},
+		{table: "nat", chain: "OUTPUT", spec: slices.Concat(local, comment, []string{"-j", f.hostportsChain()})},
+		{table: "nat", chain: "POSTROUTING", spec: slices.Concat(comment, []string{"-j", f.postroutingChain()})},
+		{table: "filter", chain: "FORWARD", insert: true, spec: slices.Concat(comment, []string{"-j", f.forwardChain()})},
 		{table: "filter", chain: f.forwardChain(), spec: []string{"-i", f.bridge, "-j", "ACCEPT"}},
 		{table: "filter", chain: f.forwardChain(), spec: []string{"-o", f.bridge, "-j", "ACCEPT"}},
 		// A host port reached from the node as 127.0.0.1 leaves through the
@@ -282,12 +283,4 @@ func (f *firewall) uninstall() error {
 		}
 	}
 	return nil
-}
-
-func concat(parts ...[]string) []string {
-	var out []string
-	for _, p := range parts {
-		out = append(out, p...)
-	}
-	return out
 }
