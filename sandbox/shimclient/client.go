@@ -31,8 +31,7 @@ const startTimeout = 30 * time.Second
 // errdefs class the shim gave them (errors.Is(err, errdefs.ErrNotFound)).
 type Client struct {
 	shimv1.ShimClient
-	conn     *grpc.ClientConn
-	StateDir string
+	conn *grpc.ClientConn
 	// Pid of the shim process.
 	Pid int
 }
@@ -133,7 +132,7 @@ func Connect(stateDir string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to shim at %s: %w", sock, err)
 	}
-	return &Client{ShimClient: shimv1.NewShimClient(conn), conn: conn, StateDir: stateDir}, nil
+	return &Client{ShimClient: shimv1.NewShimClient(conn), conn: conn}, nil
 }
 
 // Close closes the connection; the shim keeps running.
@@ -187,6 +186,3 @@ func native(err error) error {
 	}
 	return n
 }
-
-// ErrShimGone reports that a pod's shim is not running.
-var ErrShimGone = errors.New("shim is not running")
