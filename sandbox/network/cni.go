@@ -187,7 +187,7 @@ func (c *CNI) UpdatePodCIDR(cidr string) error {
 
 // capabilityArgs are the runtimeConfig values offered to the plugins;
 // libcni passes each only to plugins that declare the capability.
-func (c *CNI) capabilityArgs(pod Pod, annotations map[string]string) (map[string]any, error) {
+func (c *CNI) capabilityArgs(pod Pod) (map[string]any, error) {
 	args := map[string]any{}
 	ports, err := cniPorts(pod.PortMappings)
 	if err != nil {
@@ -196,7 +196,7 @@ func (c *CNI) capabilityArgs(pod Pod, annotations map[string]string) (map[string
 	if len(ports) > 0 {
 		args["portMappings"] = ports
 	}
-	bw, err := bandwidthOf(annotations)
+	bw, err := bandwidthOf(pod.Annotations)
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +237,7 @@ func (c *CNI) Setup(ctx context.Context, pod Pod) (_ Result, retErr error) {
 	if pod.NetNS == "" {
 		return Result{}, fmt.Errorf("%w: pod %q has no network namespace path", ErrInvalid, pod.ID)
 	}
-	capArgs, err := c.capabilityArgs(pod, pod.Annotations)
+	capArgs, err := c.capabilityArgs(pod)
 	if err != nil {
 		return Result{}, err
 	}
