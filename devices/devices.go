@@ -102,9 +102,6 @@ func (r *Resolver) Close() error {
 	return r.cache.Configure(cdi.WithAutoRefresh(false))
 }
 
-// Devices lists the qualified names of the devices the CDI specs define.
-func (r *Resolver) Devices() []string { return r.cache.ListDevices() }
-
 // Requested collects the CDI devices a container asks for: the names of the
 // CRI cdi_devices field first, then those of cdi.k8s.io/* annotations of
 // each map in turn (the container's, then the pod's), each annotation map
