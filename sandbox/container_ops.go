@@ -21,15 +21,20 @@ func (m *Manager) containerClient(id string) (*container, *shimclient.Client, er
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := m.getPod(c.meta.PodID)
-	if err != nil {
-		return nil, nil, err
-	}
-	client, err := p.client()
+	client, err := m.podClient(c)
 	if err != nil {
 		return nil, nil, err
 	}
 	return c, client, nil
+}
+
+// podClient returns the shim of container c's pod.
+func (m *Manager) podClient(c *container) (*shimclient.Client, error) {
+	p, err := m.getPod(c.meta.PodID)
+	if err != nil {
+		return nil, err
+	}
+	return p.client()
 }
 
 // StartContainer starts a created container.
@@ -100,15 +105,13 @@ func (m *Manager) RemoveContainer(ctx context.Context, id string) error {
 	}); err != nil {
 		return err
 	}
-	if p, err := m.getPod(c.meta.PodID); err == nil {
-		if client, err := p.client(); err == nil {
-			if _, err := client.RemoveContainer(ctx, &shimv1.ContainerRequest{Id: c.meta.ID}); err != nil && !errdefs.IsNotFound(err) {
-				_ = c.Update(func(s containerStatus) (containerStatus, error) {
-					s.Removing = false
-					return s, nil
-				})
-				return fmt.Errorf("remove container %s: %w", c.meta.ID, err)
-			}
+	if client, err := m.podClient(c); err == nil {
+		if _, err := client.RemoveContainer(ctx, &shimv1.ContainerRequest{Id: c.meta.ID}); err != nil && !errdefs.IsNotFound(err) {
+			_ = c.Update(func(s containerStatus) (containerStatus, error) {
+				s.Removing = false
+				return s, nil
+			})
+			return fmt.Errorf("remove container %s: %w", c.meta.ID, err)
 		}
 	}
 	m.forgetContainer(c)
