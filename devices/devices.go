@@ -110,20 +110,17 @@ func (r *Resolver) Close() error {
 func Requested(names []string, annotations ...map[string]string) ([]string, error) {
 	var out []string
 	seen := map[string]bool{}
-	add := func(n, source string) error {
-		if _, _, _, err := parser.ParseQualifiedName(n); err != nil {
-			return fmt.Errorf("%w: %s: CDI device name %q: %w", ErrInvalid, source, n, err)
-		}
+	add := func(n string) {
 		if !seen[n] {
 			seen[n] = true
 			out = append(out, n)
 		}
-		return nil
 	}
 	for i, n := range names {
-		if err := add(n, fmt.Sprintf("cdi_devices[%d]", i)); err != nil {
-			return nil, err
+		if _, _, _, err := parser.ParseQualifiedName(n); err != nil {
+			return nil, fmt.Errorf("%w: cdi_devices[%d]: CDI device name %q: %w", ErrInvalid, i, n, err)
 		}
+		add(n)
 	}
 	for _, ann := range annotations {
 		keys := make([]string, 0, len(ann))
@@ -135,14 +132,13 @@ func Requested(names []string, annotations ...map[string]string) ([]string, erro
 		sort.Strings(keys)
 		for _, k := range keys {
 			// One key at a time keeps the order of the value's list.
+			// ParseAnnotations rejects any name that is not qualified.
 			_, devs, err := cdi.ParseAnnotations(map[string]string{k: ann[k]})
 			if err != nil {
 				return nil, fmt.Errorf("%w: annotation %s: %w", ErrInvalid, k, err)
 			}
 			for _, n := range devs {
-				if err := add(n, "annotation "+k); err != nil {
-					return nil, err
-				}
+				add(n)
 			}
 		}
 	}
