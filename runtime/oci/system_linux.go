@@ -3,7 +3,6 @@ package oci
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,7 +17,6 @@ type osSystem struct{}
 
 func (osSystem) Hostname() (string, error)                { return os.Hostname() }
 func (osSystem) EvalSymlinks(path string) (string, error) { return filepath.EvalSymlinks(path) }
-func (osSystem) Stat(path string) (fs.FileInfo, error)    { return os.Stat(path) }
 func (osSystem) ReadFile(path string) ([]byte, error)     { return os.ReadFile(path) }
 
 func (osSystem) MountPropagation(path string) (string, string, error) {
