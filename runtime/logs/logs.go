@@ -64,9 +64,6 @@ func openFile(path string) (*os.File, error) {
 	return f, nil
 }
 
-// Path is where the log is written.
-func (l *File) Path() string { return l.path }
-
 // Write writes one record.
 func (l *File) Write(stream string, partial bool, ts time.Time, line []byte) error {
 	l.mu.Lock()
