@@ -8,8 +8,10 @@
 // are applied to the spec of every later container of that set in the pod.
 // The daemon rebuilds a container's spec on every CreateContainer (the
 // kubelet's in-place restart path), so a pod's resets never read CDI specs
-// or stat device nodes again, and every generation gets the same spec —
-// which is what lets the pod's shim serve it from a pre-created generation.
+// again, and every generation gets the same spec — which is what lets the
+// pod's shim serve it from a pre-created generation. Applying the edits
+// still stats each host device node (the CDI library does on every apply),
+// but the nodes were completed when first resolved, so that changes nothing.
 //
 // CDI spec files are read by the CDI library's cache, which watches the spec
 // directories and reloads on change: a changed spec reaches new pods (and
