@@ -100,12 +100,10 @@ func (p *Proc) Resize(width, height uint16) error {
 }
 
 func (p *Proc) wait() {
-	state, err := p.lp.Wait()
+	state, _ := p.lp.Wait()
 	code := 255
 	if state != nil {
 		code = exitCode(state)
-	} else if err != nil {
-		code = 255
 	}
 	p.mu.Lock()
 	p.exitCode = code
