@@ -71,20 +71,19 @@ func (s *Shim) ExecSync(ctx context.Context, id string, cmd []string, timeout ti
 	select {
 	case <-proc.Done():
 	case <-expired:
-		_ = proc.Signal(9)
-		<-proc.Done()
-		waitOrTimeout(&wg)
-		proc.IO.Close()
-		return nil, nil, 0, fmt.Errorf("exec in container %q timed out after %s: %w", id, timeout, context.DeadlineExceeded)
+		err = fmt.Errorf("exec in container %q timed out after %s: %w", id, timeout, context.DeadlineExceeded)
 	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
 		_ = proc.Signal(9)
 		<-proc.Done()
-		waitOrTimeout(&wg)
-		proc.IO.Close()
-		return nil, nil, 0, ctx.Err()
 	}
 	waitOrTimeout(&wg)
 	proc.IO.Close()
+	if err != nil {
+		return nil, nil, 0, err
+	}
 	code, _ = proc.Exit()
 	return outBuf.Bytes(), errBuf.Bytes(), code, nil
 }
