@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -93,7 +95,7 @@ func (s *Store) ingest(ctx context.Context, src *source) (Image, error) {
 	rec := &record{
 		ID:          src.configDigest.String(),
 		Config:      convertConfig(src.config.Config),
-		Annotations: cloneMap(src.annotations),
+		Annotations: maps.Clone(src.annotations),
 		Platform:    platformString(src.config),
 	}
 	for i, l := range src.layers {
@@ -149,7 +151,7 @@ func (s *Store) commitLocked(rec *record, src *source) (Image, []string, error) 
 	} else {
 		r.Removed, r.Dangling = false, false
 		for _, b := range rec.Blobs {
-			if !contains(r.Blobs, b) {
+			if !slices.Contains(r.Blobs, b) {
 				r.Blobs = append(r.Blobs, b)
 			}
 		}
@@ -183,15 +185,6 @@ func (s *Store) commitLocked(rec *record, src *source) (Image, []string, error) 
 		logrus.WithError(err).Warn("image store: garbage collection after pull")
 	}
 	return img, trash, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // writeBlob stores a small blob after checking it hashes to its digest.

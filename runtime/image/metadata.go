@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"sort"
@@ -48,7 +49,7 @@ func (r *record) clone() *record {
 	c.Config = r.Config.clone()
 	c.DiffIDs = slices.Clone(r.DiffIDs)
 	c.Blobs = slices.Clone(r.Blobs)
-	c.Annotations = cloneMap(r.Annotations)
+	c.Annotations = maps.Clone(r.Annotations)
 	return &c
 }
 

@@ -27,6 +27,7 @@ package image
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -359,7 +360,7 @@ func (s *Store) toImage(r *record) Image {
 		RepoDigests: append([]string(nil), r.RepoDigests...),
 		Size:        r.Size,
 		Config:      r.Config.clone(),
-		Annotations: cloneMap(r.Annotations),
+		Annotations: maps.Clone(r.Annotations),
 		Pinned:      r.Pinned,
 		Platform:    r.Platform,
 	}
@@ -374,21 +375,10 @@ func (c Config) clone() Config {
 	c.Entrypoint = append([]string(nil), c.Entrypoint...)
 	c.Cmd = append([]string(nil), c.Cmd...)
 	c.Env = append([]string(nil), c.Env...)
-	c.Labels = cloneMap(c.Labels)
+	c.Labels = maps.Clone(c.Labels)
 	c.ExposedPorts = append([]string(nil), c.ExposedPorts...)
 	c.Volumes = append([]string(nil), c.Volumes...)
 	return c
-}
-
-func cloneMap(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 func (s *Store) tmpDir() string       { return filepath.Join(s.root, "tmp") }
