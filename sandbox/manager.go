@@ -77,6 +77,9 @@ type Manager struct {
 	podNames *registrar
 	ctrNames *registrar
 	vols     *imageVolumes
+	// userNSProbe is probeUserNS of the root and state dirs, run once: the
+	// kernel and the filesystem do not change while the daemon runs.
+	userNSProbe func() error
 
 	// mu guards the two indexes only.
 	mu   sync.RWMutex
@@ -107,15 +110,16 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{
-		opts:     opts,
-		meta:     meta,
-		events:   broadcast.New[Event](eventBuffer),
-		log:      opts.Log,
-		podNames: newRegistrar(),
-		ctrNames: newRegistrar(),
-		vols:     newImageVolumes(opts.StateDir, opts.Images, overlayMounter{}),
-		pods:     make(map[string]*pod),
-		ctrs:     make(map[string]*container),
+		opts:        opts,
+		meta:        meta,
+		events:      broadcast.New[Event](eventBuffer),
+		log:         opts.Log,
+		podNames:    newRegistrar(),
+		ctrNames:    newRegistrar(),
+		vols:        newImageVolumes(opts.StateDir, opts.Images, overlayMounter{}),
+		userNSProbe: sync.OnceValue(func() error { return probeUserNS(opts.RootDir, opts.StateDir) }),
+		pods:        make(map[string]*pod),
+		ctrs:        make(map[string]*container),
 	}
 	if err := m.recover(ctx); err != nil {
 		return nil, err

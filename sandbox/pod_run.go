@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -227,30 +226,13 @@ func netnsIDMaps(ms []oci.IDMapping) []netns.IDMap {
 	return out
 }
 
-// userNSProbes caches, per root dir, what probeUserNS found: the kernel and
-// the filesystem do not change while the daemon runs.
-var userNSProbes struct {
-	mu    sync.Mutex
-	found map[string]error
-}
-
 // UserNamespaces tells whether pods may have user namespaces of their own
 // (CRI user namespace mode POD) on this node, and if not, why: the kernel
 // must make them and id-map the image layers for overlayfs (probed once),
 // and the pods' containers, root only inside their user namespace, must be
 // able to reach their root filesystems under the root dir.
 func (m *Manager) UserNamespaces() error {
-	userNSProbes.mu.Lock()
-	err, done := userNSProbes.found[m.opts.RootDir]
-	if !done {
-		err = probeUserNS(m.opts.RootDir, m.opts.StateDir)
-		if userNSProbes.found == nil {
-			userNSProbes.found = make(map[string]error)
-		}
-		userNSProbes.found[m.opts.RootDir] = err
-	}
-	userNSProbes.mu.Unlock()
-	if err != nil {
+	if err := m.userNSProbe(); err != nil {
 		return err
 	}
 	return searchable(filepath.Join(m.opts.RootDir, "pods"))
