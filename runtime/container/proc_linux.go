@@ -25,6 +25,22 @@ type Stdio struct {
 	Console console.Console
 }
 
+// ErrNoStdin is returned by Write for a process started with neither a
+// terminal nor a stdin pipe.
+var ErrNoStdin = errors.New("process has no stdin")
+
+// Write writes p to the process's input: its terminal when it has one,
+// otherwise its stdin pipe.
+func (s *Stdio) Write(p []byte) (int, error) {
+	switch {
+	case s.Console != nil:
+		return s.Console.Write(p)
+	case s.Stdin != nil:
+		return s.Stdin.Write(p)
+	}
+	return 0, ErrNoStdin
+}
+
 // Close releases every stream the shim holds.
 func (s *Stdio) Close() {
 	for _, f := range []*os.File{s.Stdin, s.Stdout, s.Stderr} {

@@ -3,6 +3,7 @@ package shim
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -154,16 +155,11 @@ func (a *Attachment) Detach() { a.detach() }
 
 // WriteStdin writes to the container's stdin.
 func (a *Attachment) WriteStdin(p []byte) error {
-	io := a.g.c.Init.IO
-	switch {
-	case io.Console != nil:
-		_, err := io.Console.Write(p)
-		return err
-	case io.Stdin != nil:
-		_, err := io.Stdin.Write(p)
-		return err
+	_, err := a.g.c.Init.IO.Write(p)
+	if errors.Is(err, container.ErrNoStdin) {
+		return fmt.Errorf("container %q was not created with stdin: %w", a.c.id, errdefs.ErrFailedPrecondition)
 	}
-	return fmt.Errorf("container %q was not created with stdin: %w", a.c.id, errdefs.ErrFailedPrecondition)
+	return err
 }
 
 // CloseStdin closes the container's stdin when it was created with

@@ -238,12 +238,7 @@ func (v *server) Exec(stream shimv1.Shim_ExecServer) error {
 			}
 			switch k := in.Kind.(type) {
 			case *shimv1.StreamInput_Stdin:
-				switch {
-				case proc.IO.Console != nil:
-					_, _ = proc.IO.Console.Write(k.Stdin)
-				case proc.IO.Stdin != nil:
-					_, _ = proc.IO.Stdin.Write(k.Stdin)
-				}
+				_, _ = proc.IO.Write(k.Stdin)
 			case *shimv1.StreamInput_Resize:
 				_ = proc.Resize(uint16(k.Resize.Width), uint16(k.Resize.Height))
 			case *shimv1.StreamInput_CloseStdin:
