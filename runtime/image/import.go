@@ -193,6 +193,8 @@ func layoutRefName(a map[string]string) string {
 	return ""
 }
 
+// pickPlatformDesc finds the first image manifest of ds that runs on want (an empty field of want matches
+// anything).
 func pickPlatformDesc(ds []v1.Descriptor, want v1.Platform) (v1.Descriptor, error) {
 	for _, d := range ds {
 		if d.MediaType.IsImage() && d.Platform != nil && d.Platform.Satisfies(want) {

@@ -104,12 +104,7 @@ func pickPlatform(idx v1.ImageIndex, want v1.Platform) (v1.Descriptor, error) {
 	if err != nil {
 		return v1.Descriptor{}, fmt.Errorf("read index: %w", err)
 	}
-	for _, d := range m.Manifests {
-		if d.MediaType.IsImage() && d.Platform != nil && d.Platform.Satisfies(want) {
-			return d, nil
-		}
-	}
-	return v1.Descriptor{}, fmt.Errorf("no image for platform %s: %w", want.String(), ErrNotFound)
+	return pickPlatformDesc(m.Manifests, want)
 }
 
 // fillFromImage takes the manifest, config and layers of img (a registry or layout image whose layers
