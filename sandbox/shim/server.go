@@ -99,12 +99,7 @@ func (v *server) RemoveContainer(ctx context.Context, r *shimv1.ContainerRequest
 }
 
 func (v *server) ListContainers(ctx context.Context, _ *shimv1.ListContainersRequest) (*shimv1.ListContainersResponse, error) {
-	recs := v.s.List()
-	out := make([]*shimv1.ContainerState, 0, len(recs))
-	for _, r := range recs {
-		out = append(out, ToProto(r))
-	}
-	return &shimv1.ListContainersResponse{Containers: out}, nil
+	return &shimv1.ListContainersResponse{Containers: toProtos(v.s.List())}, nil
 }
 
 func (v *server) ExecSync(ctx context.Context, r *shimv1.ExecSyncRequest) (*shimv1.ExecSyncResponse, error) {
@@ -119,11 +114,7 @@ func (v *server) ReopenLog(ctx context.Context, r *shimv1.ContainerRequest) (*sh
 	if err := v.s.ReopenLog(r.Id); err != nil {
 		return nil, err
 	}
-	rec, err := v.s.Get(r.Id)
-	if err != nil {
-		return nil, err
-	}
-	return &shimv1.ContainerResponse{State: ToProto(rec)}, nil
+	return v.current(r.Id)
 }
 
 func (v *server) UpdateResources(ctx context.Context, r *shimv1.UpdateResourcesRequest) (*shimv1.ContainerResponse, error) {
@@ -134,7 +125,12 @@ func (v *server) UpdateResources(ctx context.Context, r *shimv1.UpdateResourcesR
 	if err := v.s.Update(r.Id, &res); err != nil {
 		return nil, err
 	}
-	rec, err := v.s.Get(r.Id)
+	return v.current(r.Id)
+}
+
+// current answers with container id's state as it is now.
+func (v *server) current(id string) (*shimv1.ContainerResponse, error) {
+	rec, err := v.s.Get(id)
 	if err != nil {
 		return nil, err
 	}
@@ -146,11 +142,7 @@ func (v *server) ResetPod(ctx context.Context, _ *shimv1.ResetPodRequest) (*shim
 	if err != nil {
 		return nil, err
 	}
-	out := make([]*shimv1.ContainerState, 0, len(recs))
-	for _, r := range recs {
-		out = append(out, ToProto(r))
-	}
-	return &shimv1.ResetPodResponse{Containers: out, DurationNs: d.Nanoseconds()}, nil
+	return &shimv1.ResetPodResponse{Containers: toProtos(recs), DurationNs: d.Nanoseconds()}, nil
 }
 
 func (v *server) Events(_ *shimv1.EventsRequest, stream shimv1.Shim_EventsServer) error {
@@ -365,6 +357,15 @@ func ToProto(r Record) *shimv1.ContainerState {
 		}
 	}
 	return s
+}
+
+// toProtos converts records to their wire form.
+func toProtos(recs []Record) []*shimv1.ContainerState {
+	out := make([]*shimv1.ContainerState, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, ToProto(r))
+	}
+	return out
 }
 
 // FromProto converts a wire record back.
