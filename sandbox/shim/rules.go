@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Restart rule actions, as in Kubernetes' ContainerRestartRule.
@@ -84,14 +85,7 @@ func ValidateRestartRules(rules []RestartRule) error {
 // matchRule returns the action of the first rule matching exit code code.
 func matchRule(rules []RestartRule, code int32) (string, bool) {
 	for _, r := range rules {
-		in := false
-		for _, v := range r.ExitCodes.Values {
-			if v == code {
-				in = true
-				break
-			}
-		}
-		if in == (r.ExitCodes.Operator == "In") {
+		if slices.Contains(r.ExitCodes.Values, code) == (r.ExitCodes.Operator == "In") {
 			return r.Action, true
 		}
 	}
