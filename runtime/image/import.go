@@ -217,23 +217,13 @@ func (src *source) fillFromLayout(idx *tarIndex, d v1.Descriptor) error {
 	if err != nil {
 		return err
 	}
-	cf, err := v1.ParseConfigFile(bytes.NewReader(cfgRaw))
-	if err != nil {
-		return fmt.Errorf("parse config %s: %w: %w", m.Config.Digest, ErrInvalidImage, err)
-	}
-	if len(cf.RootFS.DiffIDs) != len(m.Layers) {
-		return fmt.Errorf("manifest %s has %d layers but its config lists %d diff ids: %w", d.Digest, len(m.Layers), len(cf.RootFS.DiffIDs), ErrInvalidImage)
-	}
-	src.blobs = append(src.blobs, rawBlob{digest: d.Digest, data: mraw}, rawBlob{digest: m.Config.Digest, data: cfgRaw})
-	src.configDigest, src.config, src.annotations = m.Config.Digest, cf, m.Annotations
-	for i, ld := range m.Layers {
+	return src.fillFromManifest(d.Digest, mraw, m, cfgRaw, func(ld v1.Descriptor) (func() (io.ReadCloser, error), error) {
 		e, err := idx.lookup(blobName(ld.Digest))
 		if err != nil {
-			return err
+			return nil, err
 		}
-		src.layers = append(src.layers, layerSource{digest: ld.Digest, size: ld.Size, diffID: cf.RootFS.DiffIDs[i], open: idx.opener(e)})
-	}
-	return nil
+		return idx.opener(e), nil
+	})
 }
 
 func blobName(h v1.Hash) string { return "blobs/" + h.Algorithm + "/" + h.Hex }

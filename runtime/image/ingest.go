@@ -50,6 +50,30 @@ type layerSource struct {
 	open   func() (io.ReadCloser, error)
 }
 
+// fillFromManifest takes the image whose manifest m (raw bytes mraw, digest digest) and raw config cfgRaw
+// its caller has read; layer gives the opener of each of m's layer blobs, as stored.
+func (src *source) fillFromManifest(digest v1.Hash, mraw []byte, m *v1.Manifest, cfgRaw []byte,
+	layer func(v1.Descriptor) (func() (io.ReadCloser, error), error)) error {
+	cf, err := v1.ParseConfigFile(bytes.NewReader(cfgRaw))
+	if err != nil {
+		return fmt.Errorf("parse config %s: %w: %w", m.Config.Digest, ErrInvalidImage, err)
+	}
+	if len(cf.RootFS.DiffIDs) != len(m.Layers) {
+		return fmt.Errorf("manifest %s has %d layers but its config lists %d diff ids: %w",
+			digest, len(m.Layers), len(cf.RootFS.DiffIDs), ErrInvalidImage)
+	}
+	src.blobs = append(src.blobs, rawBlob{digest: digest, data: mraw}, rawBlob{digest: m.Config.Digest, data: cfgRaw})
+	src.configDigest, src.config, src.annotations = m.Config.Digest, cf, m.Annotations
+	for i, ld := range m.Layers {
+		open, err := layer(ld)
+		if err != nil {
+			return err
+		}
+		src.layers = append(src.layers, layerSource{digest: ld.Digest, size: ld.Size, diffID: cf.RootFS.DiffIDs[i], open: open})
+	}
+	return nil
+}
+
 // ingest stores src: blobs verified, each layer unpacked once, then one atomic metadata update that adds
 // the image (or merges it into the record of the same id) and moves src's names to it.
 func (s *Store) ingest(ctx context.Context, src *source) (Image, error) {

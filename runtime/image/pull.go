@@ -1,10 +1,10 @@
 package image
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 
@@ -126,24 +126,13 @@ func (src *source) fillFromImage(img v1.Image) error {
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
 	}
-	cf, err := v1.ParseConfigFile(bytes.NewReader(rawConfig))
-	if err != nil {
-		return fmt.Errorf("parse config %s: %w: %w", m.Config.Digest, ErrInvalidImage, err)
-	}
-	if len(cf.RootFS.DiffIDs) != len(m.Layers) {
-		return fmt.Errorf("manifest %s has %d layers but its config lists %d diff ids: %w",
-			digest, len(m.Layers), len(cf.RootFS.DiffIDs), ErrInvalidImage)
-	}
-	src.blobs = append(src.blobs, rawBlob{digest: digest, data: rawManifest}, rawBlob{digest: m.Config.Digest, data: rawConfig})
-	src.configDigest, src.config, src.annotations = m.Config.Digest, cf, m.Annotations
-	for i, ld := range m.Layers {
+	return src.fillFromManifest(digest, rawManifest, m, rawConfig, func(ld v1.Descriptor) (func() (io.ReadCloser, error), error) {
 		l, err := img.LayerByDigest(ld.Digest)
 		if err != nil {
-			return fmt.Errorf("layer %s: %w", ld.Digest, err)
+			return nil, fmt.Errorf("layer %s: %w", ld.Digest, err)
 		}
-		src.layers = append(src.layers, layerSource{digest: ld.Digest, size: ld.Size, diffID: cf.RootFS.DiffIDs[i], open: l.Compressed})
-	}
-	return nil
+		return l.Compressed, nil
+	})
 }
 
 // isNotFound says whether a registry answered that the repository, tag or manifest does not exist (or the
