@@ -640,7 +640,6 @@ func (s *Shim) ReopenLog(id string) error {
 	return l.Reopen()
 }
 
-// Update applies new resource limits to container id.
 // Update applies new resource limits to container id, and to its later
 // generations: the template takes them, and a pre-created generation made
 // with the old ones is dropped.
