@@ -44,9 +44,3 @@ func TestParseStat(t *testing.T) {
 		}
 	}
 }
-
-func TestUnescapeMountinfo(t *testing.T) {
-	if got := unescapeMountinfo(`/tmp/a\040b\011c`); got != "/tmp/a b\tc" {
-		t.Errorf("unescapeMountinfo = %q", got)
-	}
-}

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"maps"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
 	"github.com/vishvananda/netlink"
 )
 
@@ -147,61 +147,24 @@ func (d *daemon) awaitNoLeaks(before snapshot, ignore ...string) ([]string, erro
 // mounts lists the mounts below the run's directories, and separately the
 // pinned namespaces (nsfs mounts) there.
 func (d *daemon) mounts() (mounts, netns []string, err error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	infos, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
+		return !under(m.Mountpoint, d.base) && !under(m.Mountpoint, d.state), false
+	})
 	if err != nil {
 		return nil, nil, err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint options [optional...] - fstype source superopts
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMountinfo(fields[4])
-		if !under(mp, d.base) && !under(mp, d.state) {
-			continue
-		}
-		fstype := ""
-		for i, f := range fields {
-			if f == "-" && i+1 < len(fields) {
-				fstype = fields[i+1]
-				break
-			}
-		}
-		entry := mp + " (" + fstype + ")"
-		if fstype == "nsfs" {
+	for _, m := range infos {
+		entry := m.Mountpoint + " (" + m.FSType + ")"
+		if m.FSType == "nsfs" {
 			netns = append(netns, entry)
 		} else {
 			mounts = append(mounts, entry)
 		}
 	}
-	return mounts, netns, sc.Err()
+	return mounts, netns, nil
 }
 
 func under(path, dir string) bool { return path == dir || strings.HasPrefix(path, dir+"/") }
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space) of
-// /proc/self/mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
 
 // bridgeLinks lists the host interfaces enslaved to the run's bridge: one
 // veth per pod with a network of its own.
@@ -231,23 +194,15 @@ func (d *daemon) bridgeLinks() ([]string, error) {
 // mounted: every v1 controller and the v2 tree (on a unified host, just
 // /sys/fs/cgroup).
 func cgroupHierarchies() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	infos, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("cgroup", "cgroup2"))
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		for i, fl := range fields {
-			if fl == "-" && i+1 < len(fields) && (fields[i+1] == "cgroup" || fields[i+1] == "cgroup2") {
-				out = append(out, unescapeMountinfo(fields[4]))
-			}
-		}
+	for _, m := range infos {
+		out = append(out, m.Mountpoint)
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // cgroups lists every cgroup below the run's cgroup parent, in every

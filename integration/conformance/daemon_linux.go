@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/moby/sys/mountinfo"
 	"github.com/vishvananda/netlink"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -293,22 +294,15 @@ func (d *daemon) killCgroupProcs() error {
 	return errors.Join(errs...)
 }
 
-// cgroupRoots lists the mount points of the cgroup hierarchies, from /proc/self/mountinfo.
+// cgroupRoots lists the mount points of the cgroup hierarchies.
 func cgroupRoots() ([]string, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	infos, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("cgroup", "cgroup2"))
 	if err != nil {
 		return nil, fmt.Errorf("read mountinfo: %w", err)
 	}
 	var roots []string
-	for _, line := range strings.Split(string(data), "\n") {
-		_, post, ok := strings.Cut(line, " - ")
-		fields := strings.Fields(line)
-		if !ok || len(fields) < 5 {
-			continue
-		}
-		if fs := strings.Fields(post); len(fs) > 0 && (fs[0] == "cgroup" || fs[0] == "cgroup2") {
-			roots = append(roots, fields[4])
-		}
+	for _, m := range infos {
+		roots = append(roots, m.Mountpoint)
 	}
 	return roots, nil
 }
@@ -376,15 +370,13 @@ func removeLeftovers(dir string) error {
 		errs = append(errs, fmt.Errorf("killed leftover process %d: %s", pid, bytes.ReplaceAll(data, []byte{0}, []byte{' '})))
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("read mountinfo: %w", err))...)
 	}
 	var mounts []string
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
-			mounts = append(mounts, f[4])
-		}
+	for _, m := range infos {
+		mounts = append(mounts, m.Mountpoint)
 	}
 	sort.Slice(mounts, func(i, j int) bool { return len(mounts[i]) > len(mounts[j]) })
 	for _, m := range mounts {
