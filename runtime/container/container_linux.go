@@ -159,23 +159,24 @@ func startProc(lp *libcontainer.Process, tty, stdin bool, start func(*libcontain
 		return nil, err
 	}
 	child.close()
+	// abandon ends a started process that cannot be handed out.
+	abandon := func(err error) (*Proc, error) {
+		_ = lp.Signal(unix.SIGKILL)
+		_, _ = lp.Wait()
+		stdio.Close()
+		return nil, err
+	}
 	p := &Proc{lp: lp, done: make(chan struct{})}
 	if child.console != nil {
 		c, err := receiveConsole(child.console)
 		if err != nil {
-			_ = lp.Signal(unix.SIGKILL)
-			_, _ = lp.Wait()
-			stdio.Close()
-			return nil, err
+			return abandon(err)
 		}
 		stdio.Console = c
 	}
 	p.IO = stdio
 	if p.pid, err = lp.Pid(); err != nil {
-		_ = lp.Signal(unix.SIGKILL)
-		_, _ = lp.Wait()
-		stdio.Close()
-		return nil, fmt.Errorf("pid: %w", err)
+		return abandon(fmt.Errorf("pid: %w", err))
 	}
 	go p.wait()
 	return p, nil
