@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount overlays")
@@ -30,7 +30,7 @@ const (
 
 // testUserNS returns the path of a user namespace mapping 0-65535 to
 // rootUID/rootGID on, held by a stopped child until the test ends.
-func testUserNS(t *testing.T) string {
+func testUserNS(t testing.TB) string {
 	t.Helper()
 	cmd := exec.Command("/proc/self/exe", "-test.run=^$")
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -312,9 +312,7 @@ func TestCheckUserNS(t *testing.T) {
 }
 
 func BenchmarkMountRemove(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root to mount overlays")
-	}
+	requireRoot(b)
 	l := filepath.Join(b.TempDir(), "layer")
 	if err := os.Mkdir(l, 0o755); err != nil {
 		b.Fatal(err)
@@ -323,18 +321,7 @@ func BenchmarkMountRemove(b *testing.B) {
 		b.Run(fmt.Sprintf("userns=%v", userns), func(b *testing.B) {
 			var u *UserNS
 			if userns {
-				cmd := exec.Command("/proc/self/exe", "-test.run=^$")
-				cmd.SysProcAttr = &syscall.SysProcAttr{
-					Cloneflags:  unix.CLONE_NEWUSER,
-					UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: rootUID, Size: 65536}},
-					GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: rootGID, Size: 65536}},
-					Ptrace:      true,
-				}
-				if err := cmd.Start(); err != nil {
-					b.Skip(err)
-				}
-				defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-				u = &UserNS{Path: fmt.Sprintf("/proc/%d/ns/user", cmd.Process.Pid), UID: rootUID, GID: rootGID}
+				u = &UserNS{Path: testUserNS(b), UID: rootUID, GID: rootGID}
 			}
 			dir := filepath.Join(b.TempDir(), "gen")
 			for b.Loop() {
