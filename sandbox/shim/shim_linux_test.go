@@ -274,6 +274,10 @@ func TestResetPod(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.waitWarm("m1")
+	first, err := f.s.Get("m1")
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	recs, d, err := f.s.Reset(context.Background())
 	if err != nil {
@@ -303,18 +307,22 @@ func TestResetPod(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(f.vol, "keep")); err != nil {
 		t.Errorf("volume content lost: %v", err)
 	}
-	// A fresh writable layer: the marker of the first run is gone.
+	f.waitFor("main log of both runs", func() bool {
+		data, _ := os.ReadFile(filepath.Join(f.logDir, "m1.log"))
+		return strings.Count(string(data), "started") == 2
+	})
+	// The second run has a writable layer of its own, where it made the
+	// marker again before saying it started: an exec reaches that run.
+	if r := byName["main"]; r.UpperDir == "" || r.UpperDir == first.UpperDir {
+		t.Errorf("main's writable layer after reset = %q, want a new one (was %q)", r.UpperDir, first.UpperDir)
+	}
 	out, _, code, err := f.s.ExecSync(context.Background(), "m1", []string{"sh", "-c", "ls /marker && cat /proc/1/cmdline"}, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if code != 0 || !strings.Contains(string(out), "/marker") {
-		t.Logf("exec output %q code %d", out, code)
+		t.Errorf("exec after reset: output %q code %d, want /marker listed", out, code)
 	}
-	f.waitFor("main log of both runs", func() bool {
-		data, _ := os.ReadFile(filepath.Join(f.logDir, "m1.log"))
-		return strings.Count(string(data), "started") == 2
-	})
 }
 
 func TestExecSync(t *testing.T) {
