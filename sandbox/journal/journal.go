@@ -100,7 +100,7 @@ func (j *Journal) Put(id string, v any) error {
 	if err != nil {
 		return err
 	}
-	data, err := json.Marshal(&line{ID: id, Value: val})
+	data, err := valueLine(id, val)
 	if err != nil {
 		return err
 	}
@@ -111,6 +111,42 @@ func (j *Journal) Put(id string, v any) error {
 	}
 	j.live[id] = data
 	return j.appendLocked(data)
+}
+
+// valueLine is json.Marshal(&line{ID: id, Value: val}) for val from
+// json.Marshal, which is compact and escapes as the line's encoding would:
+// it is built around val instead of copying it through the encoder's
+// scanner a second time.
+func valueLine(id string, val []byte) ([]byte, error) {
+	const head, mid, tail = `{"id":`, `,"value":`, `}`
+	// Two bytes for the id's quotes, one for the newline appendLocked adds.
+	data := make([]byte, 0, len(head)+len(id)+2+len(mid)+len(val)+len(tail)+1)
+	data = append(data, head...)
+	data, err := appendJSONString(data, id)
+	if err != nil {
+		return nil, err
+	}
+	data = append(data, mid...)
+	data = append(data, val...)
+	return append(data, tail...), nil
+}
+
+// appendJSONString appends s as json.Marshal encodes it. An ASCII string
+// with nothing json.Marshal escapes, as ids are, is only quoted; any other
+// goes through json.Marshal.
+func appendJSONString(dst []byte, s string) ([]byte, error) {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, err := json.Marshal(s)
+			if err != nil {
+				return nil, err
+			}
+			return append(dst, b...), nil
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"'), nil
 }
 
 // Delete records the removal of id. Deleting an unknown id is a no-op.
