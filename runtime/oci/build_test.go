@@ -112,9 +112,7 @@ func TestBuildErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := build(t, tt.adjust)
-			if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("err = %v, want ErrInvalidArgument containing %q", err, tt.wantErr)
-			}
+			wantInvalid(t, err, tt.wantErr)
 			if !strings.HasPrefix(err.Error(), "build spec for container") {
 				t.Fatalf("err = %v, want the build prefix", err)
 			}
@@ -124,9 +122,7 @@ func TestBuildErrors(t *testing.T) {
 	// A nil image is no image config: the test container has no command of its own.
 	b := newTestBuilder(testHost(), newFakeSystem())
 	_, err := b.Build(testContainer(), nil, testPod())
-	if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), `container "app" has no command`) {
-		t.Fatalf("nil image: err = %v, want a missing command", err)
-	}
+	wantInvalid(t, err, `container "app" has no command`)
 	if _, err := b.Build(nil, nil, testPod()); err == nil || errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("nil container: err = %v, want a programming error", err)
 	}
