@@ -13,7 +13,6 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
-	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
@@ -110,9 +109,7 @@ func streamManager(t *testing.T, f *fakeShim) *Manager {
 	}
 	t.Cleanup(func() { client.Close() })
 
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	m := &Manager{log: logrus.NewEntry(log), pods: map[string]*pod{}, ctrs: map[string]*container{}}
+	m := testManager()
 	m.pods["pod1"] = &pod{meta: podMeta{ID: "pod1"}, status: podStatus{State: PodReady}, shim: client}
 	m.ctrs["ctr1"] = &container{
 		meta:   containerMeta{ID: "ctr1", PodID: "pod1", Config: ContainerConfig{Stdin: true, Tty: true}},

@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
-	"github.com/sirupsen/logrus"
 
 	"github.com/warmpod/warmpod/sandbox/netns"
 )
@@ -95,9 +94,7 @@ func TestSpliceEndsWithContext(t *testing.T) {
 }
 
 func TestPortForwardErrors(t *testing.T) {
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	m := &Manager{log: logrus.NewEntry(log), pods: map[string]*pod{}, ctrs: map[string]*container{}}
+	m := testManager()
 	m.pods["ready"] = &pod{meta: podMeta{ID: "ready"}, status: podStatus{State: PodReady}}
 	m.pods["stopped"] = &pod{meta: podMeta{ID: "stopped"}, status: podStatus{State: PodNotReady}}
 	tests := []struct {
@@ -169,9 +166,7 @@ func TestPortForwardIntoPodNamespace(t *testing.T) {
 			serveOnce(t, l)
 			port := int32(l.Addr().(*net.TCPAddr).Port)
 
-			log := logrus.New()
-			log.SetOutput(io.Discard)
-			m := &Manager{log: logrus.NewEntry(log), pods: map[string]*pod{}, ctrs: map[string]*container{}}
+			m := testManager()
 			m.pods["p"] = &pod{meta: podMeta{ID: "p", NS: netns.Paths{Net: nsPath}}, status: podStatus{State: PodReady}}
 			s := &reqStream{r: strings.NewReader("ping")}
 			if err := m.PortForward(context.Background(), "p", port, s); err != nil {

@@ -3,7 +3,6 @@ package sandbox
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 
@@ -116,9 +114,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 func statsFixture(t *testing.T) (*Stats, *fakeSource, *fakeClock) {
 	t.Helper()
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	m := &Manager{log: logrus.NewEntry(log), pods: map[string]*pod{}, ctrs: map[string]*container{}}
+	m := testManager()
 	src := newFakeSource()
 	s := newStats(m, src)
 	clock := &fakeClock{now: time.Unix(1000, 0)}
