@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -430,17 +431,16 @@ func childrenOf(pid int) []int {
 	var out []int
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
 		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
 		if err != nil {
 			continue
 		}
-		s := string(data)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		var child int
-		if len(fields) > 1 && fields[1] == fmt.Sprint(pid) {
-			if _, err := fmt.Sscan(e.Name(), &child); err == nil {
-				out = append(out, child)
-			}
+		if _, _, ppid := parseStat(string(data)); ppid == pid {
+			out = append(out, child)
 		}
 	}
 	return out
