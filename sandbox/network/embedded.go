@@ -458,11 +458,7 @@ func (e *Embedded) reservePorts(podID string, pms []PortMapping) error {
 			}
 		}
 	}
-	for k, owner := range e.ports {
-		if owner == podID {
-			delete(e.ports, k)
-		}
-	}
+	e.dropPortsLocked(podID)
 	for _, pm := range pms {
 		e.ports[keyOf(pm)] = podID
 	}
@@ -472,6 +468,13 @@ func (e *Embedded) reservePorts(podID string, pms []PortMapping) error {
 func (e *Embedded) unreservePorts(podID string) {
 	e.portsMu.Lock()
 	defer e.portsMu.Unlock()
+	e.dropPortsLocked(podID)
+}
+
+// dropPortsLocked forgets every host port of pod podID.
+//
+// Preconditions: e.portsMu is held.
+func (e *Embedded) dropPortsLocked(podID string) {
 	for k, owner := range e.ports {
 		if owner == podID {
 			delete(e.ports, k)
