@@ -460,6 +460,9 @@ func (s *Shim) Start(ctx context.Context, id string) (Record, error) {
 // release execs g's process and starts watching for its exit.
 // Preconditions: c.mu held; g is c's current generation.
 func (s *Shim) release(c *ctr, g *gen) error {
+	// Taken before the process is let go: a command that exits at once can
+	// be reaped, and its exit time taken, before Release returns.
+	started := time.Now()
 	if err := g.c.Release(); err != nil {
 		// The process died before it could exec: record it as exited.
 		_ = g.kill()
@@ -476,7 +479,7 @@ func (s *Shim) release(c *ctr, g *gen) error {
 	}
 	g.released = true
 	c.rec.State = StateRunning
-	c.rec.StartedAt = time.Now().UnixNano()
+	c.rec.StartedAt = started.UnixNano()
 	c.rec.FinishedAt = 0
 	c.rec.ExitCode = 0
 	c.rec.Reason = ""
