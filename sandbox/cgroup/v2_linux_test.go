@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -155,7 +156,7 @@ func restoreSubtreeControl(t *testing.T, mp string) {
 	before := strings.Fields(readTrim(t, file))
 	t.Cleanup(func() {
 		for _, c := range strings.Fields(readTrim(t, file)) {
-			if !strings.Contains(" "+strings.Join(before, " ")+" ", " "+c+" ") {
+			if !slices.Contains(before, c) {
 				if err := os.WriteFile(file, []byte("-"+c), 0); err != nil {
 					t.Errorf("disable %s again in %s: %v", c, file, err)
 				}
