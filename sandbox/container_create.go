@@ -241,7 +241,6 @@ func (m *Manager) buildSpec(p *pod, id string, cfg *ContainerConfig, img *image.
 		Entrypoint: img.Config.Entrypoint,
 		Cmd:        img.Config.Cmd,
 		Env:        img.Config.Env,
-		StopSignal: img.Config.StopSignal,
 		Layers:     img.Layers,
 	}
 	spec, err := oci.Build(&oc, oimg, op)

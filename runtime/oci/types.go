@@ -174,8 +174,6 @@ type Image struct {
 	// User, WorkingDir, Entrypoint, Cmd and Env come from the image config.
 	User, WorkingDir     string
 	Entrypoint, Cmd, Env []string
-	// StopSignal is not part of the spec: the runtime reads it when it stops the container.
-	StopSignal string
 	// Layers are the unpacked layer directories, bottom first, in overlayfs format (whiteouts are 0/0
 	// character devices, opaque directories carry trusted.overlay.opaque=y). User lookups read /etc/passwd
 	// and /etc/group through them as the merged view would show them.
