@@ -133,27 +133,40 @@ func TestCreateRemove(t *testing.T) {
 				checkLoopbackUp(t, p.Net)
 			}
 			if tc.opts.Hostname != "" {
-				var got string
-				err := Do(p.UTS, func() error {
-					var e error
-					got, e = os.Hostname()
-					return e
-				})
-				if err != nil || got != tc.opts.Hostname {
-					t.Errorf("hostname in pod = %q, %v; want %q", got, err, tc.opts.Hostname)
-				}
+				checkHostname(t, p.UTS, tc.opts.Hostname)
 			}
 
-			if err := Remove(dir); err != nil {
-				t.Fatalf("Remove: %v", err)
-			}
-			if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
-				t.Fatalf("dir still there after Remove: %v", err)
-			}
+			checkRemoved(t, dir)
 			if err := Remove(dir); err != nil {
 				t.Fatalf("second Remove: %v", err)
 			}
 		})
+	}
+}
+
+// checkHostname checks that the UTS namespace pinned at path has the
+// hostname want.
+func checkHostname(t *testing.T, path, want string) {
+	t.Helper()
+	var got string
+	err := Do(path, func() error {
+		var e error
+		got, e = os.Hostname()
+		return e
+	})
+	if err != nil || got != want {
+		t.Errorf("hostname in pod = %q, %v; want %q", got, err, want)
+	}
+}
+
+// checkRemoved removes the namespaces under dir and checks that dir is gone.
+func checkRemoved(t *testing.T, dir string) {
+	t.Helper()
+	if err := Remove(dir); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("dir still there after Remove: %v", err)
 	}
 }
 

@@ -91,25 +91,12 @@ func TestCreateUserNS(t *testing.T) {
 				checkLoopbackUp(t, p.Net)
 			}
 			if tc.opts.Hostname != "" {
-				var got string
-				err := Do(p.UTS, func() error {
-					var e error
-					got, e = os.Hostname()
-					return e
-				})
-				if err != nil || got != tc.opts.Hostname {
-					t.Errorf("hostname in pod = %q, %v; want %q", got, err, tc.opts.Hostname)
-				}
+				checkHostname(t, p.UTS, tc.opts.Hostname)
 			}
 			checkMapping(t, p.User, "uid_map", "0 1000 100000")
 			checkMapping(t, p.User, "gid_map", "0 2000 65536")
 
-			if err := Remove(dir); err != nil {
-				t.Fatalf("Remove: %v", err)
-			}
-			if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
-				t.Fatalf("dir still there after Remove: %v", err)
-			}
+			checkRemoved(t, dir)
 		})
 	}
 }
