@@ -72,6 +72,9 @@ type Gen struct {
 	// execed is set once the released process was seen running the
 	// container's command.
 	execed atomic.Bool
+	// swept is set once every process of a container without a pid
+	// namespace of its own was killed.
+	swept atomic.Bool
 	// restore is the scheduling policy the init process gets back at
 	// Release, when it was created idle.
 	restore *unix.SchedAttr
@@ -207,11 +210,15 @@ func (g *Gen) Release() error {
 }
 
 // Kill sends SIGKILL to the container; without a pid namespace of its own
-// every process in its cgroup is killed.
+// every process in its cgroup is killed, also after its init has exited:
+// processes the init left behind end with it, as they would in a pid
+// namespace of its own.
 func (g *Gen) Kill() error {
 	select {
 	case <-g.Init.Done():
-		return nil
+		if g.ownPIDNS || g.swept.Load() {
+			return nil
+		}
 	default:
 	}
 	if g.ownPIDNS {
@@ -223,6 +230,9 @@ func (g *Gen) Kill() error {
 	if err := g.lc.Signal(unix.SIGKILL); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
 		return fmt.Errorf("kill %s: %w", g.ID, err)
 	}
+	// The cgroup was frozen while its processes were killed: none is left
+	// that could start another.
+	g.swept.Store(true)
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -611,5 +612,37 @@ func TestStopReachesExecedProgram(t *testing.T) {
 	}
 	if rec.ExitCode != 9 {
 		t.Errorf("exit code %d, want 9: the stop signal never reached the program's handler", rec.ExitCode)
+	}
+}
+
+// An init that shares its pid namespace leaves its background processes in
+// the container's cgroup when it exits; they end with it, before its exit is
+// recorded, as they would in a pid namespace of its own.
+func TestSharedPIDNamespaceEndsWithInit(t *testing.T) {
+	f := newFixture(t, nil)
+	var spec specs.Spec
+	if err := json.Unmarshal(f.spec("sh", "-c", "sleep 7717 & exit 0"), &spec); err != nil {
+		t.Fatal(err)
+	}
+	spec.Linux.Namespaces = slices.DeleteFunc(spec.Linux.Namespaces, func(ns specs.LinuxNamespace) bool {
+		return ns.Type == specs.PIDNamespace
+	})
+	data, err := json.Marshal(&spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.s.Create(context.Background(), &CreateRequest{
+		ID: "c1", Name: "main", Spec: data, Layers: []string{f.layer},
+		LogPath: filepath.Join(f.logDir, "c1.log"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f.start("c1")
+	f.waitExited("c1")
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if cmd, _ := os.ReadFile(p); string(cmd) == "sleep\x007717\x00" {
+			t.Errorf("%s (sleep 7717) outlived the init that started it", filepath.Dir(p))
+		}
 	}
 }
