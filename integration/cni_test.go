@@ -261,7 +261,7 @@ func TestCNI(t *testing.T) {
 		}
 		veth, idx := hostPeer(t, ctrA)
 		for range cniResets {
-			waitWarm(t, ctrA)
+			waitWarm(t, podA, ctrA)
 			nativeReset(t, podA)
 		}
 		if ip := podIP(t, podA); ip != ipA {

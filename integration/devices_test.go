@@ -270,7 +270,7 @@ func TestDevices(t *testing.T) {
 		ctrID := runContainer(t, podID, podCfg, e.container(true))
 		checkDevices(t, ctrID, "1")
 		for i := range deviceResets {
-			waitWarm(t, ctrID)
+			waitWarm(t, podID, ctrID)
 			mark := hookLogSize(t, e.hookLog)
 			nativeReset(t, podID)
 			e.checkStartedWarm(t, mark)
@@ -278,7 +278,7 @@ func TestDevices(t *testing.T) {
 				checkDevices(t, ctrID, "1")
 			}
 		}
-		waitWarm(t, ctrID)
+		waitWarm(t, podID, ctrID)
 		counts := e.hookCounts(t)
 		// One generation per start plus the warm spare; each started once.
 		if counts["createRuntime"] != deviceResets+2 || counts["createContainer"] != deviceResets+2 ||
@@ -296,7 +296,7 @@ func TestDevices(t *testing.T) {
 		ctrID := runContainer(t, podID, podCfg, ctrCfg)
 		checkDevices(t, ctrID, "1")
 		for i := range deviceResets {
-			waitWarm(t, ctrID)
+			waitWarm(t, podID, ctrID)
 			ctrID = cdiKubeletRestart(t, podID, podCfg, ctrCfg, ctrID, e)
 			if i%10 == 9 {
 				checkDevices(t, ctrID, "1")
@@ -367,7 +367,7 @@ func TestDevices(t *testing.T) {
 			removePod(t, id, cfg)
 			return out == "FAKE_VENDOR=2\n", "new pod got " + out
 		})
-		waitWarm(t, oldCtr)
+		waitWarm(t, oldID, oldCtr)
 		oldCtr = cdiKubeletRestart(t, oldID, oldCfg, ctrCfg, oldCtr, e)
 		checkDevices(t, oldCtr, "1")
 	})
@@ -428,7 +428,7 @@ func resetTarget(t testing.TB, name string, e *deviceEnv) (podID, ctrID string) 
 // the client sees it and as the shim reports it.
 func timeReset(t testing.TB, podID, ctrID string) (client, shim time.Duration) {
 	t.Helper()
-	waitWarm(t, ctrID)
+	waitWarm(t, podID, ctrID)
 	start := time.Now()
 	shim = nativeReset(t, podID)
 	return time.Since(start), shim
@@ -493,7 +493,7 @@ func BenchmarkResetPodDevices(b *testing.B) {
 			var shim time.Duration
 			for b.Loop() {
 				b.StopTimer()
-				waitWarm(b, ctrID)
+				waitWarm(b, podID, ctrID)
 				b.StartTimer()
 				shim += nativeReset(b, podID)
 			}

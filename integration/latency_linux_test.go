@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
@@ -51,7 +50,7 @@ func TestLatencyReport(t *testing.T) {
 		if cold == i && i > 0 {
 			wait = 0
 		}
-		if !pollWarm(t, old, wait) {
+		if !pollWarm(t, podID, old, wait) {
 			cold++
 		}
 		if _, err := d.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: old, Timeout: 0}); err != nil {
@@ -70,33 +69,22 @@ func TestLatencyReport(t *testing.T) {
 		median(restartTimes), p90(restartTimes), latencyRounds-cold, latencyRounds)
 }
 
-// waitWarm waits until the container's next generation is pre-created,
-// as warmpod's PodStatus reports it.
-func waitWarm(t testing.TB, id string) {
+// waitWarm waits until the next generation of container id, of pod podID,
+// is pre-created, as warmpod's PodStatus reports it.
+func waitWarm(t testing.TB, podID, id string) {
 	t.Helper()
-	if !pollWarm(t, id, time.Minute) {
+	if !pollWarm(t, podID, id, time.Minute) {
 		t.Fatalf("no pre-created generation of %s within a minute", short(id))
 	}
 }
 
-// pollWarm reports whether the container's next generation is pre-created
-// within timeout.
-func pollWarm(t testing.TB, id string, timeout time.Duration) bool {
+// pollWarm reports whether the next generation of container id, of pod
+// podID, is pre-created within timeout.
+func pollWarm(t testing.TB, podID, id string, timeout time.Duration) bool {
 	t.Helper()
-	resp, err := d.rt.ContainerStatus(testCtx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var info struct {
-		SandboxID string `json:"sandboxID"`
-	}
-	if err := json.Unmarshal([]byte(resp.Info["info"]), &info); err != nil {
-		t.Fatalf("verbose status of %s: %v", id, err)
-	}
-	wp := warmpodv1.NewWarmpodClient(d.conn)
 	deadline := time.Now().Add(timeout)
 	for {
-		st, err := wp.PodStatus(testCtx(t), &warmpodv1.PodStatusRequest{PodSandboxId: info.SandboxID})
+		st, err := wp().PodStatus(testCtx(t), &warmpodv1.PodStatusRequest{PodSandboxId: podID})
 		if err != nil {
 			t.Fatalf("PodStatus: %v", err)
 		}
