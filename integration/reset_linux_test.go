@@ -90,7 +90,7 @@ func (p *resetPod) initRuns(t *testing.T) int {
 }
 
 // verboseInfo returns the "info" map of a verbose ContainerStatus.
-func verboseInfo(t *testing.T, id string) map[string]any {
+func verboseInfo(t testing.TB, id string) map[string]any {
 	t.Helper()
 	resp, err := d.rt.ContainerStatus(testCtx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
 	if err != nil {

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -186,19 +185,14 @@ func listAll(t *testing.T, podID, worker, steady string) restartView {
 
 // containerPid reads a running container's host pid from its verbose
 // status.
-func containerPid(t *testing.T, id string) int {
+func containerPid(t testing.TB, id string) int {
 	t.Helper()
-	resp, err := d.rt.ContainerStatus(testCtx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
-	if err != nil {
-		t.Fatal(err)
+	info := verboseInfo(t, id)
+	pid, _ := info["pid"].(float64)
+	if pid <= 0 {
+		t.Fatalf("verbose status of %s has no pid: %v", id, info)
 	}
-	var info struct {
-		Pid int `json:"pid"`
-	}
-	if err := json.Unmarshal([]byte(resp.Info["info"]), &info); err != nil || info.Pid <= 0 {
-		t.Fatalf("verbose status of %s has no pid: %q (%v)", id, resp.Info["info"], err)
-	}
-	return info.Pid
+	return int(pid)
 }
 
 // shimPids lists the run's shim processes.

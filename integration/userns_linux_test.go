@@ -120,7 +120,7 @@ func TestUserNamespacePod(t *testing.T) {
 		}
 	}
 	// On the host the container's process is the unprivileged id.
-	pid := int(verboseInfo(t, id)["pid"].(float64))
+	pid := containerPid(t, id)
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
