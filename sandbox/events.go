@@ -9,14 +9,15 @@ import (
 	"github.com/warmpod/warmpod/sandbox/shimclient"
 )
 
-// EventType says what happened to a container.
-type EventType int
+// EventType says what happened to a container: the shim's own, which the
+// daemon passes on.
+type EventType = shim.EventType
 
 const (
-	EventCreated EventType = iota + 1
-	EventStarted
-	EventStopped
-	EventDeleted
+	EventCreated = shim.EventCreated
+	EventStarted = shim.EventStarted
+	EventStopped = shim.EventStopped
+	EventDeleted = shim.EventDeleted
 )
 
 // Event is a container transition, for CRI GetContainerEvents.
@@ -81,19 +82,9 @@ func (m *Manager) refresh(ctx context.Context, p *pod, client *shimclient.Client
 		before := c.Status().Record.State
 		m.setRecord(c, shim.FromProto(s))
 		if after := c.Status().Record.State; after != before {
-			m.publish(stateEvent(after), c)
+			m.publish(after.Event(), c)
 		}
 	}
-}
-
-func stateEvent(s shim.State) EventType {
-	switch s {
-	case shim.StateCreated:
-		return EventCreated
-	case shim.StateRunning:
-		return EventStarted
-	}
-	return EventStopped
 }
 
 // shimLost handles the end of a pod's event stream: when the shim is still

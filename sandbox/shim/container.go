@@ -243,14 +243,7 @@ func (s *Shim) speak(c *ctr) {
 	if c.removed {
 		return
 	}
-	t := EventStopped
-	switch c.rec.State {
-	case StateCreated:
-		t = EventCreated
-	case StateRunning:
-		t = EventStarted
-	}
-	s.events.Publish(Event{Type: t, Container: c.rec, Timestamp: time.Now().UnixNano()})
+	s.events.Publish(Event{Type: c.rec.State.Event(), Container: c.rec, Timestamp: time.Now().UnixNano()})
 }
 
 func (c *ctr) closeLog() {

@@ -15,6 +15,17 @@ const (
 	EventDeleted
 )
 
+// Event is what a container entering state s reports.
+func (s State) Event() EventType {
+	switch s {
+	case StateCreated:
+		return EventCreated
+	case StateRunning:
+		return EventStarted
+	}
+	return EventStopped
+}
+
 // Event is one container transition.
 type Event struct {
 	Type      EventType
