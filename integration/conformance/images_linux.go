@@ -7,7 +7,6 @@ import (
 	"sort"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/warmpod/warmpod/integration/testimages"
 )
@@ -57,17 +56,17 @@ func serveImages(busybox string, logOut io.Writer) (*servedImages, error) {
 		}
 		hosts[host] = true
 		path := ref.Context().RepositoryStr() + ":" + ref.Identifier()
-		if prev, ok := paths[path]; ok && !sameObject(imgs, prev, img.Ref) {
+		d, err := testimages.Digest(img.Object)
+		if err != nil {
+			_ = reg.Close()
+			return nil, err
+		}
+		if prev, ok := paths[path]; ok && s.digests[prev] != d {
 			_ = reg.Close()
 			return nil, fmt.Errorf("%s and %s would share registry path %s but differ", prev, img.Ref, path)
 		}
 		paths[path] = img.Ref
 		if _, err := reg.Push(path, img.Object); err != nil {
-			_ = reg.Close()
-			return nil, err
-		}
-		d, err := digestOf(img.Object)
-		if err != nil {
 			_ = reg.Close()
 			return nil, err
 		}
@@ -78,40 +77,4 @@ func serveImages(busybox string, logOut io.Writer) (*servedImages, error) {
 	}
 	sort.Strings(s.hosts)
 	return s, nil
-}
-
-func digestOf(obj any) (string, error) {
-	var (
-		h   v1.Hash
-		err error
-	)
-	switch o := obj.(type) {
-	case v1.Image:
-		h, err = o.Digest()
-	case v1.ImageIndex:
-		h, err = o.Digest()
-	default:
-		return "", fmt.Errorf("%T is neither an image nor an index", obj)
-	}
-	if err != nil {
-		return "", fmt.Errorf("digest: %w", err)
-	}
-	return h.String(), nil
-}
-
-func sameObject(imgs []testimages.CritestImage, a, b string) bool {
-	var da, db string
-	for _, img := range imgs {
-		d, err := digestOf(img.Object)
-		if err != nil {
-			return false
-		}
-		switch img.Ref {
-		case a:
-			da = d
-		case b:
-			db = d
-		}
-	}
-	return da != "" && da == db
 }

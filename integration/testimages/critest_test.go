@@ -66,23 +66,11 @@ func amd64(t *testing.T, obj any) v1.Image {
 
 func digest(t *testing.T, obj any) string {
 	t.Helper()
-	d, err := digestOfObject(obj)
+	d, err := Digest(obj)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return d
-}
-
-func digestOfObject(obj any) (string, error) {
-	switch o := obj.(type) {
-	case v1.Image:
-		h, err := o.Digest()
-		return h.String(), err
-	case v1.ImageIndex:
-		h, err := o.Digest()
-		return h.String(), err
-	}
-	return "", errors.New("neither an image nor an index")
 }
 
 func TestCritestImagesCoverTheSuite(t *testing.T) {

@@ -48,3 +48,23 @@ func Index(images map[string]v1.Image) (v1.ImageIndex, error) {
 	}
 	return mutate.AppendManifests(idx, adds...), nil
 }
+
+// Digest is the digest of an image's manifest or of an index, obj being a v1.Image or a v1.ImageIndex.
+func Digest(obj any) (string, error) {
+	var (
+		h   v1.Hash
+		err error
+	)
+	switch o := obj.(type) {
+	case v1.Image:
+		h, err = o.Digest()
+	case v1.ImageIndex:
+		h, err = o.Digest()
+	default:
+		return "", fmt.Errorf("%T is neither an image nor an index", obj)
+	}
+	if err != nil {
+		return "", fmt.Errorf("digest: %w", err)
+	}
+	return h.String(), nil
+}
