@@ -4,16 +4,12 @@ import (
 	"context"
 	"maps"
 	"strings"
-	"sync"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/warmpod/warmpod/runtime/oci"
 )
-
-// hostFacts are read once, on the first update that needs them.
-var hostFacts = sync.OnceValues(oci.DetectHost)
 
 // UpdateContainerResources applies new cgroup limits to a created or
 // running container. A limit the request leaves unset keeps its value.
@@ -33,7 +29,7 @@ func (s *Service) UpdateContainerResources(ctx context.Context, r *runtime.Updat
 		// swap where swap is accounted. On cgroup v1 it also keeps a
 		// raised memory limit from exceeding the old memory+swap limit,
 		// which the kernel refuses.
-		host, err := hostFacts()
+		host, err := oci.ThisHost()
 		if err != nil {
 			return nil, err
 		}

@@ -23,7 +23,7 @@ func NewBuilder(h Host) *Builder {
 }
 
 var defaultBuilder = sync.OnceValues(func() (*Builder, error) {
-	h, err := DetectHost()
+	h, err := ThisHost()
 	if err != nil {
 		return nil, fmt.Errorf("detect host: %w", err)
 	}

@@ -7,11 +7,17 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/moby/sys/capability"
 	"github.com/opencontainers/cgroups"
 	"golang.org/x/sys/unix"
 )
+
+// ThisHost returns the facts of this host, read on first use.
+func ThisHost() (Host, error) { return thisHost() }
+
+var thisHost = sync.OnceValues(DetectHost)
 
 // DetectHost reads the host facts.
 func DetectHost() (Host, error) {
