@@ -98,23 +98,15 @@ func filesLayer(files map[string]File) (v1.Layer, error) {
 		paths = append(paths, p)
 	}
 	sort.Strings(paths)
-	seen := map[string]bool{}
-	var entries []Entry
+	t := newTree()
 	for _, p := range paths {
 		name := strings.TrimPrefix(path.Clean("/"+p), "/")
 		if name == "" {
 			return nil, fmt.Errorf("file path %q names the root", p)
 		}
-		for _, dir := range parents(name) {
-			if !seen[dir] {
-				seen[dir] = true
-				entries = append(entries, Entry{Header: tar.Header{Name: dir + "/", Typeflag: tar.TypeDir, Mode: 0o755}})
-			}
-		}
-		seen[name] = true
-		entries = append(entries, fileEntry(name, files[p]))
+		t.add(fileEntry(name, files[p]))
 	}
-	return LayerFromEntries(entries...)
+	return t.layer()
 }
 
 func fileEntry(name string, f File) Entry {
