@@ -157,13 +157,7 @@ func BusyboxLayer() (v1.Layer, error) {
 // /etc/passwd and /etc/group with root, www-data (33) and nobody, /tmp 1777, /root, /home, an empty
 // /etc/hostname), Cmd ["sh"] and the conventional PATH, changed by opts.
 func Busybox(opts ...Option) (v1.Image, error) {
-	c := imageConfig{
-		cfg:      v1.Config{Cmd: []string{"sh"}, Env: []string{DefaultPath}},
-		platform: v1.Platform{OS: "linux", Architecture: "amd64"},
-	}
-	for _, o := range opts {
-		o(&c)
-	}
+	c := newImageConfig(opts)
 	base, err := BusyboxLayer()
 	if err != nil {
 		return nil, err
@@ -178,6 +172,19 @@ func Busybox(opts ...Option) (v1.Image, error) {
 	}
 	layers = append(layers, c.layers...)
 	return assemble(c, layers)
+}
+
+// newImageConfig is a config like the official busybox image's (Cmd ["sh"], the conventional PATH,
+// linux/amd64) with opts applied.
+func newImageConfig(opts []Option) imageConfig {
+	c := imageConfig{
+		cfg:      v1.Config{Cmd: []string{"sh"}, Env: []string{DefaultPath}},
+		platform: v1.Platform{OS: "linux", Architecture: "amd64"},
+	}
+	for _, o := range opts {
+		o(&c)
+	}
+	return c
 }
 
 func assemble(c imageConfig, layers []v1.Layer) (v1.Image, error) {

@@ -179,13 +179,7 @@ func (b critestBuilder) copyBusybox(t *tree, name string, mode int64) {
 // image is the base layer, then the layer t holds (if any), with opts applied to a config like the
 // official busybox image's.
 func (b critestBuilder) image(t *tree, opts ...Option) (v1.Image, error) {
-	c := imageConfig{
-		cfg:      v1.Config{Cmd: []string{"sh"}, Env: []string{DefaultPath}},
-		platform: v1.Platform{OS: "linux", Architecture: "amd64"},
-	}
-	for _, o := range opts {
-		o(&c)
-	}
+	c := newImageConfig(opts)
 	layers := []v1.Layer{b.base}
 	if t != nil {
 		l, err := t.layer()
