@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -46,18 +47,22 @@ type daemon struct {
 	img    runtimeapi.ImageServiceClient
 }
 
-// buildDaemon compiles cmd/warmpod into dir, as the Makefile does.
-func buildDaemon(dir string) (string, error) {
+// goBuild compiles the module's package pkg into dir, named after the
+// package's last element, with flags before the package as the Makefile
+// gives them, and returns the binary's path.
+func goBuild(dir, pkg string, flags ...string) (string, error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		goBin = "/usr/local/go/bin/go"
 	}
-	out := filepath.Join(dir, "warmpod")
-	cmd := exec.Command(goBin, "build", "-tags", "seccomp", "-o", out, "github.com/warmpod/warmpod/cmd/warmpod")
+	name := path.Base(pkg)
+	out := filepath.Join(dir, name)
+	args := append([]string{"build"}, flags...)
+	cmd := exec.Command(goBin, append(args, "-o", out, pkg)...)
 	// The test runs in integration/; the module root is its parent.
 	cmd.Dir = ".."
 	if msg, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build daemon: %w\n%s", err, msg)
+		return "", fmt.Errorf("build %s: %w\n%s", name, err, msg)
 	}
 	return out, nil
 }

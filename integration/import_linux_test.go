@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -15,16 +16,21 @@ import (
 	"github.com/warmpod/warmpod/integration/testimages"
 )
 
-// buildCtl builds warmpodctl into the test's temp dir.
-func buildCtl(t *testing.T) string {
+var ctl struct {
+	once sync.Once
+	bin  string
+	err  error
+}
+
+// warmpodctl builds warmpodctl into the run's bin dir, once for all the
+// tests that use it.
+func warmpodctl(t testing.TB) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "warmpodctl")
-	build := exec.Command("go", "build", "-o", bin, "github.com/warmpod/warmpod/cmd/warmpodctl")
-	build.Dir = ".."
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build warmpodctl: %v\n%s", err, out)
+	ctl.once.Do(func() { ctl.bin, ctl.err = goBuild(binDir, "github.com/warmpod/warmpod/cmd/warmpodctl") })
+	if ctl.err != nil {
+		t.Fatal(ctl.err)
 	}
-	return bin
+	return ctl.bin
 }
 
 // TestImageImport loads a docker-archive and an OCI layout tarball with
@@ -32,7 +38,7 @@ func buildCtl(t *testing.T) string {
 // container from an imported image.
 func TestImageImport(t *testing.T) {
 	begin(t)
-	ctl := buildCtl(t)
+	ctl := warmpodctl(t)
 	dir := t.TempDir()
 	dockerImg, err := testimages.Busybox(testimages.WithCmd("echo", "from the docker archive"))
 	if err != nil {

@@ -33,6 +33,8 @@ var (
 	d      *daemon
 	reg    *testimages.Registry
 	images imageSet
+	// binDir holds the binaries the run builds.
+	binDir string
 )
 
 // imageSet names the images the registry serves.
@@ -129,11 +131,11 @@ func setUp() (*suite, error) {
 		chainPrefix:  "WPIT" + strings.ToUpper(suffix),
 		cgroupParent: "/warmpod-it-" + suffix,
 	}
-	binDir := filepath.Join(base, "bin")
+	binDir = filepath.Join(base, "bin")
 	if err := os.Mkdir(binDir, 0o755); err != nil {
 		return s, err
 	}
-	if d.bin, err = buildDaemon(binDir); err != nil {
+	if d.bin, err = goBuild(binDir, "github.com/warmpod/warmpod/cmd/warmpod", "-tags", "seccomp"); err != nil {
 		return s, err
 	}
 	if err := startRegistry(); err != nil {

@@ -450,7 +450,7 @@ func childrenOf(pid int) []int {
 // iterations: it checks the tool works and prints its JSON, not timings.
 func TestBenchSmoke(t *testing.T) {
 	begin(t)
-	bin := buildCtl(t)
+	bin := warmpodctl(t)
 	out, err := exec.Command(bin, "--socket", d.socket, "bench", "reset",
 		"-n", "3", "-warmup", "1", "-settle", "20ms", "-image", images.busybox,
 		"-sustained-pods", "2", "-sustained-duration", "2s", "-json").Output()
