@@ -108,21 +108,7 @@ func TestCNIRealPodsReachEachOther(t *testing.T) {
 	n := newRealCNI(t, "")
 	nsA, nsB := newPodNS(t), newPodNS(t)
 	pa, pb := Pod{ID: "a" + randHex(8), Name: "a", Namespace: "t", UID: "ua", NetNS: nsA}, Pod{ID: "b" + randHex(8), NetNS: nsB}
-	a, err := n.c.Setup(ctx, pa)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := n.c.Setup(ctx, pb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, p := range []Pod{pa, pb} {
-			if err := n.c.Teardown(ctx, p); err != nil {
-				t.Errorf("teardown: %v", err)
-			}
-		}
-	})
+	a, b := setupPair(t, n.c, pa, pb)
 	_, subnet, _ := net.ParseCIDR(n.subnet)
 	for _, r := range []Result{a, b} {
 		if len(r.IPs) != 1 || !subnet.Contains(r.IPs[0]) || r.Interface != "eth0" {
@@ -136,17 +122,7 @@ func TestCNIRealPodsReachEachOther(t *testing.T) {
 		t.Errorf("host-local holds %v, want two addresses", got)
 	}
 	checkPodSide(t, nsA, a)
-	serve(t, nsA, 8080, "a")
-	serve(t, nsB, 8080, "b")
-	for _, tc := range []struct{ from, to, want string }{
-		{nsA, net.JoinHostPort(b.IPs[0].String(), "8080"), "b"},
-		{nsB, net.JoinHostPort(a.IPs[0].String(), "8080"), "a"},
-	} {
-		got, err := askFrom(tc.from, tc.to)
-		if err != nil || got != tc.want {
-			t.Errorf("pod asking %s got %q, %v; want %q", tc.to, got, err, tc.want)
-		}
-	}
+	checkPairReach(t, nsA, nsB, a, b)
 	if err := n.c.Check(ctx, pa); err != nil {
 		t.Errorf("CHECK: %v", err)
 	}

@@ -160,29 +160,32 @@ func askFrom(nsPath, addr string) (string, error) {
 	return got, err
 }
 
-func TestRealPodsReachEachOther(t *testing.T) {
-	n := newRealNet(t)
-	nsA, nsB := newPodNS(t), newPodNS(t)
-	pa, pb := Pod{ID: "a" + randHex(8), NetNS: nsA}, Pod{ID: "b" + randHex(8), NetNS: nsB}
-	a, err := n.e.Setup(ctx, pa)
+// setupPair sets pods pa and pb up in network p and tears both down when
+// the test ends.
+func setupPair(t *testing.T, p Plugin, pa, pb Pod) (a, b Result) {
+	t.Helper()
+	a, err := p.Setup(ctx, pa)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := n.e.Setup(ctx, pb)
+	b, err = p.Setup(ctx, pb)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		for _, p := range []Pod{pa, pb} {
-			if err := n.e.Teardown(ctx, p); err != nil {
+		for _, pod := range []Pod{pa, pb} {
+			if err := p.Teardown(ctx, pod); err != nil {
 				t.Errorf("teardown: %v", err)
 			}
 		}
 	})
-	if a.IPs[0].Equal(b.IPs[0]) {
-		t.Fatalf("both pods got %s", a.IPs[0])
-	}
-	checkPodSide(t, nsA, a)
+	return a, b
+}
+
+// checkPairReach serves port 8080 in both pods of a pair, answering "a"
+// and "b", and has each pod ask the other.
+func checkPairReach(t *testing.T, nsA, nsB string, a, b Result) {
+	t.Helper()
 	serve(t, nsA, 8080, "a")
 	serve(t, nsB, 8080, "b")
 	for _, tc := range []struct{ from, to, want string }{
@@ -194,6 +197,18 @@ func TestRealPodsReachEachOther(t *testing.T) {
 			t.Errorf("pod asking %s got %q, %v; want %q", tc.to, got, err, tc.want)
 		}
 	}
+}
+
+func TestRealPodsReachEachOther(t *testing.T) {
+	n := newRealNet(t)
+	nsA, nsB := newPodNS(t), newPodNS(t)
+	pa, pb := Pod{ID: "a" + randHex(8), NetNS: nsA}, Pod{ID: "b" + randHex(8), NetNS: nsB}
+	a, b := setupPair(t, n.e, pa, pb)
+	if a.IPs[0].Equal(b.IPs[0]) {
+		t.Fatalf("both pods got %s", a.IPs[0])
+	}
+	checkPodSide(t, nsA, a)
+	checkPairReach(t, nsA, nsB, a, b)
 	// The node reaches pods directly too.
 	if got, err := ask(net.JoinHostPort(a.IPs[0].String(), "8080")); err != nil || got != "a" {
 		t.Errorf("node asking pod a got %q, %v", got, err)
