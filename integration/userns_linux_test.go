@@ -29,22 +29,6 @@ func podMapping() *runtimeapi.IDMapping {
 	return &runtimeapi.IDMapping{ContainerId: 0, HostId: usernsHostID, Length: 65536}
 }
 
-// reachableBase opens the run's directory (mode 0700 from MkdirTemp) to
-// other users' searches for the test: containers in a user namespace are
-// nobody on the host, and the kernel resolves their rootfs path with
-// their credentials. A production root dir (/var/lib/warmpod, 0711) is.
-func reachableBase(t *testing.T) {
-	t.Helper()
-	fi, err := os.Stat(d.base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(d.base, fi.Mode().Perm()|0o111); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.Chmod(d.base, fi.Mode().Perm()) })
-}
-
 // userNamespacesDeclared reports the runtime handler feature.
 func userNamespacesDeclared(t *testing.T) bool {
 	t.Helper()
@@ -67,10 +51,28 @@ func userNamespacesDeclared(t *testing.T) bool {
 // of that survives an in-place reset.
 func TestUserNamespacePod(t *testing.T) {
 	ctx := begin(t)
-	if fi, err := os.Stat(d.base); err == nil && fi.Mode().Perm()&0o001 == 0 && userNamespacesDeclared(t) {
+	// The run's directory is searchable by others (setUp makes it 0711, as
+	// a production root dir is): close it for a moment, and the runtime
+	// must stop declaring user namespaces, whose containers are nobody on
+	// the host and could not reach their root filesystems.
+	fi, err := os.Stat(d.base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(d.base, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	declaredClosed := func() bool {
+		defer func() {
+			if err := os.Chmod(d.base, fi.Mode().Perm()); err != nil {
+				t.Fatal(err)
+			}
+		}()
+		return userNamespacesDeclared(t)
+	}()
+	if declaredClosed {
 		t.Fatal("user namespaces declared while the root dir is closed to other users")
 	}
-	reachableBase(t)
 	if !userNamespacesDeclared(t) {
 		t.Fatal("runtime handler does not declare user namespaces on a kernel that has them")
 	}
@@ -186,7 +188,6 @@ func statOwner(t *testing.T, path string) string {
 // mount /proc.
 func TestUserNamespaceSharedPID(t *testing.T) {
 	begin(t)
-	reachableBase(t)
 	cfg := newPodConfig("userns-sharedpid")
 	cfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{
 		NamespaceOptions: usernsOptions(runtimeapi.NamespaceMode_POD, podMapping()),
@@ -266,7 +267,6 @@ func TestUserNamespaceNode(t *testing.T) {
 // Options the runtime cannot serve are refused before anything is made.
 func TestUserNamespaceBadInput(t *testing.T) {
 	ctx := begin(t)
-	reachableBase(t)
 	kubelet := podMapping()
 	tests := []struct {
 		name     string
