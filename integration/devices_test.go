@@ -389,14 +389,9 @@ func cdiKubeletRestart(t testing.TB, podID string, podCfg *runtimeapi.PodSandbox
 		t.Fatal(err)
 	}
 	cfg.Metadata.Attempt++
-	mark := int64(0)
-	if e != nil {
-		mark = hookLogSize(t, e.hookLog)
-	}
+	mark := hookLogSize(t, e.hookLog)
 	id := runContainer(t, podID, podCfg, cfg)
-	if e != nil {
-		e.checkStartedWarm(t, mark)
-	}
+	e.checkStartedWarm(t, mark)
 	return id
 }
 
