@@ -404,6 +404,27 @@ var resetShapes = []struct {
 	hooks   bool
 }{{"bare", false, false}, {"devices", true, false}, {"devices-hooks", true, true}}
 
+// startResetDaemon starts a daemon whose CDI spec dir serves both device
+// envs of resetShapes, with busybox pulled, and returns the env of each
+// shape in resetShapes' order (nil for the bare one).
+func startResetDaemon(t testing.TB, name string) []*deviceEnv {
+	t.Helper()
+	plain, hooked := newDeviceEnv(t, false, "example.com/fake"), newDeviceEnv(t, true, "example.com/hooked")
+	hooked.writeSpecIn(t, plain.specDir, "1")
+	startExtraDaemon(t, name, "--cdi-spec-dirs", plain.specDir)
+	pullImage(t, images.busybox)
+	envs := make([]*deviceEnv, len(resetShapes))
+	for i, sh := range resetShapes {
+		if sh.devices {
+			envs[i] = plain
+			if sh.hooks {
+				envs[i] = hooked
+			}
+		}
+	}
+	return envs
+}
+
 // resetTarget runs one pod of a shape on the current daemon and returns
 // it with its container's id.
 func resetTarget(t testing.TB, name string, e *deviceEnv) (podID, ctrID string) {
@@ -439,19 +460,10 @@ const resetLatencyRounds = 50
 // compare, run BenchmarkResetPodDevices.
 func TestResetLatencyWithDevices(t *testing.T) {
 	begin(t)
-	plain, hooked := newDeviceEnv(t, false, "example.com/fake"), newDeviceEnv(t, true, "example.com/hooked")
-	hooked.writeSpecIn(t, plain.specDir, "1")
-	startExtraDaemon(t, "reset-latency", "--cdi-spec-dirs", plain.specDir)
-	pullImage(t, images.busybox)
+	envs := startResetDaemon(t, "reset-latency")
 	var lines []string
-	for _, sh := range resetShapes {
-		var e *deviceEnv
-		if sh.devices {
-			e = plain
-			if sh.hooks {
-				e = hooked
-			}
-		}
+	for i, sh := range resetShapes {
+		e := envs[i]
 		podID, ctrID := resetTarget(t, "reset-latency-"+sh.name, e)
 		var client, shim []time.Duration
 		for range resetLatencyRounds {
@@ -471,19 +483,10 @@ func TestResetLatencyWithDevices(t *testing.T) {
 // devices, CDI edits and an emptyDir; the wait for the pre-created
 // generation before each reset is not timed.
 func BenchmarkResetPodDevices(b *testing.B) {
-	plain, hooked := newDeviceEnv(b, false, "example.com/fake"), newDeviceEnv(b, true, "example.com/hooked")
-	hooked.writeSpecIn(b, plain.specDir, "1")
-	startExtraDaemon(b, "reset-bench", "--cdi-spec-dirs", plain.specDir)
-	pullImage(b, images.busybox)
-	for _, sh := range resetShapes {
+	envs := startResetDaemon(b, "reset-bench")
+	for i, sh := range resetShapes {
 		b.Run(sh.name, func(b *testing.B) {
-			var e *deviceEnv
-			if sh.devices {
-				e = plain
-				if sh.hooks {
-					e = hooked
-				}
-			}
+			e := envs[i]
 			podID, ctrID := resetTarget(b, "reset-bench-"+sh.name, e)
 			var shim time.Duration
 			for b.Loop() {
