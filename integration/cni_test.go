@@ -386,7 +386,10 @@ func BenchmarkRunPodSandboxNetworks(b *testing.B) {
 			b.StartTimer()
 		}
 	}
-	b.Run("embedded", bench)
+	b.Run("embedded", func(b *testing.B) {
+		d.watchLogs(b)
+		bench(b)
+	})
 	b.Run("cni", func(b *testing.B) {
 		e := newCNIEnv(b)
 		x := startExtraDaemon(b, "cni-bench", e.args...)

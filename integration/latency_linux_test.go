@@ -20,7 +20,8 @@ const latencyRounds = 25
 // with timeout 0 and RemoveContainer first, untimed) after giving the shim
 // time to pre-create the container's next generation. It reports medians
 // and asserts nothing about them: the machine is shared and noisy. For
-// numbers to compare, run the benchmarks below.
+// numbers to compare, run BenchmarkRunPodSandboxNetworks and
+// BenchmarkCreateStartContainer.
 func TestLatencyReport(t *testing.T) {
 	ctx := begin(t)
 	pullImage(t, images.busybox)
@@ -128,23 +129,6 @@ func median(ds []time.Duration) time.Duration {
 func p90(ds []time.Duration) time.Duration {
 	s := sorted(ds)
 	return s[len(s)*9/10].Round(10 * time.Microsecond)
-}
-
-// BenchmarkRunPodSandbox times RunPodSandbox alone; stopping and removing
-// each pod is not timed.
-func BenchmarkRunPodSandbox(b *testing.B) {
-	d.watchLogs(b)
-	ctx := testCtx(b)
-	for i := 0; b.Loop(); i++ {
-		podCfg := newPodConfig(fmt.Sprintf("bench-%d", i))
-		resp, err := d.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.StopTimer()
-		removePod(b, resp.PodSandboxId, podCfg)
-		b.StartTimer()
-	}
 }
 
 // BenchmarkCreateStartContainer times Create+Start of the first container
