@@ -26,16 +26,10 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
 all: build
 
-# warmpodctl is built once its package exists.
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -tags $(TAGS) -ldflags '$(LDFLAGS)' -o $(BIN)/warmpod ./cmd/warmpod
-	@if [ -d cmd/warmpodctl ]; then \
-		echo '$(GO) build -ldflags $(LDFLAGS) -o $(BIN)/warmpodctl ./cmd/warmpodctl'; \
-		$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/warmpodctl ./cmd/warmpodctl; \
-	else \
-		echo 'cmd/warmpodctl does not exist yet: not building warmpodctl'; \
-	fi
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/warmpodctl ./cmd/warmpodctl
 	$(GO) build -o $(BIN)/testregistry ./integration/cmd/testregistry
 
 # Starts a local registry on 127.0.0.1:5000 and the daemon on its defaults, runs the in-place reset demo,
