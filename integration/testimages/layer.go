@@ -46,7 +46,7 @@ type File struct {
 
 // LayerFromEntries builds a gzip-compressed layer holding exactly the given entries, in order.
 func LayerFromEntries(entries ...Entry) (v1.Layer, error) {
-	raw, err := tarBytes(entries)
+	raw, err := TarBytes(entries)
 	if err != nil {
 		return nil, err
 	}
@@ -65,7 +65,9 @@ func layerFromTar(raw []byte) (v1.Layer, error) {
 	return l, nil
 }
 
-func tarBytes(entries []Entry) ([]byte, error) {
+// TarBytes writes entries, in order, as an uncompressed tar stream: each Header as given, with Size set
+// from Body, a zero ModTime made Epoch, and the PAX format where PAXRecords are set and no format is.
+func TarBytes(entries []Entry) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for i := range entries {

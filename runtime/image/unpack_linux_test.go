@@ -35,28 +35,11 @@ func hardlinkE(name, target string) entry {
 
 func tarOf(t *testing.T, entries ...entry) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range entries {
-		h := e.Header
-		h.Size = int64(len(e.Body))
-		if h.ModTime.IsZero() {
-			h.ModTime = testimages.Epoch
-		}
-		if len(h.PAXRecords) > 0 {
-			h.Format = tar.FormatPAX
-		}
-		if err := tw.WriteHeader(&h); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(e.Body); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
+	b, err := testimages.TarBytes(entries)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return buf.Bytes()
+	return b
 }
 
 func lstat(t *testing.T, p string) *unix.Stat_t {
