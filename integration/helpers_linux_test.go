@@ -3,7 +3,6 @@ package integration
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -271,5 +270,5 @@ func short(id string) string {
 	if len(id) > 12 {
 		return id[:12]
 	}
-	return fmt.Sprint(id)
+	return id
 }
