@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -337,7 +338,7 @@ func TestResetNoLeaks(t *testing.T) {
 		}
 	}
 	p.waitWarm(t)
-	before := takeResetSnapshot(t, p.id)
+	before := settledResetSnapshot(t, p.id)
 	for i := 0; i < n; i++ {
 		if _, err := wp().ResetPod(ctx, &warmpodv1.ResetPodRequest{PodSandboxId: p.id}); err != nil {
 			t.Fatalf("reset %d: %v", i, err)
@@ -354,6 +355,24 @@ func TestResetNoLeaks(t *testing.T) {
 	if got := p.initRuns(t); got != n+11 {
 		t.Errorf("init container ran %d times, want %d", got, n+11)
 	}
+}
+
+// settledResetSnapshot takes the snapshot once the daemon's background work
+// is done: the generations that resets replaced are destroyed only when
+// their pod is quiet, and on a loaded machine a backlog of them can outlast
+// the next generations' pre-creation. Settled is two snapshots, 250 ms
+// apart, that agree.
+func settledResetSnapshot(t *testing.T, podID string) resetSnapshot {
+	t.Helper()
+	last := takeResetSnapshot(t, podID)
+	waitFor(t, "the pod's resources to settle", func() (bool, string) {
+		time.Sleep(250 * time.Millisecond)
+		s := takeResetSnapshot(t, podID)
+		diff := last.diff(s)
+		last = s
+		return diff == "", diff
+	})
+	return last
 }
 
 // resetSnapshot counts what a pod's resets could leak.
