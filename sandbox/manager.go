@@ -16,8 +16,8 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
 
+	"github.com/warmpod/warmpod/runtime/broadcast"
 	"github.com/warmpod/warmpod/runtime/image"
-	"github.com/warmpod/warmpod/sandbox/broadcast"
 	"github.com/warmpod/warmpod/sandbox/network"
 )
 

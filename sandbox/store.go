@@ -9,7 +9,7 @@ import (
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/warmpod/warmpod/sandbox/journal"
+	"github.com/warmpod/warmpod/runtime/journal"
 	"github.com/warmpod/warmpod/sandbox/netns"
 	"github.com/warmpod/warmpod/sandbox/shim"
 	"github.com/warmpod/warmpod/sandbox/shimclient"

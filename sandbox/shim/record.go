@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 
-	"github.com/warmpod/warmpod/sandbox/journal"
+	"github.com/warmpod/warmpod/runtime/journal"
 )
 
 // State of a container as the shim tracks it.

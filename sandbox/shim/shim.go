@@ -15,9 +15,9 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/warmpod/warmpod/runtime/broadcast"
 	"github.com/warmpod/warmpod/runtime/container"
-	"github.com/warmpod/warmpod/sandbox/broadcast"
-	"github.com/warmpod/warmpod/sandbox/journal"
+	"github.com/warmpod/warmpod/runtime/journal"
 )
 
 // Shim owns the containers of one pod. Its methods are safe for concurrent use.
