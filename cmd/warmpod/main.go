@@ -24,6 +24,7 @@ import (
 	"github.com/warmpod/warmpod/devices"
 	"github.com/warmpod/warmpod/runtime/container"
 	"github.com/warmpod/warmpod/runtime/image"
+	"github.com/warmpod/warmpod/runtime/pause"
 	"github.com/warmpod/warmpod/sandbox"
 	"github.com/warmpod/warmpod/sandbox/network"
 	"github.com/warmpod/warmpod/sandbox/shim"
@@ -38,8 +39,8 @@ func main() {
 	container.Init()
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
-		case shim.PauseArg:
-			shim.PauseMain()
+		case pause.Arg:
+			pause.Main()
 			return
 		case "shim":
 			os.Exit(runShim(os.Args[2:]))

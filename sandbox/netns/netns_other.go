@@ -5,7 +5,6 @@ package netns
 import (
 	"errors"
 	"fmt"
-	"os"
 )
 
 // Create needs Linux namespaces.
@@ -21,9 +20,4 @@ func Remove(dir string) error {
 // Do needs Linux namespaces.
 func Do(path string, fn func() error) error {
 	return fmt.Errorf("enter namespace %s: %w", path, errors.ErrUnsupported)
-}
-
-// StartInit needs Linux namespaces.
-func StartInit(userns string, argv []string, files []*os.File) (*os.Process, error) {
-	return nil, fmt.Errorf("start init in user namespace %s: %w", userns, errors.ErrUnsupported)
 }

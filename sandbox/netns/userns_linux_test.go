@@ -1,10 +1,7 @@
 package netns
 
 import (
-	"bufio"
 	"errors"
-	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -185,73 +182,5 @@ func BenchmarkCreateRemoveUserNS(b *testing.B) {
 		if err := Remove(dir); err != nil {
 			b.Fatal(err)
 		}
-	}
-}
-
-// initHelperEnv makes TestInitHelper act: it is the program StartInit runs
-// in TestStartInit.
-const initHelperEnv = "WARMPOD_NETNS_INIT_HELPER"
-
-// TestInitHelper reports, on its stdout, what pid 1 of the pod's pid
-// namespace sees of itself: pid, uid and gid and its uid_map. It then waits
-// for fd 3 to close, so that its namespaces can be looked at.
-func TestInitHelper(t *testing.T) {
-	if os.Getenv(initHelperEnv) == "" {
-		t.Skip("runs only as StartInit's program")
-	}
-	uidMap, _ := os.ReadFile("/proc/self/uid_map")
-	fmt.Printf("pid=%d uid=%d gid=%d map=%s\n", os.Getpid(), os.Getuid(), os.Getgid(), strings.Join(strings.Fields(string(uidMap)), " "))
-	_, _ = io.Copy(io.Discard, os.NewFile(3, "hold"))
-	os.Exit(0)
-}
-
-func TestStartInit(t *testing.T) {
-	requireRoot(t)
-	dir := nsDir(t)
-	p, err := Create(dir, Options{Net: true, IPC: true, UTS: true, User: podMapping})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv(initHelperEnv, "1")
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer outR.Close()
-	holdR, holdW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	devNull, err := os.Open(os.DevNull)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer devNull.Close()
-	proc, err := StartInit(p.User, []string{"init-helper", "-test.run=^TestInitHelper$"}, []*os.File{devNull, outW, outW, holdR})
-	outW.Close()
-	holdR.Close()
-	if err != nil {
-		holdW.Close()
-		t.Fatalf("StartInit: %v", err)
-	}
-	line, err := bufio.NewReader(outR).ReadString('\n')
-	if err != nil {
-		t.Errorf("helper output: %q, %v", line, err)
-	} else if owner := ownerInode(t, fmt.Sprintf("/proc/%d/ns/pid", proc.Pid)); owner != nsInode(t, p.User) {
-		t.Errorf("the new pid namespace is not owned by the pod's user namespace")
-	}
-	holdW.Close()
-	if state, err := proc.Wait(); err != nil || !state.Success() {
-		t.Fatalf("helper: %v, %v", state, err)
-	}
-	if want := "pid=1 uid=0 gid=0 map=0 1000 100000"; !strings.Contains(line, want) {
-		t.Errorf("helper saw %q, want %q", line, want)
-	}
-
-	if _, err := StartInit(filepath.Join(t.TempDir(), "none"), []string{"x"}, nil); err == nil {
-		t.Error("StartInit with no user namespace succeeded")
-	}
-	if _, err := StartInit("/proc/self/ns/net", []string{"x"}, nil); err == nil {
-		t.Error("StartInit with a network namespace for a user namespace succeeded")
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/warmpod/warmpod/runtime/broadcast"
 	"github.com/warmpod/warmpod/runtime/container"
 	"github.com/warmpod/warmpod/runtime/journal"
+	"github.com/warmpod/warmpod/runtime/pause"
 )
 
 // Shim owns the containers of one pod. Its methods are safe for concurrent use.
@@ -27,7 +28,7 @@ type Shim struct {
 	engine  *container.Engine
 	events  *broadcast.Hub[Event]
 	log     *logrus.Entry
-	pause   *pause
+	pause   *pause.Process
 	tokens  *tokens
 
 	// resetMu serialises resets: a reset asked for during another runs
@@ -103,7 +104,7 @@ func New(cfg *Config, log *logrus.Entry) (*Shim, error) {
 		if cfg.UserNS != nil {
 			userns = cfg.UserNS.Path
 		}
-		p, err := startPause(PIDNamespacePath(cfg.StateDir), userns)
+		p, err := pause.Start(PIDNamespacePath(cfg.StateDir), userns)
 		if err != nil {
 			records.Close()
 			return nil, err
@@ -134,7 +135,7 @@ func (s *Shim) Info() Info {
 	defer s.mu.Unlock()
 	info := Info{PodID: s.cfg.PodID, Pid: os.Getpid(), Restarting: s.restarting, Resets: s.resets}
 	if s.pause != nil {
-		info.PausePid = s.pause.pid()
+		info.PausePid = s.pause.Pid()
 	}
 	return info
 }
@@ -235,7 +236,7 @@ func (s *Shim) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	s.bg.Wait()
 	if s.pause != nil {
-		s.pause.stop()
+		s.pause.Stop()
 	}
 	s.events.Close()
 	s.records.Close()

@@ -1,4 +1,4 @@
-package shim
+package pause
 
 import (
 	"errors"
@@ -10,17 +10,14 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/warmpod/warmpod/sandbox/netns"
 )
 
-// PauseArg is the argument that makes the warmpod binary run as a pod's
-// pause process (see PauseMain).
-const PauseArg = "pause"
+// Arg is the argument that makes the warmpod binary run as a pod's pause
+// process (see Main).
+const Arg = "pause"
 
-// pause is the process holding a pod's shared pid namespace: its pid 1,
-// which reaps the orphans of every container in the pod.
-type pause struct {
+// Process is a running pause process, started by a pod's shim.
+type Process struct {
 	proc *os.Process
 	pin  string
 	done chan struct{}
@@ -29,12 +26,12 @@ type pause struct {
 	life *os.File
 }
 
-// startPause starts the pause process in a new pid namespace and pins the
+// Start starts the pause process in a new pid namespace and pins the
 // namespace at pin, so containers can join it by path. In a pod with a user
 // namespace (userns, its pinned path) the pid namespace must belong to it,
 // or the pod's containers could not mount /proc; the pause process then
 // runs as that namespace's root.
-func startPause(pin, userns string) (*pause, error) {
+func Start(pin, userns string) (*Process, error) {
 	// Not Pdeathsig: it fires when the thread that forked the child ends,
 	// and the Go runtime ends threads whenever a goroutine exits locked to
 	// one (libcontainer does, for mount sources) — killing the pod's pid
@@ -47,7 +44,7 @@ func startPause(pin, userns string) (*pause, error) {
 	var wait func()
 	var proc *os.Process
 	if userns == "" {
-		cmd := exec.Command("/proc/self/exe", PauseArg)
+		cmd := exec.Command("/proc/self/exe", Arg)
 		cmd.Args[0] = os.Args[0]
 		cmd.ExtraFiles = []*os.File{lifeR} // fd 3
 		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
@@ -61,7 +58,7 @@ func startPause(pin, userns string) (*pause, error) {
 		lifeW.Close()
 		return nil, fmt.Errorf("start pause process: %w", err)
 	}
-	p := &pause{proc: proc, pin: pin, done: make(chan struct{}), life: lifeW}
+	p := &Process{proc: proc, pin: pin, done: make(chan struct{}), life: lifeW}
 	go func() { wait(); close(p.done) }()
 	f, err := os.OpenFile(pin, os.O_CREATE|os.O_RDONLY|os.O_EXCL, 0o444)
 	if err == nil {
@@ -69,7 +66,7 @@ func startPause(pin, userns string) (*pause, error) {
 		err = unix.Mount(fmt.Sprintf("/proc/%d/ns/pid", proc.Pid), pin, "", unix.MS_BIND, "")
 	}
 	if err != nil {
-		p.stop()
+		p.Stop()
 		return nil, fmt.Errorf("pin pod pid namespace: %w", err)
 	}
 	return p, nil
@@ -83,12 +80,15 @@ func startPauseIn(userns string, life *os.File) (*os.Process, error) {
 		return nil, err
 	}
 	defer null.Close()
-	return netns.StartInit(userns, []string{os.Args[0], PauseArg}, []*os.File{null, null, null, life})
+	return startInit(userns, []string{os.Args[0], Arg}, []*os.File{null, null, null, life})
 }
 
-func (p *pause) pid() int { return p.proc.Pid }
+// Pid is the pause process's pid, as the shim sees it.
+func (p *Process) Pid() int { return p.proc.Pid }
 
-func (p *pause) stop() {
+// Stop kills the pause process, and with it every process left in the pid
+// namespace, and removes the namespace's pin.
+func (p *Process) Stop() {
 	_ = p.proc.Kill()
 	<-p.done
 	p.life.Close()
@@ -98,9 +98,9 @@ func (p *pause) stop() {
 	_ = os.Remove(p.pin)
 }
 
-// PauseMain is the pause process: pid 1 of a pod's pid namespace. It reaps
+// Main is the pause process: pid 1 of a pod's pid namespace. It reaps
 // orphans until it is killed or its shim is gone.
-func PauseMain() {
+func Main() {
 	signal.Ignore(unix.SIGHUP, unix.SIGINT, unix.SIGPIPE)
 	go func() {
 		// fd 3 is the read end of the shim's pipe: EOF means the shim died.

@@ -1,4 +1,4 @@
-package netns
+package pause
 
 /*
 #define _GNU_SOURCE
@@ -97,10 +97,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// maxInitFiles bounds the files StartInit hands on.
+// maxInitFiles bounds the files startInit hands on.
 const maxInitFiles = 16
 
-// StartInit starts argv (argv[0] is only its name: the program is this
+// startInit starts argv (argv[0] is only its name: the program is this
 // binary, /proc/self/exe) as pid 1 of a new pid namespace owned by the user
 // namespace pinned at userns, running as that namespace's root. files[i]
 // becomes its fd i. The process is the caller's child; it gets the caller's
@@ -109,11 +109,12 @@ const maxInitFiles = 16
 // It is how a pod's pid namespace is made to belong to the pod's user
 // namespace, so that the pod's containers may mount /proc: the pid
 // namespace's owner is fixed when it is made, and a Go process cannot enter
-// a user namespace to make it (see the package comment). A forked copy of
-// this process can, before it execs.
-func StartInit(userns string, argv []string, files []*os.File) (*os.Process, error) {
+// a user namespace to make it (the kernel refuses setns of a user namespace
+// to a multi-threaded process, and every Go process is one). A forked copy
+// of this process can, before it execs.
+func startInit(userns string, argv []string, files []*os.File) (*os.Process, error) {
 	if len(argv) == 0 || len(files) > maxInitFiles {
-		return nil, fmt.Errorf("%w: start init with %d args and %d files", ErrInvalidOptions, len(argv), len(files))
+		return nil, fmt.Errorf("start init with %d args and %d files: at most %d files, at least one arg", len(argv), len(files), maxInitFiles)
 	}
 	nsfd, err := unix.Open(userns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
