@@ -7,8 +7,8 @@ import (
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	shim "github.com/warmpod/warmpod/runtime/shim/service"
 	"github.com/warmpod/warmpod/sandbox"
-	"github.com/warmpod/warmpod/sandbox/shim"
 )
 
 // Exec prepares a streaming exec in a running container and returns the

@@ -8,8 +8,8 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	shim "github.com/warmpod/warmpod/runtime/shim/service"
 	"github.com/warmpod/warmpod/sandbox"
-	"github.com/warmpod/warmpod/sandbox/shim"
 )
 
 // ContainerStatus reports a container's state, exit and configuration.

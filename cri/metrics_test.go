@@ -8,9 +8,9 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/warmpod/warmpod/runtime/oci"
+	shim "github.com/warmpod/warmpod/runtime/shim/service"
 	"github.com/warmpod/warmpod/sandbox"
 	"github.com/warmpod/warmpod/sandbox/cgroup"
-	"github.com/warmpod/warmpod/sandbox/shim"
 )
 
 // cadvisorMetrics are the container metrics the kubelet serves on

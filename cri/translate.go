@@ -11,10 +11,10 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/warmpod/warmpod/runtime/oci"
+	shim "github.com/warmpod/warmpod/runtime/shim/service"
 	"github.com/warmpod/warmpod/sandbox"
 	"github.com/warmpod/warmpod/sandbox/etcfiles"
 	"github.com/warmpod/warmpod/sandbox/network"
-	"github.com/warmpod/warmpod/sandbox/shim"
 )
 
 // Pod annotations through which a pod opts into warmpod's own behaviour.

@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 
 	warmpodv1 "github.com/warmpod/warmpod/api/warmpod/v1"
+	shim "github.com/warmpod/warmpod/runtime/shim/service"
 	"github.com/warmpod/warmpod/sandbox"
-	"github.com/warmpod/warmpod/sandbox/shim"
 )
 
 // ResetPod restarts every container of a pod in place.

@@ -20,7 +20,7 @@ import (
 	"github.com/warmpod/warmpod/devices"
 	"github.com/warmpod/warmpod/runtime/image"
 	"github.com/warmpod/warmpod/runtime/oci"
-	"github.com/warmpod/warmpod/sandbox/shim"
+	shim "github.com/warmpod/warmpod/runtime/shim/service"
 )
 
 func nowNanos() int64 { return time.Now().UnixNano() }

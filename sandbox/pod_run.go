@@ -14,12 +14,12 @@ import (
 
 	"github.com/warmpod/warmpod/runtime/oci"
 	"github.com/warmpod/warmpod/runtime/rootfs"
+	shimclient "github.com/warmpod/warmpod/runtime/shim/client"
+	shim "github.com/warmpod/warmpod/runtime/shim/service"
 	"github.com/warmpod/warmpod/sandbox/cgroup"
 	"github.com/warmpod/warmpod/sandbox/etcfiles"
 	"github.com/warmpod/warmpod/sandbox/netns"
 	"github.com/warmpod/warmpod/sandbox/network"
-	"github.com/warmpod/warmpod/sandbox/shim"
-	"github.com/warmpod/warmpod/sandbox/shimclient"
 )
 
 // shmSize is the size of a pod's /dev/shm, as the kubelet's runtimes use.

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
-	"github.com/warmpod/warmpod/sandbox/shim"
+	shim "github.com/warmpod/warmpod/runtime/shim/service"
 )
 
 func (p *pod) info() PodInfo {

@@ -10,10 +10,10 @@ import (
 	"github.com/containerd/errdefs"
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
+	shimclient "github.com/warmpod/warmpod/runtime/shim/client"
+	shim "github.com/warmpod/warmpod/runtime/shim/service"
 	"github.com/warmpod/warmpod/sandbox/cgroup"
 	"github.com/warmpod/warmpod/sandbox/netns"
-	"github.com/warmpod/warmpod/sandbox/shim"
-	"github.com/warmpod/warmpod/sandbox/shimclient"
 )
 
 // StopPod kills every container of the pod and releases what the pod held

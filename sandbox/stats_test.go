@@ -15,8 +15,8 @@ import (
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 
+	shim "github.com/warmpod/warmpod/runtime/shim/service"
 	"github.com/warmpod/warmpod/sandbox/cgroup"
-	"github.com/warmpod/warmpod/sandbox/shim"
 )
 
 // fakeSource answers from maps and counts layer measurements. Paths with

@@ -10,9 +10,9 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/warmpod/warmpod/runtime/journal"
+	shimclient "github.com/warmpod/warmpod/runtime/shim/client"
+	shim "github.com/warmpod/warmpod/runtime/shim/service"
 	"github.com/warmpod/warmpod/sandbox/netns"
-	"github.com/warmpod/warmpod/sandbox/shim"
-	"github.com/warmpod/warmpod/sandbox/shimclient"
 )
 
 // podMeta is everything about a pod that is fixed once RunPodSandbox has

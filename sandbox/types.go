@@ -12,9 +12,9 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/warmpod/warmpod/runtime/oci"
+	shim "github.com/warmpod/warmpod/runtime/shim/service"
 	"github.com/warmpod/warmpod/sandbox/etcfiles"
 	"github.com/warmpod/warmpod/sandbox/network"
-	"github.com/warmpod/warmpod/sandbox/shim"
 )
 
 // PodConfig is a CRI PodSandboxConfig.

@@ -25,9 +25,9 @@ import (
 	"github.com/warmpod/warmpod/runtime/container"
 	"github.com/warmpod/warmpod/runtime/image"
 	"github.com/warmpod/warmpod/runtime/pause"
+	shim "github.com/warmpod/warmpod/runtime/shim/service"
 	"github.com/warmpod/warmpod/sandbox"
 	"github.com/warmpod/warmpod/sandbox/network"
-	"github.com/warmpod/warmpod/sandbox/shim"
 )
 
 // version is set at link time.

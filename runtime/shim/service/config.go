@@ -1,4 +1,4 @@
-// Package shim is the per-pod process that owns a pod's containers.
+// Package service is the per-pod shim process that owns a pod's containers.
 //
 // The daemon starts one shim per pod sandbox ("warmpod shim --state DIR") after
 // writing the pod's Config to DIR/pod.json. The shim serves the Shim gRPC API
@@ -13,7 +13,7 @@
 // blocked before execve). A CreateContainer with the same process shape takes
 // the pre-created generation; a pod reset kills the current generations and
 // releases the pre-created ones in start order.
-package shim
+package service
 
 import (
 	"encoding/json"

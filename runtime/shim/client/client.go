@@ -1,6 +1,6 @@
-// Package shimclient starts pod shims and talks to them. It is the daemon's
+// Package client starts pod shims and talks to them. It is the daemon's
 // side of the shim API.
-package shimclient
+package client
 
 import (
 	"bufio"
@@ -21,7 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
-	"github.com/warmpod/warmpod/sandbox/shim"
+	shim "github.com/warmpod/warmpod/runtime/shim/service"
 )
 
 // startTimeout bounds how long a new shim may take to report ready.

@@ -1,4 +1,4 @@
-package shimclient
+package client
 
 import (
 	"errors"
