@@ -11,7 +11,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/warmpod/warmpod/runtime/oci"
-	shim "github.com/warmpod/warmpod/runtime/shim/service"
+	"github.com/warmpod/warmpod/runtime/shim"
 	"github.com/warmpod/warmpod/sandbox"
 	"github.com/warmpod/warmpod/sandbox/etcfiles"
 	"github.com/warmpod/warmpod/sandbox/network"

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 
 	warmpodv1 "github.com/warmpod/warmpod/api/warmpod/v1"
-	shim "github.com/warmpod/warmpod/runtime/shim/service"
+	"github.com/warmpod/warmpod/runtime/shim"
 	"github.com/warmpod/warmpod/sandbox"
 )
 

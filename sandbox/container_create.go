@@ -20,7 +20,7 @@ import (
 	"github.com/warmpod/warmpod/devices"
 	"github.com/warmpod/warmpod/runtime/image"
 	"github.com/warmpod/warmpod/runtime/oci"
-	shim "github.com/warmpod/warmpod/runtime/shim/service"
+	"github.com/warmpod/warmpod/runtime/shim"
 )
 
 func nowNanos() int64 { return time.Now().UnixNano() }

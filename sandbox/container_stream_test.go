@@ -16,8 +16,8 @@ import (
 	"google.golang.org/grpc"
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
+	"github.com/warmpod/warmpod/runtime/shim"
 	shimclient "github.com/warmpod/warmpod/runtime/shim/client"
-	shim "github.com/warmpod/warmpod/runtime/shim/service"
 )
 
 // fakeShim serves Exec and Attach the way the real shim frames them: it

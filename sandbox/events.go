@@ -5,8 +5,8 @@ import (
 	"time"
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
+	"github.com/warmpod/warmpod/runtime/shim"
 	shimclient "github.com/warmpod/warmpod/runtime/shim/client"
-	shim "github.com/warmpod/warmpod/runtime/shim/service"
 )
 
 // EventType says what happened to a container: the shim's own, which the

@@ -14,8 +14,8 @@ import (
 
 	"github.com/warmpod/warmpod/runtime/oci"
 	"github.com/warmpod/warmpod/runtime/rootfs"
+	"github.com/warmpod/warmpod/runtime/shim"
 	shimclient "github.com/warmpod/warmpod/runtime/shim/client"
-	shim "github.com/warmpod/warmpod/runtime/shim/service"
 	"github.com/warmpod/warmpod/sandbox/cgroup"
 	"github.com/warmpod/warmpod/sandbox/etcfiles"
 	"github.com/warmpod/warmpod/sandbox/netns"

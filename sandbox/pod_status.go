@@ -7,7 +7,7 @@ import (
 	"time"
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
-	shim "github.com/warmpod/warmpod/runtime/shim/service"
+	"github.com/warmpod/warmpod/runtime/shim"
 )
 
 func (p *pod) info() PodInfo {

@@ -10,8 +10,8 @@ import (
 	"github.com/containerd/errdefs"
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
+	"github.com/warmpod/warmpod/runtime/shim"
 	shimclient "github.com/warmpod/warmpod/runtime/shim/client"
-	shim "github.com/warmpod/warmpod/runtime/shim/service"
 	"github.com/warmpod/warmpod/sandbox/cgroup"
 	"github.com/warmpod/warmpod/sandbox/netns"
 )

@@ -7,8 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/warmpod/warmpod/runtime/shim"
 	shimclient "github.com/warmpod/warmpod/runtime/shim/client"
-	shim "github.com/warmpod/warmpod/runtime/shim/service"
 )
 
 // recover rebuilds the daemon's state from the metadata on disk and the

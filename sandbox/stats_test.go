@@ -15,7 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 
-	shim "github.com/warmpod/warmpod/runtime/shim/service"
+	"github.com/warmpod/warmpod/runtime/shim"
 	"github.com/warmpod/warmpod/sandbox/cgroup"
 )
 

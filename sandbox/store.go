@@ -10,8 +10,8 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/warmpod/warmpod/runtime/journal"
+	"github.com/warmpod/warmpod/runtime/shim"
 	shimclient "github.com/warmpod/warmpod/runtime/shim/client"
-	shim "github.com/warmpod/warmpod/runtime/shim/service"
 	"github.com/warmpod/warmpod/sandbox/netns"
 )
 

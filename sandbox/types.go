@@ -12,7 +12,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/warmpod/warmpod/runtime/oci"
-	shim "github.com/warmpod/warmpod/runtime/shim/service"
+	"github.com/warmpod/warmpod/runtime/shim"
 	"github.com/warmpod/warmpod/sandbox/etcfiles"
 	"github.com/warmpod/warmpod/sandbox/network"
 )

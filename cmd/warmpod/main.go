@@ -25,7 +25,7 @@ import (
 	"github.com/warmpod/warmpod/runtime/container"
 	"github.com/warmpod/warmpod/runtime/image"
 	"github.com/warmpod/warmpod/runtime/pause"
-	shim "github.com/warmpod/warmpod/runtime/shim/service"
+	"github.com/warmpod/warmpod/runtime/shim/service"
 	"github.com/warmpod/warmpod/sandbox"
 	"github.com/warmpod/warmpod/sandbox/network"
 )
@@ -73,8 +73,8 @@ func runShim(args []string) int {
 		fmt.Fprintln(os.Stderr, "warmpod shim: --state is required")
 		return 2
 	}
-	shim.Version = version
-	if err := shim.Main(*state); err != nil {
+	service.Version = version
+	if err := service.Main(*state); err != nil {
 		fmt.Fprintln(os.Stderr, "warmpod shim:", err)
 		return 1
 	}

@@ -1,5 +1,7 @@
 // Package client starts pod shims and talks to them. It is the daemon's
-// side of the shim API.
+// side of the shim API (api/shim/v1); what it shares with the shim beyond
+// the protocol (the configuration, the files of a pod's state dir) is the
+// contract in runtime/shim.
 package client
 
 import (
@@ -21,7 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
-	shim "github.com/warmpod/warmpod/runtime/shim/service"
+	"github.com/warmpod/warmpod/runtime/shim"
 )
 
 // startTimeout bounds how long a new shim may take to report ready.

@@ -19,6 +19,7 @@ import (
 	"github.com/warmpod/warmpod/runtime/container"
 	"github.com/warmpod/warmpod/runtime/logs"
 	"github.com/warmpod/warmpod/runtime/rootfs"
+	"github.com/warmpod/warmpod/runtime/shim"
 )
 
 // CreateRequest asks for a new container.
@@ -184,7 +185,7 @@ type ctr struct {
 	mu sync.Mutex
 	// tmpl changes when the container's resources are updated.
 	tmpl *template
-	rec  Record
+	rec  shim.Record
 	gen  *gen
 	log  *logs.File
 	// killing marks an exit the shim caused (stop, remove, reset): restart
@@ -203,7 +204,7 @@ func (c *ctr) template() *template {
 	return c.tmpl
 }
 
-func (c *ctr) record() Record {
+func (c *ctr) record() shim.Record {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r := c.rec
@@ -213,13 +214,13 @@ func (c *ctr) record() Record {
 // commit records c's state on disk and publishes event t about it.
 // Preconditions: c.mu held, so records and events keep the order of the
 // transitions.
-func (s *Shim) commit(c *ctr, t EventType) Record {
+func (s *Shim) commit(c *ctr, t shim.EventType) shim.Record {
 	rec := c.rec
 	if err := s.records.Put(rec.ID, &rec); err != nil {
 		s.log.WithError(err).Warn("record container state")
 	}
 	if !c.quiet {
-		s.events.Publish(Event{Type: t, Container: rec, Timestamp: time.Now().UnixNano()})
+		s.events.Publish(shim.Event{Type: t, Container: rec, Timestamp: time.Now().UnixNano()})
 	}
 	return rec
 }
@@ -243,7 +244,7 @@ func (s *Shim) speak(c *ctr) {
 	if c.removed {
 		return
 	}
-	s.events.Publish(Event{Type: c.rec.State.Event(), Container: c.rec, Timestamp: time.Now().UnixNano()})
+	s.events.Publish(shim.Event{Type: c.rec.State.Event(), Container: c.rec, Timestamp: time.Now().UnixNano()})
 }
 
 func (c *ctr) closeLog() {
@@ -297,13 +298,13 @@ func (s *Shim) newGen(t *template, idle bool) (*gen, error) {
 
 // Create creates container r.ID, from the slot's pre-created generation when
 // it has the same process shape, and binds its output to r.LogPath.
-func (s *Shim) Create(ctx context.Context, r *CreateRequest) (Record, bool, error) {
+func (s *Shim) Create(ctx context.Context, r *CreateRequest) (shim.Record, bool, error) {
 	if r.ID == "" || r.Name == "" {
-		return Record{}, false, fmt.Errorf("container id and name are required: %w", errdefs.ErrInvalidArgument)
+		return shim.Record{}, false, fmt.Errorf("container id and name are required: %w", errdefs.ErrInvalidArgument)
 	}
 	t, err := newTemplate(r)
 	if err != nil {
-		return Record{}, false, err
+		return shim.Record{}, false, err
 	}
 	s.touch()
 	c := &ctr{id: r.ID, name: r.Name, tmpl: t, stdout: newFanout(), stderr: newFanout()}
@@ -311,11 +312,11 @@ func (s *Shim) Create(ctx context.Context, r *CreateRequest) (Record, bool, erro
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return Record{}, false, fmt.Errorf("pod %s is shutting down: %w", s.cfg.PodID, errdefs.ErrFailedPrecondition)
+		return shim.Record{}, false, fmt.Errorf("pod %s is shutting down: %w", s.cfg.PodID, errdefs.ErrFailedPrecondition)
 	}
 	if _, ok := s.containers[r.ID]; ok {
 		s.mu.Unlock()
-		return Record{}, false, fmt.Errorf("container %q: %w", r.ID, errdefs.ErrAlreadyExists)
+		return shim.Record{}, false, fmt.Errorf("container %q: %w", r.ID, errdefs.ErrAlreadyExists)
 	}
 	// Reserve the id before creating anything.
 	s.containers[r.ID] = c
@@ -349,7 +350,7 @@ func (s *Shim) Create(ctx context.Context, r *CreateRequest) (Record, bool, erro
 				sl.latest = nil
 			}
 			s.mu.Unlock()
-			return Record{}, false, fmt.Errorf("create container %q: %w", r.Name, err)
+			return shim.Record{}, false, fmt.Errorf("create container %q: %w", r.Name, err)
 		}
 	}
 	l, err := logs.Open(r.LogPath)
@@ -358,14 +359,14 @@ func (s *Shim) Create(ctx context.Context, r *CreateRequest) (Record, bool, erro
 		s.mu.Lock()
 		delete(s.containers, r.ID)
 		s.mu.Unlock()
-		return Record{}, false, fmt.Errorf("create container %q: %w", r.Name, err)
+		return shim.Record{}, false, fmt.Errorf("create container %q: %w", r.Name, err)
 	}
 	now := time.Now().UnixNano()
 	c.mu.Lock()
 	c.log = l
-	c.rec = Record{ID: r.ID, Name: r.Name, State: StateCreated, CreatedAt: now, LogPath: r.LogPath, FromWarm: warm}
+	c.rec = shim.Record{ID: r.ID, Name: r.Name, State: shim.StateCreated, CreatedAt: now, LogPath: r.LogPath, FromWarm: warm}
 	s.bind(c, g)
-	rec := s.commit(c, EventCreated)
+	rec := s.commit(c, shim.EventCreated)
 	c.mu.Unlock()
 	return rec, warm, nil
 }
@@ -383,10 +384,10 @@ func (s *Shim) slotFor(name string) *slot {
 			continue
 		}
 		r := prev.latest.record()
-		if r.State == StateExited {
+		if r.State == shim.StateExited {
 			prev.init = r.ExitCode == 0
 			prev.classified = true
-		} else if r.State == StateRunning {
+		} else if r.State == shim.StateRunning {
 			prev.classified = true
 		}
 	}
@@ -427,24 +428,24 @@ func (s *Shim) bind(c *ctr, g *gen) {
 }
 
 // Start releases container id's process.
-func (s *Shim) Start(ctx context.Context, id string) (Record, error) {
+func (s *Shim) Start(ctx context.Context, id string) (shim.Record, error) {
 	c, err := s.lookup(id)
 	if err != nil {
-		return Record{}, err
+		return shim.Record{}, err
 	}
 	s.touch()
 	c.mu.Lock()
-	if c.rec.State != StateCreated {
+	if c.rec.State != shim.StateCreated {
 		st := c.rec.State
 		c.mu.Unlock()
-		return Record{}, fmt.Errorf("container %q is %s, not created: %w", id, st, errdefs.ErrFailedPrecondition)
+		return shim.Record{}, fmt.Errorf("container %q is %s, not created: %w", id, st, errdefs.ErrFailedPrecondition)
 	}
 	g := c.gen
 	if err := s.release(c, g); err != nil {
 		c.mu.Unlock()
-		return Record{}, err
+		return shim.Record{}, err
 	}
-	rec := s.commit(c, EventStarted)
+	rec := s.commit(c, shim.EventStarted)
 	c.mu.Unlock()
 	s.schedule(c.slot)
 	return rec, nil
@@ -461,17 +462,17 @@ func (s *Shim) release(c *ctr, g *gen) error {
 		_ = g.kill()
 		<-g.c.Init.Done()
 		code, at := g.c.Init.Exit()
-		c.rec.State = StateExited
+		c.rec.State = shim.StateExited
 		c.rec.StartedAt = at.UnixNano()
 		c.rec.FinishedAt = at.UnixNano()
 		c.rec.ExitCode = int32(code)
-		c.rec.Reason = ReasonError
+		c.rec.Reason = shim.ReasonError
 		c.rec.Message = err.Error()
 		close(g.exited)
 		return fmt.Errorf("start container %q: %w", c.name, err)
 	}
 	g.released = true
-	c.rec.State = StateRunning
+	c.rec.State = shim.StateRunning
 	c.rec.StartedAt = started.UnixNano()
 	c.rec.FinishedAt = 0
 	c.rec.ExitCode = 0
@@ -498,12 +499,12 @@ func (s *Shim) monitor(c *ctr, g *gen) {
 		close(g.exited)
 		return
 	}
-	if c.rec.State == StateExited {
+	if c.rec.State == shim.StateExited {
 		// A reset recorded the exit already (noteExit); only the OOM
 		// verdict is new.
-		if oom && c.rec.Reason != ReasonOOMKilled {
-			c.rec.Reason = ReasonOOMKilled
-			s.commit(c, EventStopped)
+		if oom && c.rec.Reason != shim.ReasonOOMKilled {
+			c.rec.Reason = shim.ReasonOOMKilled
+			s.commit(c, shim.EventStopped)
 		}
 		c.mu.Unlock()
 		close(g.exited)
@@ -511,23 +512,23 @@ func (s *Shim) monitor(c *ctr, g *gen) {
 	}
 	action := ""
 	if !c.killing {
-		if a, ok := matchRule(s.cfg.RestartRules[c.name], int32(code)); ok {
+		if a, ok := shim.MatchRule(s.cfg.RestartRules[c.name], int32(code)); ok {
 			action = a
 			c.quiet = true
 		}
 	}
-	c.rec.State = StateExited
+	c.rec.State = shim.StateExited
 	c.rec.FinishedAt = at.UnixNano()
 	c.rec.ExitCode = int32(code)
 	switch {
 	case oom:
-		c.rec.Reason = ReasonOOMKilled
+		c.rec.Reason = shim.ReasonOOMKilled
 	case code == 0:
-		c.rec.Reason = ReasonCompleted
+		c.rec.Reason = shim.ReasonCompleted
 	default:
-		c.rec.Reason = ReasonError
+		c.rec.Reason = shim.ReasonError
 	}
-	rec := s.commit(c, EventStopped)
+	rec := s.commit(c, shim.EventStopped)
 	c.mu.Unlock()
 	close(g.exited)
 	if action != "" {
@@ -538,15 +539,15 @@ func (s *Shim) monitor(c *ctr, g *gen) {
 // Stop signals container id with its stop signal and kills it after timeout;
 // it returns once the container has exited. Stopping a container that is not
 // running does nothing.
-func (s *Shim) Stop(ctx context.Context, id string, timeout time.Duration) (Record, error) {
+func (s *Shim) Stop(ctx context.Context, id string, timeout time.Duration) (shim.Record, error) {
 	c, err := s.lookup(id)
 	if err != nil {
-		return Record{}, err
+		return shim.Record{}, err
 	}
 	s.touch()
 	c.mu.Lock()
 	g := c.gen
-	running := c.rec.State == StateRunning
+	running := c.rec.State == shim.StateRunning
 	if running {
 		c.killing = true
 	}
@@ -563,16 +564,16 @@ func (s *Shim) Stop(ctx context.Context, id string, timeout time.Duration) (Reco
 			return c.record(), nil
 		case <-time.After(timeout):
 		case <-ctx.Done():
-			return Record{}, ctx.Err()
+			return shim.Record{}, ctx.Err()
 		}
 	}
 	if err := g.kill(); err != nil {
-		return Record{}, err
+		return shim.Record{}, err
 	}
 	select {
 	case <-g.exited:
 	case <-ctx.Done():
-		return Record{}, ctx.Err()
+		return shim.Record{}, ctx.Err()
 	}
 	return c.record(), nil
 }
@@ -610,7 +611,7 @@ func (s *Shim) Remove(ctx context.Context, id string) error {
 	if err := s.records.Delete(id); err != nil {
 		s.log.WithError(err).Warn("remove container record")
 	}
-	s.emit(EventDeleted, c)
+	s.emit(shim.EventDeleted, c)
 	go func() {
 		if g != nil {
 			<-g.c.Init.Done()
@@ -630,7 +631,7 @@ func (s *Shim) ReopenLog(id string) error {
 	c.mu.Lock()
 	l, st := c.log, c.rec.State
 	c.mu.Unlock()
-	if st != StateRunning {
+	if st != shim.StateRunning {
 		return fmt.Errorf("container %q is %s, not running: %w", id, st, errdefs.ErrFailedPrecondition)
 	}
 	return l.Reopen()
@@ -647,7 +648,7 @@ func (s *Shim) Update(id string, res *specs.LinuxResources) error {
 	c.mu.Lock()
 	g, st, old := c.gen, c.rec.State, c.tmpl
 	c.mu.Unlock()
-	if st != StateCreated && st != StateRunning {
+	if st != shim.StateCreated && st != shim.StateRunning {
 		return fmt.Errorf("container %q is %s: %w", id, st, errdefs.ErrFailedPrecondition)
 	}
 	if err := g.c.Update(res); err != nil {
@@ -678,7 +679,7 @@ func (s *Shim) Update(id string, res *specs.LinuxResources) error {
 func (c *ctr) running() (*gen, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.rec.State != StateRunning {
+	if c.rec.State != shim.StateRunning {
 		return nil, fmt.Errorf("container %q is %s, not running: %w", c.id, c.rec.State, errdefs.ErrFailedPrecondition)
 	}
 	return c.gen, nil

@@ -5,34 +5,6 @@ import (
 	"time"
 )
 
-// EventType says what happened to a container.
-type EventType int
-
-const (
-	EventCreated EventType = iota + 1
-	EventStarted
-	EventStopped
-	EventDeleted
-)
-
-// Event is what a container entering state s reports.
-func (s State) Event() EventType {
-	switch s {
-	case StateCreated:
-		return EventCreated
-	case StateRunning:
-		return EventStarted
-	}
-	return EventStopped
-}
-
-// Event is one container transition.
-type Event struct {
-	Type      EventType
-	Container Record
-	Timestamp int64
-}
-
 // eventBuffer is how many events a subscriber may lag behind before it is
 // cut off; a cut-off subscriber sees its channel closed and must re-list.
 const eventBuffer = 4096

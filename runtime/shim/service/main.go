@@ -15,16 +15,13 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/warmpod/warmpod/runtime/atomicfile"
+	"github.com/warmpod/warmpod/runtime/shim"
 )
-
-// ReadyFd is the descriptor on which a starting shim reports readiness
-// ("ok\n") or the reason it could not start, then closes it.
-const ReadyFd = 3
 
 // Main runs the shim of the pod whose state dir is stateDir until it is told
 // to shut down. It never returns without error otherwise.
 func Main(stateDir string) error {
-	ready := os.NewFile(ReadyFd, "ready")
+	ready := os.NewFile(shim.ReadyFd, "ready")
 	report := func(msg string) {
 		if ready != nil {
 			_, _ = ready.WriteString(msg + "\n")
@@ -41,7 +38,7 @@ func Main(stateDir string) error {
 
 func serve(stateDir string, ready func()) error {
 	resetIgnoredSignals()
-	cfg, err := ReadConfig(stateDir)
+	cfg, err := shim.ReadConfig(stateDir)
 	if err != nil {
 		return err
 	}
@@ -55,9 +52,9 @@ func serve(stateDir string, ready func()) error {
 	if err != nil {
 		return err
 	}
-	sock := SocketPath(cfg.StateDir)
+	sock := shim.SocketPath(cfg.StateDir)
 	_ = os.Remove(sock)
-	addr, done, err := SocketAddr(cfg.StateDir)
+	addr, done, err := shim.SocketAddr(cfg.StateDir)
 	if err != nil {
 		_ = s.Shutdown(nil)
 		return err
@@ -76,7 +73,7 @@ func serve(stateDir string, ready func()) error {
 		_ = s.Shutdown(nil)
 		return err
 	}
-	if err := atomicfile.Write(filepath.Join(cfg.StateDir, PidFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(cfg.StateDir, shim.PidFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		l.Close()
 		_ = s.Shutdown(nil)
 		return fmt.Errorf("write pid file: %w", err)

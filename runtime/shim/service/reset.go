@@ -7,6 +7,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/sirupsen/logrus"
+
+	"github.com/warmpod/warmpod/runtime/shim"
 )
 
 // initRetryBackoff is the first wait before a failed init container runs
@@ -29,7 +31,7 @@ const (
 // Each container keeps its id; its restart count goes up and its previous
 // run becomes its last termination. Reset returns once the last container
 // has been started. A reset asked for during another runs after it.
-func (s *Shim) Reset(ctx context.Context) ([]Record, time.Duration, error) {
+func (s *Shim) Reset(ctx context.Context) ([]shim.Record, time.Duration, error) {
 	s.resetMu.Lock()
 	defer s.resetMu.Unlock()
 	start := time.Now()
@@ -95,10 +97,10 @@ func (s *Shim) killAll(cs []*ctr) {
 		g, st := c.gen, c.rec.State
 		c.mu.Unlock()
 		switch st {
-		case StateRunning:
+		case shim.StateRunning:
 			_ = g.kill()
 			wait = append(wait, g)
-		case StateCreated:
+		case shim.StateCreated:
 			// Never released: nothing ran, nothing to record.
 			_ = g.kill()
 		}
@@ -129,30 +131,30 @@ func (s *Shim) restartInPlace(ctx context.Context, c *ctr) error {
 		old := c.gen
 		prev := c.rec
 		switch {
-		case prev.State == StateExited && prev.StartedAt != 0:
-			c.rec.LastTermination = &Termination{
+		case prev.State == shim.StateExited && prev.StartedAt != 0:
+			c.rec.LastTermination = &shim.Termination{
 				ExitCode:   prev.ExitCode,
 				StartedAt:  prev.StartedAt,
 				FinishedAt: prev.FinishedAt,
 				Reason:     prev.Reason,
 				Message:    prev.Message,
 			}
-		case prev.State == StateRunning && old != nil:
+		case prev.State == shim.StateRunning && old != nil:
 			// Killed and reaped, but its monitor has not recorded it yet
 			// (and, the generation replaced, never will).
 			code, at := old.c.Init.Exit()
-			c.rec.LastTermination = &Termination{
+			c.rec.LastTermination = &shim.Termination{
 				ExitCode:   int32(code),
 				StartedAt:  prev.StartedAt,
 				FinishedAt: at.UnixNano(),
-				Reason:     ReasonError,
+				Reason:     shim.ReasonError,
 			}
 		}
 		c.rec.RestartCount++
 		c.rec.FromWarm = warm
 		s.bind(c, g)
 		err = s.release(c, g)
-		s.commit(c, EventStarted)
+		s.commit(c, shim.EventStarted)
 		c.mu.Unlock()
 		if old != nil && old != g {
 			s.discard(old)
@@ -220,21 +222,21 @@ func (s *Shim) noteExit(c *ctr, g *gen) int {
 	code, at := g.c.Init.Exit()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.gen == g && c.rec.State == StateRunning {
-		c.rec.State = StateExited
+	if c.gen == g && c.rec.State == shim.StateRunning {
+		c.rec.State = shim.StateExited
 		c.rec.FinishedAt = at.UnixNano()
 		c.rec.ExitCode = int32(code)
-		c.rec.Reason = ReasonCompleted
+		c.rec.Reason = shim.ReasonCompleted
 		if code != 0 {
-			c.rec.Reason = ReasonError
+			c.rec.Reason = shim.ReasonError
 		}
-		s.commit(c, EventStopped)
+		s.commit(c, shim.EventStopped)
 	}
 	return code
 }
 
-func (s *Shim) recordsOf(cs []*ctr) []Record {
-	out := make([]Record, 0, len(cs))
+func (s *Shim) recordsOf(cs []*ctr) []shim.Record {
+	out := make([]shim.Record, 0, len(cs))
 	for _, c := range cs {
 		out = append(out, c.record())
 	}
@@ -250,9 +252,9 @@ func (s *Shim) applyRule(c *ctr, action string, code int32) {
 		defer s.speak(c)
 		var err error
 		switch action {
-		case ActionRestart:
+		case shim.ActionRestart:
 			err = s.restartOne(c)
-		case ActionRestartAllContainers:
+		case shim.ActionRestartAllContainers:
 			_, _, err = s.Reset(context.Background())
 		}
 		if err != nil {
@@ -270,7 +272,7 @@ func (s *Shim) restartOne(c *ctr) error {
 	c.mu.Lock()
 	st, removed := c.rec.State, c.removed
 	c.mu.Unlock()
-	if removed || st != StateExited {
+	if removed || st != shim.StateExited {
 		return nil
 	}
 	err := s.restartInPlace(context.Background(), c)

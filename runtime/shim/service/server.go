@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
+	"github.com/warmpod/warmpod/runtime/shim"
 )
 
 // Version is reported by Info; set by the binary at link time.
@@ -72,7 +73,7 @@ func (v *server) CreateContainer(ctx context.Context, r *shimv1.CreateContainerR
 	if err != nil {
 		return nil, err
 	}
-	return &shimv1.CreateContainerResponse{State: ToProto(rec), Warm: warm}, nil
+	return &shimv1.CreateContainerResponse{State: shim.ToProto(rec), Warm: warm}, nil
 }
 
 func (v *server) StartContainer(ctx context.Context, r *shimv1.ContainerRequest) (*shimv1.ContainerResponse, error) {
@@ -80,7 +81,7 @@ func (v *server) StartContainer(ctx context.Context, r *shimv1.ContainerRequest)
 	if err != nil {
 		return nil, err
 	}
-	return &shimv1.ContainerResponse{State: ToProto(rec)}, nil
+	return &shimv1.ContainerResponse{State: shim.ToProto(rec)}, nil
 }
 
 func (v *server) StopContainer(ctx context.Context, r *shimv1.StopContainerRequest) (*shimv1.ContainerResponse, error) {
@@ -88,7 +89,7 @@ func (v *server) StopContainer(ctx context.Context, r *shimv1.StopContainerReque
 	if err != nil {
 		return nil, err
 	}
-	return &shimv1.ContainerResponse{State: ToProto(rec)}, nil
+	return &shimv1.ContainerResponse{State: shim.ToProto(rec)}, nil
 }
 
 func (v *server) RemoveContainer(ctx context.Context, r *shimv1.ContainerRequest) (*shimv1.RemoveContainerResponse, error) {
@@ -134,7 +135,7 @@ func (v *server) current(id string) (*shimv1.ContainerResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &shimv1.ContainerResponse{State: ToProto(rec)}, nil
+	return &shimv1.ContainerResponse{State: shim.ToProto(rec)}, nil
 }
 
 func (v *server) ResetPod(ctx context.Context, _ *shimv1.ResetPodRequest) (*shimv1.ResetPodResponse, error) {
@@ -156,7 +157,7 @@ func (v *server) Events(_ *shimv1.EventsRequest, stream shimv1.Shim_EventsServer
 			}
 			if err := stream.Send(&shimv1.Event{
 				Type:      shimv1.EventType(e.Type),
-				Container: ToProto(e.Container),
+				Container: shim.ToProto(e.Container),
 				Timestamp: e.Timestamp,
 			}); err != nil {
 				return err
@@ -331,67 +332,11 @@ func (l *lockedSender) send(o *shimv1.StreamOutput) error {
 	return l.fn(o)
 }
 
-// ToProto converts a record to its wire form.
-func ToProto(r Record) *shimv1.ContainerState {
-	s := &shimv1.ContainerState{
-		Id:           r.ID,
-		Name:         r.Name,
-		Status:       shimv1.Status(r.State),
-		Pid:          int32(r.Pid),
-		CreatedAt:    r.CreatedAt,
-		StartedAt:    r.StartedAt,
-		FinishedAt:   r.FinishedAt,
-		ExitCode:     r.ExitCode,
-		Reason:       r.Reason,
-		Message:      r.Message,
-		LogPath:      r.LogPath,
-		CgroupPath:   r.CgroupPath,
-		UpperDir:     r.UpperDir,
-		RestartCount: r.RestartCount,
-		Warm:         r.Warm,
-		FromWarm:     r.FromWarm,
-	}
-	if t := r.LastTermination; t != nil {
-		s.LastTermination = &shimv1.Termination{
-			ExitCode: t.ExitCode, StartedAt: t.StartedAt, FinishedAt: t.FinishedAt, Reason: t.Reason, Message: t.Message,
-		}
-	}
-	return s
-}
-
 // toProtos converts records to their wire form.
-func toProtos(recs []Record) []*shimv1.ContainerState {
+func toProtos(recs []shim.Record) []*shimv1.ContainerState {
 	out := make([]*shimv1.ContainerState, 0, len(recs))
 	for _, r := range recs {
-		out = append(out, ToProto(r))
+		out = append(out, shim.ToProto(r))
 	}
 	return out
-}
-
-// FromProto converts a wire record back.
-func FromProto(s *shimv1.ContainerState) Record {
-	r := Record{
-		ID:           s.Id,
-		Name:         s.Name,
-		State:        State(s.Status),
-		Pid:          int(s.Pid),
-		CreatedAt:    s.CreatedAt,
-		StartedAt:    s.StartedAt,
-		FinishedAt:   s.FinishedAt,
-		ExitCode:     s.ExitCode,
-		Reason:       s.Reason,
-		Message:      s.Message,
-		LogPath:      s.LogPath,
-		CgroupPath:   s.CgroupPath,
-		UpperDir:     s.UpperDir,
-		RestartCount: s.RestartCount,
-		Warm:         s.Warm,
-		FromWarm:     s.FromWarm,
-	}
-	if t := s.LastTermination; t != nil {
-		r.LastTermination = &Termination{
-			ExitCode: t.ExitCode, StartedAt: t.StartedAt, FinishedAt: t.FinishedAt, Reason: t.Reason, Message: t.Message,
-		}
-	}
-	return r
 }

@@ -19,14 +19,19 @@ import (
 	"github.com/warmpod/warmpod/runtime/container"
 	"github.com/warmpod/warmpod/runtime/journal"
 	"github.com/warmpod/warmpod/runtime/pause"
+	"github.com/warmpod/warmpod/runtime/shim"
 )
+
+// lcDir, inside Config.StateDir, holds the libcontainer state of the pod's
+// generations.
+const lcDir = "lc"
 
 // Shim owns the containers of one pod. Its methods are safe for concurrent use.
 type Shim struct {
-	cfg     *Config
+	cfg     *shim.Config
 	records *journal.Journal
 	engine  *container.Engine
-	events  *broadcast.Hub[Event]
+	events  *broadcast.Hub[shim.Event]
 	log     *logrus.Entry
 	pause   *pause.Process
 	tokens  *tokens
@@ -68,7 +73,7 @@ type Shim struct {
 // New prepares a shim for the pod described by cfg: it becomes the child
 // subreaper of its descendants and starts the pause process when the pod
 // shares a pid namespace.
-func New(cfg *Config, log *logrus.Entry) (*Shim, error) {
+func New(cfg *shim.Config, log *logrus.Entry) (*Shim, error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, fmt.Errorf("become subreaper: %w", err)
 	}
@@ -77,7 +82,7 @@ func New(cfg *Config, log *logrus.Entry) (*Shim, error) {
 			return nil, fmt.Errorf("create shim dirs: %w", err)
 		}
 	}
-	records, err := journal.Open(journalPath(cfg.StateDir))
+	records, err := journal.Open(shim.JournalPath(cfg.StateDir))
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +94,7 @@ func New(cfg *Config, log *logrus.Entry) (*Shim, error) {
 		cfg:           cfg,
 		records:       records,
 		engine:        engine,
-		events:        broadcast.New[Event](eventBuffer),
+		events:        broadcast.New[shim.Event](eventBuffer),
 		log:           log,
 		tokens:        newTokens(cfg.PrecreateLockDir, cfg.MaxPrecreate),
 		containers:    make(map[string]*ctr),
@@ -104,7 +109,7 @@ func New(cfg *Config, log *logrus.Entry) (*Shim, error) {
 		if cfg.UserNS != nil {
 			userns = cfg.UserNS.Path
 		}
-		p, err := pause.Start(PIDNamespacePath(cfg.StateDir), userns)
+		p, err := pause.Start(shim.PIDNamespacePath(cfg.StateDir), userns)
 		if err != nil {
 			records.Close()
 			return nil, err
@@ -116,9 +121,6 @@ func New(cfg *Config, log *logrus.Entry) (*Shim, error) {
 	go s.cleanupLoop()
 	return s, nil
 }
-
-// PIDNamespacePath is where a pod's shared pid namespace is pinned.
-func PIDNamespacePath(stateDir string) string { return filepath.Join(stateDir, "pidns") }
 
 // Info describes the shim.
 type Info struct {
@@ -142,17 +144,17 @@ func (s *Shim) Info() Info {
 
 // Subscribe returns a channel of container events and a function that ends
 // the subscription.
-func (s *Shim) Subscribe() (<-chan Event, func()) { return s.events.Subscribe() }
+func (s *Shim) Subscribe() (<-chan shim.Event, func()) { return s.events.Subscribe() }
 
 // List returns the records of every container of the pod.
-func (s *Shim) List() []Record {
+func (s *Shim) List() []shim.Record {
 	s.mu.Lock()
 	cs := make([]*ctr, 0, len(s.containers))
 	for _, c := range s.containers {
 		cs = append(cs, c)
 	}
 	s.mu.Unlock()
-	out := make([]Record, 0, len(cs))
+	out := make([]shim.Record, 0, len(cs))
 	for _, c := range cs {
 		out = append(out, s.recordOf(c))
 	}
@@ -160,16 +162,16 @@ func (s *Shim) List() []Record {
 }
 
 // Get returns the record of container id.
-func (s *Shim) Get(id string) (Record, error) {
+func (s *Shim) Get(id string) (shim.Record, error) {
 	c, err := s.lookup(id)
 	if err != nil {
-		return Record{}, err
+		return shim.Record{}, err
 	}
 	return s.recordOf(c), nil
 }
 
 // recordOf is c's record with Warm filled in.
-func (s *Shim) recordOf(c *ctr) Record {
+func (s *Shim) recordOf(c *ctr) shim.Record {
 	r := c.record()
 	s.mu.Lock()
 	r.Warm = c.slot.latest == c && c.slot.next != nil
@@ -273,8 +275,8 @@ func (s *Shim) touch() {
 	s.mu.Unlock()
 }
 
-func (s *Shim) emit(t EventType, c *ctr) {
-	s.events.Publish(Event{Type: t, Container: c.record(), Timestamp: time.Now().UnixNano()})
+func (s *Shim) emit(t shim.EventType, c *ctr) {
+	s.events.Publish(shim.Event{Type: t, Container: c.record(), Timestamp: time.Now().UnixNano()})
 }
 
 // defaultMaxPrecreate bounds node-wide concurrent pre-creations.

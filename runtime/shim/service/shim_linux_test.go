@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/warmpod/warmpod/runtime/container"
+	"github.com/warmpod/warmpod/runtime/shim"
 )
 
 func TestMain(m *testing.M) {
@@ -64,7 +65,7 @@ type fixture struct {
 	logDir string
 }
 
-func newFixture(t testing.TB, cfgMod func(*Config)) *fixture {
+func newFixture(t testing.TB, cfgMod func(*shim.Config)) *fixture {
 	t.Helper()
 	if os.Getuid() != 0 {
 		t.Skip("needs root to create containers")
@@ -72,7 +73,7 @@ func newFixture(t testing.TB, cfgMod func(*Config)) *fixture {
 	layer := busyboxLayer(t)
 	state := t.TempDir()
 	cgroup := fmt.Sprintf("warmpod-test-%d", time.Now().UnixNano())
-	cfg := &Config{
+	cfg := &shim.Config{
 		PodID:        "pod-" + t.Name(),
 		StateDir:     state,
 		RootDir:      t.TempDir(),
@@ -127,7 +128,7 @@ func (f *fixture) spec(args ...string) []byte {
 	return data
 }
 
-func (f *fixture) create(id, name string, args ...string) (Record, bool) {
+func (f *fixture) create(id, name string, args ...string) (shim.Record, bool) {
 	f.t.Helper()
 	rec, warm, err := f.s.Create(context.Background(), &CreateRequest{
 		ID: id, Name: name, Spec: f.spec(args...), Layers: []string{f.layer},
@@ -139,7 +140,7 @@ func (f *fixture) create(id, name string, args ...string) (Record, bool) {
 	return rec, warm
 }
 
-func (f *fixture) start(id string) Record {
+func (f *fixture) start(id string) shim.Record {
 	f.t.Helper()
 	rec, err := f.s.Start(context.Background(), id)
 	if err != nil {
@@ -159,13 +160,13 @@ func (f *fixture) waitFor(what string, cond func() bool) {
 	f.t.Fatalf("timed out waiting for %s", what)
 }
 
-func (f *fixture) waitExited(id string) Record {
+func (f *fixture) waitExited(id string) shim.Record {
 	f.t.Helper()
-	var rec Record
+	var rec shim.Record
 	f.waitFor(id+" to exit", func() bool {
 		r, err := f.s.Get(id)
 		rec = r
-		return err == nil && r.State == StateExited
+		return err == nil && r.State == shim.StateExited
 	})
 	return rec
 }
@@ -183,7 +184,7 @@ func TestRunToCompletion(t *testing.T) {
 	f.create("c1", "main", "sh", "-c", "echo hello; echo oops >&2; exit 3")
 	f.start("c1")
 	rec := f.waitExited("c1")
-	if rec.ExitCode != 3 || rec.Reason != ReasonError {
+	if rec.ExitCode != 3 || rec.Reason != shim.ReasonError {
 		t.Errorf("exit = %d %q, want 3 Error", rec.ExitCode, rec.Reason)
 	}
 	if rec.StartedAt == 0 || rec.FinishedAt < rec.StartedAt {
@@ -193,8 +194,8 @@ func TestRunToCompletion(t *testing.T) {
 	if !strings.Contains(string(data), " stdout F hello\n") || !strings.Contains(string(data), " stderr F oops\n") {
 		t.Errorf("log = %q", data)
 	}
-	recs, err := ReadRecords(f.s.cfg.StateDir)
-	if err != nil || len(recs) != 1 || recs[0].ExitCode != 3 || recs[0].State != StateExited {
+	recs, err := shim.ReadRecords(f.s.cfg.StateDir)
+	if err != nil || len(recs) != 1 || recs[0].ExitCode != 3 || recs[0].State != shim.StateExited {
 		t.Errorf("records on disk = %+v, %v", recs, err)
 	}
 }
@@ -211,7 +212,7 @@ func TestStopAndRemove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.State != StateExited || rec.ExitCode != 137 {
+	if rec.State != shim.StateExited || rec.ExitCode != 137 {
 		t.Errorf("after stop: %v exit %d, want exited 137", rec.State, rec.ExitCode)
 	}
 	if err := f.s.Remove(context.Background(), "c1"); err != nil {
@@ -241,7 +242,7 @@ func TestKubeletSequenceUsesPrecreatedGeneration(t *testing.T) {
 		t.Fatal("same-shape create after remove did not use the pre-created generation")
 	}
 	rec := f.start("a2")
-	if rec.State != StateRunning {
+	if rec.State != shim.StateRunning {
 		t.Fatalf("a2 is %v", rec.State)
 	}
 	// Pre-created at idle priority, the released process runs at the
@@ -285,16 +286,16 @@ func TestResetPod(t *testing.T) {
 		t.Fatalf("reset: %v", err)
 	}
 	t.Logf("reset took %s", d)
-	byName := map[string]Record{}
+	byName := map[string]shim.Record{}
 	for _, r := range recs {
 		byName[r.Name] = r
 	}
-	if r := byName["init"]; r.State != StateExited || r.ExitCode != 0 || r.RestartCount != 1 {
+	if r := byName["init"]; r.State != shim.StateExited || r.ExitCode != 0 || r.RestartCount != 1 {
 		t.Errorf("init after reset: %+v", r)
 	}
 	for _, n := range []string{"sidecar", "main"} {
 		r := byName[n]
-		if r.State != StateRunning || r.RestartCount != 1 {
+		if r.State != shim.StateRunning || r.RestartCount != 1 {
 			t.Errorf("%s after reset: %v restarts %d", n, r.State, r.RestartCount)
 		}
 		if r.LastTermination == nil || r.LastTermination.ExitCode != 137 {
@@ -421,7 +422,7 @@ func TestResetCondition(t *testing.T) {
 // TestResetFailingInit checks that a pod whose restart policy is Never
 // stops its reset at an init container that fails, and reports it.
 func TestResetFailingInit(t *testing.T) {
-	f := newFixture(t, func(c *Config) {
+	f := newFixture(t, func(c *shim.Config) {
 		c.RestartPolicy = "Never"
 		c.InitContainers = []string{"init"}
 	})
@@ -435,7 +436,7 @@ func TestResetFailingInit(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `init container "init" exited with code 5`) {
 		t.Fatalf("reset error = %v, want the failed init container named", err)
 	}
-	if r, _ := f.s.Get("m"); r.State != StateExited {
+	if r, _ := f.s.Get("m"); r.State != shim.StateExited {
 		t.Errorf("main after a failed init: %v, want it not started", r.State)
 	}
 }
@@ -444,7 +445,7 @@ func TestResetFailingInit(t *testing.T) {
 // init container that fails during a reset runs again, with back-off,
 // until it succeeds, and only then do the main containers start.
 func TestResetRetriesFailingInit(t *testing.T) {
-	f := newFixture(t, func(c *Config) { c.InitContainers = []string{"init"} })
+	f := newFixture(t, func(c *shim.Config) { c.InitContainers = []string{"init"} })
 	// Succeeds on its first run, fails on its second, succeeds after.
 	f.create("i", "init", "sh", "-c", "echo x >> /vol/runs; [ $(wc -l < /vol/runs) -ne 2 ]")
 	f.start("i")
@@ -463,7 +464,7 @@ func TestResetRetriesFailingInit(t *testing.T) {
 		if r.Name == "init" && (r.RestartCount != 2 || r.ExitCode != 0) {
 			t.Errorf("init after reset: %+v", r)
 		}
-		if r.Name == "main" && r.State != StateRunning {
+		if r.Name == "main" && r.State != shim.StateRunning {
 			t.Errorf("main after reset: %v", r.State)
 		}
 	}
@@ -530,8 +531,8 @@ func TestStopRightAfterStart(t *testing.T) {
 
 // drainEvents collects the events published until the channel is quiet
 // for a moment.
-func drainEvents(ch <-chan Event) []Event {
-	var out []Event
+func drainEvents(ch <-chan shim.Event) []shim.Event {
+	var out []shim.Event
 	for {
 		select {
 		case e := <-ch:
@@ -558,14 +559,14 @@ func TestResetIsQuiet(t *testing.T) {
 	if _, _, err := f.s.Reset(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	got := map[string][]EventType{}
+	got := map[string][]shim.EventType{}
 	for _, e := range drainEvents(ch) {
 		got[e.Container.Name] = append(got[e.Container.Name], e.Type)
 	}
-	if want := []EventType{EventStarted}; fmt.Sprint(got["main"]) != fmt.Sprint(want) {
+	if want := []shim.EventType{shim.EventStarted}; fmt.Sprint(got["main"]) != fmt.Sprint(want) {
 		t.Errorf("main's events = %v, want only %v", got["main"], want)
 	}
-	if want := []EventType{EventStopped}; fmt.Sprint(got["init"]) != fmt.Sprint(want) {
+	if want := []shim.EventType{shim.EventStopped}; fmt.Sprint(got["init"]) != fmt.Sprint(want) {
 		t.Errorf("init's events = %v, want only %v (completed again)", got["init"], want)
 	}
 }
@@ -573,9 +574,9 @@ func TestResetIsQuiet(t *testing.T) {
 // TestRuleRestartIsQuiet checks the same for a container restarted by its
 // own restart rule: its exit is never published, its restart is.
 func TestRuleRestartIsQuiet(t *testing.T) {
-	f := newFixture(t, func(c *Config) {
-		c.RestartRules = map[string][]RestartRule{
-			"main": {{Action: ActionRestart, ExitCodes: &ExitCodes{Operator: "In", Values: []int32{3}}}},
+	f := newFixture(t, func(c *shim.Config) {
+		c.RestartRules = map[string][]shim.RestartRule{
+			"main": {{Action: shim.ActionRestart, ExitCodes: &shim.ExitCodes{Operator: "In", Values: []int32{3}}}},
 		}
 	})
 	f.create("m", "main", "sh", "-c", "if [ ! -e /vol/failed ]; then touch /vol/failed; exit 3; fi; exec sleep 1000")
@@ -584,13 +585,13 @@ func TestRuleRestartIsQuiet(t *testing.T) {
 	f.start("m")
 	f.waitFor("the restart by the rule", func() bool {
 		r, _ := f.s.Get("m")
-		return r.RestartCount == 1 && r.State == StateRunning
+		return r.RestartCount == 1 && r.State == shim.StateRunning
 	})
-	var types []EventType
+	var types []shim.EventType
 	for _, e := range drainEvents(ch) {
 		types = append(types, e.Type)
 	}
-	if want := []EventType{EventStarted, EventStarted}; fmt.Sprint(types) != fmt.Sprint(want) {
+	if want := []shim.EventType{shim.EventStarted, shim.EventStarted}; fmt.Sprint(types) != fmt.Sprint(want) {
 		t.Errorf("events = %v, want %v (the start, then where the restart ended)", types, want)
 	}
 	if r, _ := f.s.Get("m"); r.LastTermination == nil || r.LastTermination.ExitCode != 3 {

@@ -1,4 +1,4 @@
-package service
+package shim
 
 import (
 	"encoding/json"
@@ -84,14 +84,15 @@ type Record struct {
 	FromWarm bool `json:"fromWarm,omitempty"`
 }
 
-func journalPath(stateDir string) string { return filepath.Join(stateDir, journalFile) }
+// JournalPath is the pod's journal of container records.
+func JournalPath(stateDir string) string { return filepath.Join(stateDir, JournalFile) }
 
 // ReadRecords returns every container record a pod's shim left in its state
 // dir. The daemon uses it when the pod's shim is not running: a container
 // recorded as created or running there has lost its parent, and its fate is
 // unknown.
 func ReadRecords(stateDir string) ([]Record, error) {
-	live, ids, err := journal.Read(journalPath(stateDir))
+	live, ids, err := journal.Read(JournalPath(stateDir))
 	if err != nil {
 		return nil, fmt.Errorf("read container records: %w", err)
 	}

@@ -1,19 +1,27 @@
-// Package service is the per-pod shim process that owns a pod's containers.
+// Package shim is the contract between the daemon and a pod's shim: what the
+// two processes share besides the gRPC protocol (api/shim/v1). Both sides
+// import it; it holds no implementation of either.
 //
-// The daemon starts one shim per pod sandbox ("warmpod shim --state DIR") after
-// writing the pod's Config to DIR/pod.json. The shim serves the Shim gRPC API
-// on DIR/shim.sock. It is the parent (child subreaper) of every container
-// process of the pod, owns their stdio and log files, and records every
-// container transition in DIR/containers/<id>.json, so a daemon restart loses
-// neither a running container nor an exit code nor a log line.
+//   - Config: the pod's configuration, which the daemon writes to
+//     DIR/pod.json (WriteConfig) before it starts "warmpod shim --state DIR",
+//     and the shim reads (ReadConfig).
+//   - The files in the state dir: the socket the shim serves on (SocketPath,
+//     SocketAddr), its pid and log files, the pinned pod pid namespace, and
+//     the readiness descriptor a starting shim reports on (ReadyFd).
+//   - Record: the shim's account of one container (State, exit,
+//     Termination, restart count). The shim appends it to the pod's
+//     journal (DIR/containers.log) at every transition and sends it on the
+//     wire as a ContainerState (ToProto, FromProto); the daemon reads the
+//     journal (ReadRecords) when the shim is gone.
+//   - Event: one container transition, as the shim publishes it.
+//   - RestartRule: Kubernetes' container restart rules, validated by the
+//     daemon (ParseRestartRules) and applied by the shim (MatchRule).
 //
-// Warmth: for every container name the shim keeps a slot with the spec of its
-// latest container and, while that container runs, a pre-created next
-// generation (rootfs mounted, namespaces joined, cgroup placed, process
-// blocked before execve). A CreateContainer with the same process shape takes
-// the pre-created generation; a pod reset kills the current generations and
-// releases the pre-created ones in start order.
-package service
+// The shim process itself is runtime/shim/service; the daemon's side,
+// starting a shim and talking to it, is runtime/shim/client. The daemon
+// never imports the service, as containerd's daemon never imports a shim's
+// implementation: the two meet here and on the wire.
+package shim
 
 import (
 	"encoding/json"
@@ -27,6 +35,10 @@ import (
 	"github.com/warmpod/warmpod/runtime/atomicfile"
 	"github.com/warmpod/warmpod/runtime/rootfs"
 )
+
+// ReadyFd is the descriptor on which a starting shim reports readiness
+// ("ok\n") or the reason it could not start, then closes it.
+const ReadyFd = 3
 
 // Config is the pod-level configuration the daemon hands to a shim.
 type Config struct {
@@ -65,13 +77,19 @@ type Config struct {
 
 // File names inside Config.StateDir.
 const (
-	ConfigFile  = "pod.json"
-	SocketFile  = "shim.sock"
-	PidFile     = "shim.pid"
-	LogFile     = "shim.log"
-	journalFile = "containers.log"
-	lcDir       = "lc"
+	ConfigFile = "pod.json"
+	SocketFile = "shim.sock"
+	PidFile    = "shim.pid"
+	LogFile    = "shim.log"
+	// JournalFile holds the container records (see ReadRecords).
+	JournalFile = "containers.log"
+	// PIDNamespaceFile is the pinned pod pid namespace, when the pod
+	// shares one.
+	PIDNamespaceFile = "pidns"
 )
+
+// PIDNamespacePath is where a pod's shared pid namespace is pinned.
+func PIDNamespacePath(stateDir string) string { return filepath.Join(stateDir, PIDNamespaceFile) }
 
 // SocketPath is where the shim of the pod whose state is in stateDir listens.
 func SocketPath(stateDir string) string { return filepath.Join(stateDir, SocketFile) }

@@ -1,4 +1,4 @@
-package service
+package shim
 
 import (
 	"encoding/json"
@@ -82,8 +82,8 @@ func ValidateRestartRules(rules []RestartRule) error {
 	return nil
 }
 
-// matchRule returns the action of the first rule matching exit code code.
-func matchRule(rules []RestartRule, code int32) (string, bool) {
+// MatchRule returns the action of the first rule matching exit code code.
+func MatchRule(rules []RestartRule, code int32) (string, bool) {
 	for _, r := range rules {
 		if slices.Contains(r.ExitCodes.Values, code) == (r.ExitCodes.Operator == "In") {
 			return r.Action, true

@@ -1,4 +1,4 @@
-package service
+package shim
 
 import (
 	"strconv"
@@ -63,9 +63,9 @@ func TestMatchRule(t *testing.T) {
 		{0, "", false},
 	}
 	for _, tt := range tests {
-		action, ok := matchRule(rules, tt.code)
+		action, ok := MatchRule(rules, tt.code)
 		if action != tt.action || ok != tt.ok {
-			t.Errorf("matchRule(%d) = %q, %v; want %q, %v", tt.code, action, ok, tt.action, tt.ok)
+			t.Errorf("MatchRule(%d) = %q, %v; want %q, %v", tt.code, action, ok, tt.action, tt.ok)
 		}
 	}
 }
