@@ -118,7 +118,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg Contain
 		u := spec.Process.User
 		meta.User = &u
 	}
-	if err := m.meta.put("containers", id, &containerRecord{containerMeta: meta}); err != nil {
+	if err := m.meta.put("containers", id, &containerEntry{containerMeta: meta}); err != nil {
 		return "", err
 	}
 	undo.add(func(context.Context) { _ = m.meta.delete("containers", id) })

@@ -214,8 +214,8 @@ func (m *Manager) UpdateContainerResources(ctx context.Context, id string, res *
 	}
 	c.mu.Lock()
 	c.status.Resources = res
-	rec := containerRecord{containerMeta: c.meta, Resources: res}
-	err = m.meta.put("containers", c.meta.ID, &rec)
+	entry := containerEntry{containerMeta: c.meta, Resources: res}
+	err = m.meta.put("containers", c.meta.ID, &entry)
 	c.mu.Unlock()
 	return err
 }

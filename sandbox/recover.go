@@ -29,17 +29,17 @@ func (m *Manager) recover(ctx context.Context) error {
 		m.log.WithError(err).Warn("recover pod")
 	}
 	for _, err := range m.meta.load("containers", func(data []byte) error {
-		var rec containerRecord
-		if err := json.Unmarshal(data, &rec); err != nil {
+		var entry containerEntry
+		if err := json.Unmarshal(data, &entry); err != nil {
 			return err
 		}
-		meta := rec.containerMeta
+		meta := entry.containerMeta
 		if _, ok := m.pods[meta.PodID]; !ok {
 			// Its pod was removed while the container's removal did not finish.
 			return m.meta.delete("containers", meta.ID)
 		}
 		c := &container{meta: meta}
-		c.status.Resources = rec.Resources
+		c.status.Resources = entry.Resources
 		c.status.Record = shim.Record{ID: meta.ID, Name: meta.Config.Name, CreatedAt: meta.CreatedAt, LogPath: meta.LogPath}
 		if release, err := m.opts.Images.Retain(meta.ImageID); err == nil {
 			c.releaseImage = release

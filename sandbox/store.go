@@ -102,21 +102,22 @@ type containerMeta struct {
 	User *specs.User `json:"user,omitempty"`
 }
 
-// containerStatus is the mutable part of a container: the shim's record of
+// containerStatus is the mutable part of a container: the shim's Record of
 // it, kept up to date by the shim's events, the daemon's flags, and the
 // resource limits last applied by UpdateContainerResources.
-
 type containerStatus struct {
 	Record   shim.Record
 	Starting bool
 	Removing bool
 	// Resources are nil until an update; they are persisted beside the
-	// metadata (containerRecord).
+	// metadata (containerEntry).
 	Resources *specs.LinuxResources
 }
 
-// containerRecord is what the metadata journal holds of a container.
-type containerRecord struct {
+// containerEntry is what the metadata journal holds of a container. (A
+// Record, in this code base, is always the shim's account of a container,
+// runtime/shim.Record.)
+type containerEntry struct {
 	containerMeta
 	Resources *specs.LinuxResources `json:"resources,omitempty"`
 }

@@ -18,13 +18,13 @@ func TestContainerRecordOfOlderDaemon(t *testing.T) {
 	if err := s.put("containers", "c1", old); err != nil {
 		t.Fatal(err)
 	}
-	var got []containerRecord
+	var got []containerEntry
 	errs := s.load("containers", func(data []byte) error {
-		var rec containerRecord
-		if err := json.Unmarshal(data, &rec); err != nil {
+		var entry containerEntry
+		if err := json.Unmarshal(data, &entry); err != nil {
 			return err
 		}
-		got = append(got, rec)
+		got = append(got, entry)
 		return nil
 	})
 	if len(errs) > 0 || len(got) != 1 {

@@ -56,9 +56,12 @@ type Termination struct {
 	Message    string `json:"message,omitempty"`
 }
 
-// Record is what the shim knows about one container. It is appended to the
-// pod's journal (StateDir/containers.log) at every transition, so that the
-// daemon can read exits even when the shim is gone.
+// Record is the shim's account of one container: its state, its current
+// run and the run before. The shim appends it to the pod's journal
+// (StateDir/containers.log) at every transition, so that the daemon can
+// read exits even when the shim is gone, and sends it in every answer and
+// event (ToProto); the daemon keeps the latest it saw as the container's
+// status. In warmpod "record" means this and nothing else.
 type Record struct {
 	ID         string `json:"id"`
 	Name       string `json:"name"`
