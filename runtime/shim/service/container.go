@@ -192,10 +192,11 @@ type ctr struct {
 	// rules do not apply to it.
 	killing bool
 	removed bool
-	// quiet holds back events while the shim restarts the container
-	// itself (a reset, a restart rule): the kubelet sees only where the
-	// restart ends, never the transient exit it would otherwise act on.
-	quiet bool
+	// eventsSuppressed holds back events while the shim restarts the
+	// container itself (a reset, a restart rule): the kubelet sees only
+	// where the restart ends, never the transient exit it would otherwise
+	// act on.
+	eventsSuppressed bool
 }
 
 func (c *ctr) template() *template {
@@ -219,28 +220,29 @@ func (s *Shim) commit(c *ctr, t shim.EventType) shim.Record {
 	if err := s.records.Put(rec.ID, &rec); err != nil {
 		s.log.WithError(err).Warn("record container state")
 	}
-	if !c.quiet {
+	if !c.eventsSuppressed {
 		s.events.Publish(shim.Event{Type: t, Container: rec, Timestamp: time.Now().UnixNano()})
 	}
 	return rec
 }
 
-// hush holds back c's events until speak.
-func (c *ctr) hush() {
+// suppressEvents holds back c's events until resumeEvents: the shim is
+// about to restart c itself (a reset, a restart rule).
+func (c *ctr) suppressEvents() {
 	c.mu.Lock()
-	c.quiet = true
+	c.eventsSuppressed = true
 	c.mu.Unlock()
 }
 
-// speak ends a quiet period of c and publishes where it ended: one event
-// for c's current state.
-func (s *Shim) speak(c *ctr) {
+// resumeEvents ends the suppression of c's events and publishes where the
+// restart ended: one event for c's current state.
+func (s *Shim) resumeEvents(c *ctr) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.quiet {
+	if !c.eventsSuppressed {
 		return
 	}
-	c.quiet = false
+	c.eventsSuppressed = false
 	if c.removed {
 		return
 	}
@@ -306,7 +308,7 @@ func (s *Shim) Create(ctx context.Context, r *CreateRequest) (shim.Record, bool,
 	if err != nil {
 		return shim.Record{}, false, err
 	}
-	s.touch()
+	s.noteActivity()
 	c := &ctr{id: r.ID, name: r.Name, tmpl: t, stdout: newFanout(), stderr: newFanout()}
 
 	s.mu.Lock()
@@ -340,9 +342,9 @@ func (s *Shim) Create(ctx context.Context, r *CreateRequest) (shim.Record, bool,
 		s.discard(g)
 	}
 	if !warm {
-		s.begin()
+		s.beginForeground()
 		g, err = s.newGen(t, false)
-		s.end()
+		s.endForeground()
 		if err != nil {
 			s.mu.Lock()
 			delete(s.containers, r.ID)
@@ -433,7 +435,7 @@ func (s *Shim) Start(ctx context.Context, id string) (shim.Record, error) {
 	if err != nil {
 		return shim.Record{}, err
 	}
-	s.touch()
+	s.noteActivity()
 	c.mu.Lock()
 	if c.rec.State != shim.StateCreated {
 		st := c.rec.State
@@ -514,7 +516,7 @@ func (s *Shim) monitor(c *ctr, g *gen) {
 	if !c.killing {
 		if a, ok := shim.MatchRule(s.cfg.RestartRules[c.name], int32(code)); ok {
 			action = a
-			c.quiet = true
+			c.eventsSuppressed = true
 		}
 	}
 	c.rec.State = shim.StateExited
@@ -544,7 +546,7 @@ func (s *Shim) Stop(ctx context.Context, id string, timeout time.Duration) (shim
 	if err != nil {
 		return shim.Record{}, err
 	}
-	s.touch()
+	s.noteActivity()
 	c.mu.Lock()
 	g := c.gen
 	running := c.rec.State == shim.StateRunning
@@ -585,7 +587,7 @@ func (s *Shim) Remove(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	s.touch()
+	s.noteActivity()
 	c.mu.Lock()
 	if c.removed {
 		c.mu.Unlock()

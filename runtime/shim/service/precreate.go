@@ -113,11 +113,11 @@ func (s *Shim) nextToPrepare() (*slot, *template) {
 // Preconditions: s.mu held (released while waiting).
 func (s *Shim) waitQuietLocked() bool {
 	for !s.closed {
-		if s.busy > 0 {
+		if s.foreground > 0 {
 			s.idle.Wait()
 			continue
 		}
-		wait := precreateQuiet - time.Since(s.lastOp)
+		wait := precreateQuiet - time.Since(s.lastActivity)
 		if wait <= 0 {
 			return true
 		}

@@ -47,16 +47,16 @@ func (s *Shim) Reset(ctx context.Context) ([]shim.Record, time.Duration, error) 
 			cs = append(cs, sl.latest)
 		}
 	}
-	s.busy++
+	s.foreground++
 	s.restarting = true
 	s.mu.Unlock()
-	defer s.end()
+	defer s.endForeground()
 	for _, c := range cs {
-		c.hush()
+		c.suppressEvents()
 	}
 	defer func() {
 		for _, c := range cs {
-			s.speak(c)
+			s.resumeEvents(c)
 		}
 	}()
 
@@ -244,12 +244,12 @@ func (s *Shim) recordsOf(cs []*ctr) []shim.Record {
 }
 
 // applyRule carries out the restart rule action that matched c's exit.
-// c is quiet until the restart is done (or failed).
+// c's events are suppressed until the restart is done (or failed).
 func (s *Shim) applyRule(c *ctr, action string, code int32) {
 	log := s.log.WithField("container", c.name)
 	log.Debugf("exit code %d matches a %s rule", code, action)
 	go func() {
-		defer s.speak(c)
+		defer s.resumeEvents(c)
 		var err error
 		switch action {
 		case shim.ActionRestart:
@@ -267,8 +267,8 @@ func (s *Shim) applyRule(c *ctr, action string, code int32) {
 func (s *Shim) restartOne(c *ctr) error {
 	s.resetMu.Lock()
 	defer s.resetMu.Unlock()
-	s.begin()
-	defer s.end()
+	s.beginForeground()
+	defer s.endForeground()
 	c.mu.Lock()
 	st, removed := c.rec.State, c.removed
 	c.mu.Unlock()

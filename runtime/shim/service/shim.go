@@ -48,14 +48,14 @@ type Shim struct {
 	order      []*slot
 	restarting bool
 	resets     uint64
-	// busy counts foreground work (cold creates, resets) in progress;
-	// pre-creation waits for it to drop to zero.
-	busy int
-	// lastOp is when the pod last saw a container operation; pre-creation
-	// waits for a quiet period after it (see precreateQuiet).
-	lastOp time.Time
-	idle   *sync.Cond
-	closed bool
+	// foreground counts foreground work (cold creates, resets) in
+	// progress; pre-creation waits for it to drop to zero.
+	foreground int
+	// lastActivity is when the pod last saw a container operation;
+	// pre-creation waits for a quiet period after it (see precreateQuiet).
+	lastActivity time.Time
+	idle         *sync.Cond
+	closed       bool
 
 	// cleanupsClosed is set, under mu, when cleanups is closed.
 	cleanupsClosed bool
@@ -251,27 +251,30 @@ func newID() string {
 	return hex.EncodeToString(b)
 }
 
-// begin marks foreground work, which pre-creation yields to.
-func (s *Shim) begin() {
+// beginForeground marks the start of foreground work (a cold create, a
+// reset, a restart by rule), which pre-creation and cleanup wait for.
+func (s *Shim) beginForeground() {
 	s.mu.Lock()
-	s.busy++
+	s.foreground++
 	s.mu.Unlock()
 }
 
-func (s *Shim) end() {
+// endForeground marks its end, which counts as activity (noteActivity).
+func (s *Shim) endForeground() {
 	s.mu.Lock()
-	s.busy--
-	s.lastOp = time.Now()
-	if s.busy == 0 {
+	s.foreground--
+	s.lastActivity = time.Now()
+	if s.foreground == 0 {
 		s.idle.Broadcast()
 	}
 	s.mu.Unlock()
 }
 
-// touch records a container operation, which defers pre-creation.
-func (s *Shim) touch() {
+// noteActivity notes a container operation: pre-creation and cleanup wait
+// for precreateQuiet after the last one.
+func (s *Shim) noteActivity() {
 	s.mu.Lock()
-	s.lastOp = time.Now()
+	s.lastActivity = time.Now()
 	s.mu.Unlock()
 }
 
