@@ -35,7 +35,10 @@ type CreateRequest struct {
 	StopSignal int
 }
 
-// template is what every generation of a container is made from.
+// template is what every generation of a container is made from: the
+// container's spec, layers and stdio, and the key of its process shape. It
+// is never changed once made (an update makes a new one), so it is shared
+// without a lock.
 type template struct {
 	name string
 	// stopSignalReq is the stop signal as requested (0: the default).
@@ -125,30 +128,20 @@ func templateOf(r *CreateRequest, spec *specs.Spec) (*template, error) {
 	}, nil
 }
 
-// slot tracks all generations of one container name: the template of its
-// latest container and the pre-created next generation.
-type slot struct {
-	name string
-	// Preconditions for the fields below: Shim.mu held.
-	tmpl      *template
-	latest    *ctr
-	next      *gen
-	preparing bool
-	wantNext  bool
-	// init is set once the slot is known to be an init container: its
-	// container completed successfully before a later container was created.
-	init       bool
-	classified bool
-}
-
-// gen is one libcontainer container with its own rootfs and cgroup.
+// gen is one generation of a container: one libcontainer container
+// (container.Gen) with its own rootfs and cgroup. It is made ahead of time
+// (pre-created, held by a slot) or on demand, then bound to a ctr, released
+// (its process execs), and discarded once it has exited or is of no use.
+// Its fields are set before it is shared, or, where said, once under the
+// owning ctr's mu.
 type gen struct {
 	id     string
 	key    string
 	c      *container.Gen
 	rootfs rootfs.Rootfs
 	// exited is closed once the process exit has been recorded; only for a
-	// released generation (released set).
+	// released generation (released set, under ctr.mu, before monitor
+	// starts).
 	exited   chan struct{}
 	released bool
 	// drained is closed once the process's output has been copied to
@@ -172,12 +165,15 @@ func (g *gen) waitDrained() {
 
 func (g *gen) kill() error { return g.c.Kill() }
 
-// ctr is one CRI container.
+// ctr is one CRI container: one id, from CreateContainer to
+// RemoveContainer, and one generation at a time (gen); an in-place restart
+// gives it a new generation under the same id.
 type ctr struct {
-	id   string
-	name string
-	slot *slot
-
+	// Set before the container is published in Shim.containers, never
+	// changed.
+	id     string
+	name   string
+	slot   *slot
 	stdout *fanout
 	stderr *fanout
 
@@ -191,6 +187,8 @@ type ctr struct {
 	// killing marks an exit the shim caused (stop, remove, reset): restart
 	// rules do not apply to it.
 	killing bool
+	// removed is set by Remove: the container is gone for its callers,
+	// its generation is being discarded.
 	removed bool
 	// eventsSuppressed holds back events while the shim restarts the
 	// container itself (a reset, a restart rule): the kubelet sees only
@@ -324,17 +322,9 @@ func (s *Shim) Create(ctx context.Context, r *CreateRequest) (shim.Record, bool,
 	s.containers[r.ID] = c
 	sl := s.slotFor(r.Name)
 	c.slot = sl
-	// A pre-creation in flight for this slot finishes in tens of ms;
-	// waiting for it is cheaper than creating another one beside it.
-	for sl.preparing {
-		s.idle.Wait()
-	}
-	g := sl.next
-	sl.next = nil
+	g := s.takeNextLocked(sl)
 	stale := g != nil && g.key != t.key
-	sl.tmpl = t
-	sl.latest = c
-	sl.wantNext = false
+	sl.adopt(c, t)
 	s.mu.Unlock()
 
 	warm := g != nil && !stale
@@ -348,9 +338,7 @@ func (s *Shim) Create(ctx context.Context, r *CreateRequest) (shim.Record, bool,
 		if err != nil {
 			s.mu.Lock()
 			delete(s.containers, r.ID)
-			if sl.latest == c {
-				sl.latest = nil
-			}
+			sl.forget(c)
 			s.mu.Unlock()
 			return shim.Record{}, false, fmt.Errorf("create container %q: %w", r.Name, err)
 		}
@@ -382,21 +370,12 @@ func (s *Shim) slotFor(name string) *slot {
 		return sl
 	}
 	for _, prev := range s.order {
-		if prev.classified || prev.latest == nil {
-			continue
-		}
-		r := prev.latest.record()
-		if r.State == shim.StateExited {
-			prev.init = r.ExitCode == 0
-			prev.classified = true
-		} else if r.State == shim.StateRunning {
-			prev.classified = true
-		}
+		prev.classify()
 	}
 	sl := &slot{name: name}
 	for _, n := range s.cfg.InitContainers {
 		if n == name {
-			sl.init, sl.classified = true, true
+			sl.markInit()
 		}
 	}
 	s.slots[name] = sl
@@ -600,11 +579,7 @@ func (s *Shim) Remove(ctx context.Context, id string) error {
 
 	s.mu.Lock()
 	delete(s.containers, id)
-	if c.slot.latest == c {
-		// The slot keeps its template and pre-created generation: the
-		// kubelet removes a container right before creating its successor.
-		c.slot.latest = nil
-	}
+	c.slot.forget(c)
 	s.mu.Unlock()
 
 	if g != nil {
@@ -664,11 +639,7 @@ func (s *Shim) Update(id string, res *specs.LinuxResources) error {
 	c.tmpl = t
 	c.mu.Unlock()
 	s.mu.Lock()
-	var stale *gen
-	if c.slot.latest == c {
-		c.slot.tmpl = t
-		stale, c.slot.next = c.slot.next, nil
-	}
+	stale := c.slot.retemplate(c, t)
 	s.mu.Unlock()
 	if stale != nil {
 		s.discard(stale)

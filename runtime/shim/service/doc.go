@@ -14,6 +14,30 @@
 // the pre-created generation; a pod reset kills the current generations and
 // releases the pre-created ones in start order.
 //
+// # One container, five types
+//
+// A CRI container is seen through several types; the ones of this package
+// are unexported:
+//
+//   - template: what every generation of a container is made from
+//     (spec, layers, stdio) and the key of its process shape. Immutable.
+//   - slot: one container name of the pod, across its containers and their
+//     generations: the template of the latest container and the
+//     pre-created next generation (slot.go has its states).
+//   - ctr: one CRI container (an id, from create to remove), its current
+//     generation, its log and attached clients. An in-place restart keeps
+//     the ctr and replaces its generation.
+//   - gen: one generation, a libcontainer container with its own rootfs
+//     and cgroup, pre-created or bound to a ctr.
+//   - container.Gen (runtime/container): the libcontainer container and
+//     init process of one gen; the only one that knows libcontainer.
+//
+// shim.Record (runtime/shim) is what the shim tells of a ctr: its state
+// and exits, journaled and sent to the daemon. The daemon's own view of
+// the container is sandbox's container, which keeps the latest Record.
+//
+// Shim's documentation has the goroutines and the lock order.
+//
 // What the daemon needs of the shim (Config, Record, the file names) is the
 // contract in runtime/shim; this package is imported only by the binary's
 // entry point (cmd/warmpod).

@@ -17,7 +17,7 @@ func (s *Shim) schedule(sl *slot) {
 	if s.closed {
 		return
 	}
-	sl.wantNext = true
+	sl.want()
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -33,7 +33,7 @@ func (s *Shim) scheduleAll() {
 	}
 	for _, sl := range s.order {
 		if sl.latest != nil {
-			sl.wantNext = true
+			sl.want()
 		}
 	}
 	select {
@@ -63,9 +63,7 @@ func (s *Shim) precreateLoop() {
 				s.log.WithField("container", sl.name).Debugf("pre-created next generation in %s", time.Since(start))
 			}
 			s.mu.Lock()
-			sl.preparing = false
-			if err == nil && !s.closed && sl.tmpl == t && sl.next == nil {
-				sl.next = g
+			if sl.finishPreparing(g, t, s.closed) {
 				g = nil
 			}
 			s.idle.Broadcast()
@@ -98,10 +96,8 @@ func (s *Shim) nextToPrepare() (*slot, *template) {
 		return nil, nil
 	}
 	for _, sl := range s.order {
-		if sl.wantNext && sl.next == nil && sl.tmpl != nil && !sl.preparing {
-			sl.wantNext = false
-			sl.preparing = true
-			return sl, sl.tmpl
+		if sl.needsPreparing() {
+			return sl, sl.startPreparing()
 		}
 	}
 	return nil, nil

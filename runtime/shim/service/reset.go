@@ -162,7 +162,7 @@ func (s *Shim) restartInPlace(ctx context.Context, c *ctr) error {
 		if err != nil {
 			return err
 		}
-		if !c.slot.init {
+		if !s.isInit(c.slot) {
 			return nil
 		}
 		// The next container may start once this one's process is gone;
@@ -194,12 +194,7 @@ func (s *Shim) restartInPlace(ctx context.Context, c *ctr) error {
 // or a freshly created one.
 func (s *Shim) takeNext(c *ctr) (*gen, bool, error) {
 	s.mu.Lock()
-	sl := c.slot
-	for sl.preparing {
-		s.idle.Wait()
-	}
-	g := sl.next
-	sl.next = nil
+	g := s.takeNextLocked(c.slot)
 	s.mu.Unlock()
 	t := c.template()
 	if g != nil && g.key == t.key {

@@ -26,8 +26,55 @@ import (
 // generations.
 const lcDir = "lc"
 
-// Shim owns the containers of one pod. Its methods are safe for concurrent use.
+// Shim owns the containers of one pod. Its methods are safe for concurrent
+// use.
+//
+// # Goroutines
+//
+// Besides those of the gRPC server (one per call or stream), a shim runs:
+//
+//   - precreateLoop (one): pre-creates next generations when woken through
+//     wake. Stops when Shutdown closes wake; it closes precreateDone.
+//   - cleanupLoop (one, counted in bg): destroys discarded generations once
+//     the pod is quiet. Stops when Shutdown closes cleanups, which it does
+//     after precreateDone, as pre-creation discards generations too.
+//   - monitor (one per released generation): records the generation's exit
+//     and applies restart rules. Stops once the generation's init process
+//     has exited and its output drained (drainTimeout at most).
+//   - output copiers (one or two per bound generation, see bind, and one
+//     that closes gen.drained after them): stop at the end of the
+//     container's output, when every process holding it has exited.
+//   - a restart by rule (applyRule, one per matching exit): stops when the
+//     restart (restartOne or Reset) returns.
+//   - a removed container's log closer (Remove): stops once the container's
+//     process has exited and its output drained.
+//   - a destroyer per discarded generation that cleanupLoop's queue cannot
+//     take (full, or closed by Shutdown), counted in bg.
+//
+// Shutdown kills every generation, so every goroutine above ends; it waits
+// for precreateLoop, cleanupLoop and bg. The pause process's waiter belongs
+// to package pause.
+//
+// # Locks
+//
+// The lock order is
+//
+//	resetMu → mu → ctr.mu → the journal's, the event hub's and a fanout's
+//
+// (the last three are leaves: nothing is locked under them). mu is never
+// held across an operation that blocks on a container (create, wait, kill):
+// waits for a condition release it (idle.Wait, waitQuietLocked). ctr.mu is
+// held across a generation's release (its execve) and the commit of the
+// resulting record, so that a container's records and events keep the
+// order of its transitions. The node's pre-creation tokens (file locks)
+// are taken with no lock held.
+//
+// # One container, five types
+//
+// See the package documentation: template, slot, ctr, gen, and
+// container.Gen, with shim.Record for what is told of a ctr.
 type Shim struct {
+	// Set by New, never changed.
 	cfg     *shim.Config
 	records *journal.Journal
 	engine  *container.Engine
@@ -36,38 +83,52 @@ type Shim struct {
 	pause   *pause.Process
 	tokens  *tokens
 
-	// resetMu serialises resets: a reset asked for during another runs
-	// after it, as a reset of its own.
+	// resetMu serialises resets and restarts by rule: a reset asked for
+	// during another runs after it, as a reset of its own.
 	resetMu sync.Mutex
 
-	// mu guards the maps and flags below. It is never held across a
-	// container operation that blocks (create, wait, kill).
-	mu         sync.Mutex
+	// mu guards the fields below, and every field of every slot.
+	mu sync.Mutex
+	// containers are the pod's containers by id; an id is in it from the
+	// moment Create reserves it until Remove.
 	containers map[string]*ctr
-	slots      map[string]*slot
-	order      []*slot
+	// slots are the pod's container names; order is the same slots in the
+	// order of their first creation, which is the pod's start order.
+	slots map[string]*slot
+	order []*slot
+	// restarting is the pod's AllContainersRestarting condition: set while
+	// a reset kills the pod's containers.
 	restarting bool
-	resets     uint64
-	// foreground counts foreground work (cold creates, resets) in
-	// progress; pre-creation waits for it to drop to zero.
+	// resets counts the resets done.
+	resets uint64
+	// foreground counts foreground work in progress (beginForeground);
+	// pre-creation and cleanup wait for it to drop to zero.
 	foreground int
-	// lastActivity is when the pod last saw a container operation;
-	// pre-creation waits for a quiet period after it (see precreateQuiet).
+	// lastActivity is when the pod last saw a container operation
+	// (noteActivity); pre-creation and cleanup wait for precreateQuiet
+	// after it.
 	lastActivity time.Time
-	idle         *sync.Cond
-	closed       bool
-
-	// cleanupsClosed is set, under mu, when cleanups is closed.
+	// idle, a condition on mu, is signalled when foreground drops to zero,
+	// when a slot's preparation finishes, and at Shutdown.
+	idle *sync.Cond
+	// closed is set by Shutdown: no container is created after it.
+	closed bool
+	// cleanupsClosed is set when cleanups is closed.
 	cleanupsClosed bool
 
-	// killedHook, when set (by tests), runs while a reset holds the
-	// AllContainersRestarting condition, after its kills.
+	// killedHook, when set (by tests, before any reset), runs while a reset
+	// holds the AllContainersRestarting condition, after its kills.
 	killedHook func()
 
-	wake          chan struct{}
-	cleanups      chan *gen
+	// wake asks precreateLoop to look for slots wanting a next generation;
+	// Shutdown closes it.
+	wake chan struct{}
+	// cleanups queues discarded generations for cleanupLoop.
+	cleanups chan *gen
+	// precreateDone is closed when precreateLoop has stopped.
 	precreateDone chan struct{}
-	bg            sync.WaitGroup
+	// bg counts cleanupLoop and the destroyers discard starts.
+	bg sync.WaitGroup
 }
 
 // New prepares a shim for the pod described by cfg: it becomes the child
@@ -174,7 +235,7 @@ func (s *Shim) Get(id string) (shim.Record, error) {
 func (s *Shim) recordOf(c *ctr) shim.Record {
 	r := c.record()
 	s.mu.Lock()
-	r.Warm = c.slot.latest == c && c.slot.next != nil
+	r.Warm = c.slot.warmFor(c)
 	s.mu.Unlock()
 	return r
 }
@@ -201,9 +262,8 @@ func (s *Shim) Shutdown(ctx context.Context) error {
 	s.closed = true
 	var gens []*gen
 	for _, sl := range s.slots {
-		if sl.next != nil {
-			gens = append(gens, sl.next)
-			sl.next = nil
+		if g := sl.dropNext(); g != nil {
+			gens = append(gens, g)
 		}
 	}
 	cs := make([]*ctr, 0, len(s.containers))
