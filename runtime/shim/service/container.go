@@ -348,6 +348,7 @@ func (s *Shim) Create(ctx context.Context, r *CreateRequest) (shim.Record, bool,
 		s.discard(g)
 		s.mu.Lock()
 		delete(s.containers, r.ID)
+		sl.forget(c)
 		s.mu.Unlock()
 		return shim.Record{}, false, fmt.Errorf("create container %q: %w", r.Name, err)
 	}

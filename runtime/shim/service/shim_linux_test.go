@@ -647,3 +647,32 @@ func TestSharedPIDNamespaceEndsWithInit(t *testing.T) {
 		}
 	}
 }
+
+// A create that fails after its generation was made (here: its log cannot be
+// opened) leaves nothing of the container behind, for a reset neither.
+func TestFailedCreateLeavesNoContainer(t *testing.T) {
+	f := newFixture(t, nil)
+	f.create("m1", "main", "sleep", "1000")
+	f.start("m1")
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := f.s.Create(context.Background(), &CreateRequest{
+		ID: "s1", Name: "side", Spec: f.spec("sleep", "1000"), Layers: []string{f.layer},
+		LogPath: filepath.Join(notDir, "s1.log"),
+	})
+	if err == nil {
+		t.Fatal("create with a log path under a regular file succeeded")
+	}
+	if _, err := f.s.Get("s1"); err == nil {
+		t.Error("the failed container is listed")
+	}
+	recs, _, err := f.s.Reset(context.Background())
+	if err != nil {
+		t.Fatalf("reset: %v", err)
+	}
+	if len(recs) != 1 || recs[0].ID != "m1" {
+		t.Errorf("reset restarted %+v, want m1 only", recs)
+	}
+}
