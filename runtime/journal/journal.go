@@ -106,11 +106,16 @@ func (j *Journal) Put(id string, v any) error {
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	// Written first: a value that did not reach the file is not kept, or a
+	// later compaction would write what its caller was told failed.
+	if err := j.appendLocked(data); err != nil {
+		return err
+	}
 	if _, ok := j.live[id]; !ok {
 		j.order = append(j.order, id)
 	}
 	j.live[id] = data
-	return j.appendLocked(data)
+	return j.compactIfStaleLocked()
 }
 
 // valueLine is json.Marshal(&line{ID: id, Value: val}) for val from
@@ -156,12 +161,15 @@ func (j *Journal) Delete(id string) error {
 	if _, ok := j.live[id]; !ok {
 		return nil
 	}
-	delete(j.live, id)
 	data, err := json.Marshal(&line{ID: id, Deleted: true})
 	if err != nil {
 		return err
 	}
-	return j.appendLocked(data)
+	if err := j.appendLocked(data); err != nil {
+		return err
+	}
+	delete(j.live, id)
+	return j.compactIfStaleLocked()
 }
 
 // Each calls fn with the id and value of every live object, oldest id first.
@@ -218,6 +226,11 @@ func (j *Journal) appendLocked(data []byte) error {
 		return fmt.Errorf("append to %s: %w", j.path, err)
 	}
 	j.lines++
+	return nil
+}
+
+// compactIfStaleLocked compacts the file once most of its lines are stale.
+func (j *Journal) compactIfStaleLocked() error {
 	if j.lines > compactAfter && j.lines > 4*len(j.live) {
 		return j.compactLocked()
 	}

@@ -52,6 +52,13 @@ func TestPutDeleteReopen(t *testing.T) {
 	if err := j.Put("x", obj{1}); err == nil {
 		t.Error("put after close succeeded")
 	}
+	if err := j.Delete("a"); err == nil {
+		t.Error("delete after close succeeded")
+	}
+	// A change that was not written is not kept either.
+	if got := values(t, j); len(got) != 2 || got["a"] != 4 || got["c"] != 8 {
+		t.Fatalf("live after failed changes = %v, want %v", got, want)
+	}
 	j2, err := Open(path)
 	if err != nil {
 		t.Fatal(err)
