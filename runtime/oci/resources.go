@@ -95,7 +95,9 @@ func LinuxResources(r *Resources, h *Host) (*specs.LinuxResources, error) {
 			return nil, invalidf("unified cgroup resources need cgroup v2; this host runs cgroup v1")
 		}
 		for k := range r.Unified {
-			if !strings.Contains(k, ".") || strings.Contains(k, "/") {
+			// "<controller>.<file>", as memory.high: a key must name a file of the container's own cgroup.
+			ctrl, file, ok := strings.Cut(k, ".")
+			if !ok || ctrl == "" || file == "" || strings.Contains(k, "/") {
 				return nil, invalidf("unified: %q is not a cgroup v2 file name", k)
 			}
 		}

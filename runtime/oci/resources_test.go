@@ -43,6 +43,8 @@ func TestLinuxResources(t *testing.T) {
 		},
 		{name: "unified on v1", host: v1, r: &Resources{Unified: map[string]string{"memory.high": "1"}}, wantErr: "need cgroup v2"},
 		{name: "unified path key", host: v2, r: &Resources{Unified: map[string]string{"../memory.high": "1"}}, wantErr: `unified: "../memory.high" is not a cgroup v2 file name`},
+		{name: "unified parent key", host: v2, r: &Resources{Unified: map[string]string{"..": "1"}}, wantErr: `unified: ".." is not a cgroup v2 file name`},
+		{name: "unified key without a controller", host: v2, r: &Resources{Unified: map[string]string{".high": "1"}}, wantErr: "not a cgroup v2 file name"},
 		{name: "unknown page size", host: v1, r: &Resources{HugepageLimits: map[string]uint64{"4MB": 1}}, wantErr: `page size "4MB" is not one of this host's (2MB, 1GB)`},
 		{name: "empty page size", host: noHugetlb, r: &Resources{HugepageLimits: map[string]uint64{"": 1}}, wantErr: "hugepage_limits: page_size is required"},
 		{name: "negative period", host: v1, r: &Resources{CPUPeriod: -1}, wantErr: "cpu_period -1"},
