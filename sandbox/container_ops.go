@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
+	"github.com/warmpod/warmpod/runtime/oci"
 	"github.com/warmpod/warmpod/runtime/shim"
 	shimclient "github.com/warmpod/warmpod/runtime/shim/client"
 )
@@ -199,8 +199,21 @@ func (m *Manager) ReopenContainerLog(ctx context.Context, id string) error {
 	return nil
 }
 
-// UpdateContainerResources applies new resource limits to a container.
-func (m *Manager) UpdateContainerResources(ctx context.Context, id string, res *specs.LinuxResources) error {
+// UpdateContainerResources applies new cgroup limits to a created or
+// running container, and to its later generations. r is translated as at
+// creation (oci.LinuxResources, swap rule included). The running
+// container's cgroup keeps a limit r leaves unset; later generations get
+// r's limits only, as the kubelet always sends all of them. oom_score_adj,
+// a process attribute fixed at creation, is not updated.
+func (m *Manager) UpdateContainerResources(ctx context.Context, id string, r *oci.Resources) error {
+	host, err := oci.ThisHost()
+	if err != nil {
+		return err
+	}
+	res, err := oci.LinuxResources(r, &host)
+	if err != nil {
+		return fmt.Errorf("update resources of container %s: %w", id, err)
+	}
 	c, client, err := m.containerClient(id)
 	if err != nil {
 		return err
@@ -217,7 +230,11 @@ func (m *Manager) UpdateContainerResources(ctx context.Context, id string, res *
 	entry := containerEntry{containerMeta: c.meta, Resources: res}
 	err = m.meta.put("containers", c.meta.ID, &entry)
 	c.mu.Unlock()
-	return err
+	if err != nil {
+		return err
+	}
+	m.log.WithField("container", c.meta.ID).Info("container resources updated")
+	return nil
 }
 
 // setRecord stores a newer shim record of c.

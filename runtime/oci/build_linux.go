@@ -117,10 +117,11 @@ func (b *Builder) build(c *Container, img *Image, pod *Pod) (*specs.Spec, error)
 	if err != nil {
 		return nil, err
 	}
-	res := &specs.LinuxResources{Devices: deviceRules}
-	if err := applyResources(res, c.Resources, &b.host); err != nil {
+	res, err := LinuxResources(c.Resources, &b.host)
+	if err != nil {
 		return nil, err
 	}
+	res.Devices = deviceRules
 	sysctls, err := buildSysctls(pod.Sysctls, c.Sysctls, ns)
 	if err != nil {
 		return nil, err

@@ -17,8 +17,11 @@
 //     kernel requires.
 //   - Resources.OOMScoreAdj is clamped into the pod's range (see HostOOMScoreAdjRange): without
 //     CAP_SYS_RESOURCE a container may not go below the daemon's own oom_score_adj.
-//   - Hugepage limits are dropped on hosts without the hugetlb controller (the kubelet sends them for
-//     every page size the node has); swap limits are dropped where swap is not accounted.
+//   - LinuxResources is the one translation of CRI resources, for container create, container update and
+//     pod update. Its swap rule is containerd's and CRI-O's: memory_swap_limit_in_bytes counts memory plus
+//     swap, unset with a memory limit means no swap, -1 unlimited; swap limits are dropped where swap is not
+//     accounted. Hugepage limits are dropped on hosts without the hugetlb controller (the kubelet sends them
+//     for every page size the node has).
 //   - Pod and container sysctls go into every container's spec: warmpod has no pause container to hold
 //     them, so each start writes them into the pod's shared namespaces.
 //   - AppArmor profiles are honoured only where the kernel enforces AppArmor; warmpod ships no default

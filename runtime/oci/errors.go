@@ -1,13 +1,15 @@
 package oci
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/containerd/errdefs"
 )
 
 // ErrInvalidArgument marks every error caused by the container, image or pod configuration rather than by
-// the host: the CRI layer reports these as InvalidArgument. Check with errors.Is.
-var ErrInvalidArgument = errors.New("invalid argument")
+// the host; it is errdefs.ErrInvalidArgument, so callers and the gRPC edge see the class without
+// re-wrapping. Check with errors.Is.
+var ErrInvalidArgument = errdefs.ErrInvalidArgument
 
 // invalidError carries a message naming the offending field; it matches ErrInvalidArgument and whatever
 // cause its message wraps, without repeating "invalid argument" in the text.

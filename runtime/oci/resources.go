@@ -9,37 +9,52 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// applyResources copies CRI resources into the spec's cgroup settings, validating what the kernel or
-// libcontainer would otherwise reject later, at start, with a less helpful message.
-func applyResources(res *specs.LinuxResources, r *Resources, h *Host) error {
+// LinuxResources translates CRI container resources into the OCI spec's cgroup settings for host h. It is
+// the one translation of CRI limits: container create, container update and pod update all go through it.
+// A nil r gives empty settings. Errors match ErrInvalidArgument and name the CRI field; they check what the
+// kernel or libcontainer would otherwise reject later, at start, with a less helpful message.
+//
+// Swap follows containerd's CRI plugin and CRI-O, which is what the kubelet expects of both:
+//
+//   - memory_swap_limit_in_bytes counts memory plus swap, as cgroup v1's memory.memsw.limit_in_bytes and the
+//     OCI spec's memory.swap do; on cgroup v2 libcontainer writes memory.swap.max = swap - limit.
+//   - 0 (unset) with a memory limit means no swap: swap is set to the memory limit. The kubelet relies on
+//     this when it leaves the field unset, and sends exactly that itself for NoSwap on cgroup v1. On cgroup
+//     v2 the kubelet states swap as unified memory.swap.max ("0", or the LimitedSwap amount); unified files
+//     are written after the translated ones and win.
+//   - -1 means unlimited swap.
+//   - Any other value must come with a memory limit and be at least that limit; below -1 is an error.
+//   - On a host that does not account swap every swap value is dropped, as the limit cannot be set there.
+func LinuxResources(r *Resources, h *Host) (*specs.LinuxResources, error) {
+	res := &specs.LinuxResources{}
 	if r == nil {
-		return nil
+		return res, nil
 	}
 	var cpu specs.LinuxCPU
 	switch {
 	case r.CPUPeriod < 0:
-		return invalidf("cpu period %d is negative", r.CPUPeriod)
+		return nil, invalidf("cpu_period %d is negative", r.CPUPeriod)
 	case r.CPUPeriod > 0:
 		p := uint64(r.CPUPeriod)
 		cpu.Period = &p
 	}
 	switch {
 	case r.CPUQuota < -1:
-		return invalidf("cpu quota %d is negative (only -1, unlimited, is allowed)", r.CPUQuota)
+		return nil, invalidf("cpu_quota %d is negative (only -1, unlimited, is allowed)", r.CPUQuota)
 	case r.CPUQuota != 0:
 		q := r.CPUQuota
 		cpu.Quota = &q
 	}
 	switch {
 	case r.CPUShares < 0:
-		return invalidf("cpu shares %d is negative", r.CPUShares)
+		return nil, invalidf("cpu_shares %d is negative", r.CPUShares)
 	case r.CPUShares > 0:
 		s := uint64(r.CPUShares)
 		cpu.Shares = &s
 	}
-	for _, set := range []struct{ field, value string }{{"cpuset cpus", r.CpusetCpus}, {"cpuset mems", r.CpusetMems}} {
+	for _, set := range []struct{ field, value string }{{"cpuset_cpus", r.CpusetCpus}, {"cpuset_mems", r.CpusetMems}} {
 		if !ValidCPUSet(set.value) {
-			return invalidf("%s %q is not a list of numbers and ranges such as \"0-3,6\"", set.field, set.value)
+			return nil, invalidf("%s %q is not a list of numbers and ranges such as \"0-3,6\"", set.field, set.value)
 		}
 	}
 	cpu.Cpus, cpu.Mems = r.CpusetCpus, r.CpusetMems
@@ -47,28 +62,9 @@ func applyResources(res *specs.LinuxResources, r *Resources, h *Host) error {
 		res.CPU = &cpu
 	}
 
-	var mem specs.LinuxMemory
-	switch {
-	case r.MemoryLimitInBytes < 0:
-		return invalidf("memory limit %d is negative", r.MemoryLimitInBytes)
-	case r.MemoryLimitInBytes > 0:
-		l := r.MemoryLimitInBytes
-		mem.Limit = &l
-	}
-	swap := r.MemorySwapLimitInBytes
-	switch {
-	case swap < -1:
-		return invalidf("memory swap limit %d is negative (only -1, unlimited, is allowed)", swap)
-	case swap > 0 && mem.Limit == nil:
-		return invalidf("memory swap limit %d is set without a memory limit", swap)
-	case swap > 0 && swap < *mem.Limit:
-		return invalidf("memory swap limit %d is below the memory limit %d (it counts memory plus swap)", swap, *mem.Limit)
-	case swap == 0 && mem.Limit != nil:
-		// Like containerd: a memory limit without a swap limit means no swap, where swap is accounted.
-		swap = *mem.Limit
-	}
-	if swap != 0 && h.SwapAccounting {
-		mem.Swap = &swap
+	mem, err := memory(r, h)
+	if err != nil {
+		return nil, err
 	}
 	if mem != (specs.LinuxMemory{}) {
 		res.Memory = &mem
@@ -76,16 +72,19 @@ func applyResources(res *specs.LinuxResources, r *Resources, h *Host) error {
 
 	switch {
 	case r.PidsLimit < 0:
-		return invalidf("pids limit %d is negative", r.PidsLimit)
+		return nil, invalidf("pids limit %d is negative", r.PidsLimit)
 	case r.PidsLimit > 0:
 		n := r.PidsLimit
 		res.Pids = &specs.LinuxPids{Limit: &n}
 	}
 
+	if _, ok := r.HugepageLimits[""]; ok {
+		return nil, invalidf("hugepage_limits: page_size is required")
+	}
 	if h.HugePageSizes != nil {
 		for _, size := range slices.Sorted(maps.Keys(r.HugepageLimits)) {
 			if !slices.Contains(h.HugePageSizes, size) {
-				return invalidf("hugepage size %q is not one of this host's (%s)", size, strings.Join(h.HugePageSizes, ", "))
+				return nil, invalidf("hugepage_limits: page size %q is not one of this host's (%s)", size, strings.Join(h.HugePageSizes, ", "))
 			}
 			res.HugepageLimits = append(res.HugepageLimits, specs.LinuxHugepageLimit{Pagesize: size, Limit: r.HugepageLimits[size]})
 		}
@@ -93,16 +92,45 @@ func applyResources(res *specs.LinuxResources, r *Resources, h *Host) error {
 
 	if len(r.Unified) > 0 {
 		if !h.CgroupV2 {
-			return invalidf("unified cgroup resources need cgroup v2; this host runs cgroup v1")
+			return nil, invalidf("unified cgroup resources need cgroup v2; this host runs cgroup v1")
 		}
 		for k := range r.Unified {
-			if !strings.Contains(k, ".") || strings.Contains(k, "/") {
-				return invalidf("unified resource %q is not a cgroup v2 file name", k)
+			// "<controller>.<file>", as memory.high: a key must name a file of the container's own cgroup.
+			ctrl, file, ok := strings.Cut(k, ".")
+			if !ok || ctrl == "" || file == "" || strings.Contains(k, "/") {
+				return nil, invalidf("unified: %q is not a cgroup v2 file name", k)
 			}
 		}
 		res.Unified = maps.Clone(r.Unified)
 	}
-	return nil
+	return res, nil
+}
+
+// memory translates the memory limit and applies the swap rule of LinuxResources.
+func memory(r *Resources, h *Host) (specs.LinuxMemory, error) {
+	var mem specs.LinuxMemory
+	switch {
+	case r.MemoryLimitInBytes < 0:
+		return mem, invalidf("memory_limit_in_bytes %d is negative", r.MemoryLimitInBytes)
+	case r.MemoryLimitInBytes > 0:
+		l := r.MemoryLimitInBytes
+		mem.Limit = &l
+	}
+	swap := r.MemorySwapLimitInBytes
+	switch {
+	case swap < -1:
+		return mem, invalidf("memory_swap_limit_in_bytes %d is negative (only -1, unlimited, is allowed)", swap)
+	case swap > 0 && mem.Limit == nil:
+		return mem, invalidf("memory_swap_limit_in_bytes %d is set without memory_limit_in_bytes", swap)
+	case swap > 0 && swap < *mem.Limit:
+		return mem, invalidf("memory_swap_limit_in_bytes %d is below memory_limit_in_bytes %d (it counts memory plus swap)", swap, *mem.Limit)
+	case swap == 0 && mem.Limit != nil:
+		swap = *mem.Limit
+	}
+	if swap != 0 && h.SwapAccounting {
+		mem.Swap = &swap
+	}
+	return mem, nil
 }
 
 // ValidCPUSet reports whether s is in the kernel's cpu list format: "", or

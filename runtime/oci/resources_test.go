@@ -3,16 +3,12 @@ package oci
 import (
 	"encoding/json"
 	"testing"
-
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
-func TestResources(t *testing.T) {
+func TestLinuxResources(t *testing.T) {
 	v1 := testHost()
 	v2 := testHost()
 	v2.CgroupV2 = true
-	noSwap := testHost()
-	noSwap.SwapAccounting = false
 	noHugetlb := testHost()
 	noHugetlb.HugePageSizes = nil
 
@@ -20,7 +16,7 @@ func TestResources(t *testing.T) {
 		name    string
 		r       *Resources
 		host    Host
-		want    string // JSON of the resulting LinuxResources, without device rules
+		want    string // JSON of the resulting LinuxResources
 		wantErr string
 	}{
 		{name: "nil", host: v1, want: `{}`},
@@ -31,22 +27,7 @@ func TestResources(t *testing.T) {
 			want: `{"cpu":{"shares":512,"quota":50000,"period":100000,"cpus":"0-1,3","mems":"0"}}`,
 		},
 		{name: "unlimited quota", host: v1, r: &Resources{CPUQuota: -1}, want: `{"cpu":{"quota":-1}}`},
-		{
-			name: "memory limit means no swap", host: v1, r: &Resources{MemoryLimitInBytes: 1 << 30},
-			want: `{"memory":{"limit":1073741824,"swap":1073741824}}`,
-		},
-		{
-			name: "memory and swap", host: v1, r: &Resources{MemoryLimitInBytes: 1 << 30, MemorySwapLimitInBytes: 2 << 30},
-			want: `{"memory":{"limit":1073741824,"swap":2147483648}}`,
-		},
-		{
-			name: "unlimited swap", host: v1, r: &Resources{MemoryLimitInBytes: 1 << 30, MemorySwapLimitInBytes: -1},
-			want: `{"memory":{"limit":1073741824,"swap":-1}}`,
-		},
-		{
-			name: "swap dropped where not accounted", host: noSwap, r: &Resources{MemoryLimitInBytes: 1 << 30, MemorySwapLimitInBytes: 2 << 30},
-			want: `{"memory":{"limit":1073741824}}`,
-		},
+		{name: "oom score adj is not a cgroup limit", host: v1, r: &Resources{OOMScoreAdj: 500}, want: `{}`},
 		{name: "pids", host: v1, r: &Resources{PidsLimit: 1024}, want: `{"pids":{"limit":1024}}`},
 		{
 			name: "hugepages sorted by size name", host: v1, r: &Resources{HugepageLimits: map[string]uint64{"2MB": 0, "1GB": 1 << 30}},
@@ -61,33 +42,83 @@ func TestResources(t *testing.T) {
 			want: `{"unified":{"memory.high":"1000000"}}`,
 		},
 		{name: "unified on v1", host: v1, r: &Resources{Unified: map[string]string{"memory.high": "1"}}, wantErr: "need cgroup v2"},
-		{name: "unified path key", host: v2, r: &Resources{Unified: map[string]string{"../memory.high": "1"}}, wantErr: "not a cgroup v2 file name"},
-		{name: "unknown page size", host: v1, r: &Resources{HugepageLimits: map[string]uint64{"4MB": 1}}, wantErr: `hugepage size "4MB" is not one of this host's (2MB, 1GB)`},
-		{name: "negative period", host: v1, r: &Resources{CPUPeriod: -1}, wantErr: "cpu period -1"},
-		{name: "negative quota", host: v1, r: &Resources{CPUQuota: -5}, wantErr: "cpu quota -5"},
-		{name: "negative shares", host: v1, r: &Resources{CPUShares: -2}, wantErr: "cpu shares -2"},
-		{name: "negative memory", host: v1, r: &Resources{MemoryLimitInBytes: -1}, wantErr: "memory limit -1"},
-		{name: "swap below memory", host: v1, r: &Resources{MemoryLimitInBytes: 2 << 30, MemorySwapLimitInBytes: 1 << 30}, wantErr: "below the memory limit"},
-		{name: "swap without memory", host: v1, r: &Resources{MemorySwapLimitInBytes: 1 << 30}, wantErr: "without a memory limit"},
+		{name: "unified path key", host: v2, r: &Resources{Unified: map[string]string{"../memory.high": "1"}}, wantErr: `unified: "../memory.high" is not a cgroup v2 file name`},
+		{name: "unified parent key", host: v2, r: &Resources{Unified: map[string]string{"..": "1"}}, wantErr: `unified: ".." is not a cgroup v2 file name`},
+		{name: "unified key without a controller", host: v2, r: &Resources{Unified: map[string]string{".high": "1"}}, wantErr: "not a cgroup v2 file name"},
+		{name: "unknown page size", host: v1, r: &Resources{HugepageLimits: map[string]uint64{"4MB": 1}}, wantErr: `page size "4MB" is not one of this host's (2MB, 1GB)`},
+		{name: "empty page size", host: noHugetlb, r: &Resources{HugepageLimits: map[string]uint64{"": 1}}, wantErr: "hugepage_limits: page_size is required"},
+		{name: "negative period", host: v1, r: &Resources{CPUPeriod: -1}, wantErr: "cpu_period -1"},
+		{name: "negative quota", host: v1, r: &Resources{CPUQuota: -5}, wantErr: "cpu_quota -5"},
+		{name: "negative shares", host: v1, r: &Resources{CPUShares: -2}, wantErr: "cpu_shares -2"},
+		{name: "negative memory", host: v1, r: &Resources{MemoryLimitInBytes: -1}, wantErr: "memory_limit_in_bytes -1"},
 		{name: "negative pids", host: v1, r: &Resources{PidsLimit: -3}, wantErr: "pids limit -3"},
-		{name: "bad cpuset", host: v1, r: &Resources{CpusetCpus: "0-a"}, wantErr: `cpuset cpus "0-a"`},
-		{name: "reversed cpuset range", host: v1, r: &Resources{CpusetMems: "3-1"}, wantErr: `cpuset mems "3-1"`},
+		{name: "bad cpuset", host: v1, r: &Resources{CpusetCpus: "0-a"}, wantErr: `cpuset_cpus "0-a"`},
+		{name: "reversed cpuset range", host: v1, r: &Resources{CpusetMems: "3-1"}, wantErr: `cpuset_mems "3-1"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var res specs.LinuxResources
-			err := applyResources(&res, tt.r, &tt.host)
+			res, err := LinuxResources(tt.r, &tt.host)
 			if wantInvalid(t, err, tt.wantErr) {
 				return
 			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			b, _ := json.Marshal(&res)
+			b, _ := json.Marshal(res)
 			if string(b) != tt.want {
 				t.Fatalf("resources = %s\n            want %s", b, tt.want)
 			}
 		})
+	}
+}
+
+// TestLinuxResourcesSwap checks the swap rule of LinuxResources, on hosts that account swap (cgroup v1 and
+// v2 alike: the OCI value is memory+swap on both) and on one that does not.
+func TestLinuxResourcesSwap(t *testing.T) {
+	const gib = 1 << 30
+	accounted := testHost()
+	v2 := testHost()
+	v2.CgroupV2 = true
+	unaccounted := testHost()
+	unaccounted.SwapAccounting = false
+
+	tests := []struct {
+		name        string
+		limit, swap int64
+		// want is the OCI memory on hosts that account swap, wantNoSwap on one that does not.
+		want, wantNoSwap string
+		wantErr          string
+	}{
+		{name: "unset with a limit means no swap", limit: gib, want: `{"limit":1073741824,"swap":1073741824}`, wantNoSwap: `{"limit":1073741824}`},
+		{name: "equal to the limit means no swap", limit: gib, swap: gib, want: `{"limit":1073741824,"swap":1073741824}`, wantNoSwap: `{"limit":1073741824}`},
+		{name: "above the limit allows the difference", limit: gib, swap: 2 * gib, want: `{"limit":1073741824,"swap":2147483648}`, wantNoSwap: `{"limit":1073741824}`},
+		{name: "-1 is unlimited", limit: gib, swap: -1, want: `{"limit":1073741824,"swap":-1}`, wantNoSwap: `{"limit":1073741824}`},
+		{name: "-1 without a limit", swap: -1, want: `{"swap":-1}`, wantNoSwap: `null`},
+		{name: "unset without a limit", want: `null`, wantNoSwap: `null`},
+		{name: "below the limit", limit: 2 * gib, swap: gib, wantErr: "memory_swap_limit_in_bytes 1073741824 is below memory_limit_in_bytes 2147483648"},
+		{name: "without a limit", swap: gib, wantErr: "memory_swap_limit_in_bytes 1073741824 is set without memory_limit_in_bytes"},
+		{name: "below -1", limit: gib, swap: -2, wantErr: "memory_swap_limit_in_bytes -2 is negative"},
+	}
+	for _, tt := range tests {
+		for _, h := range []struct {
+			name string
+			host Host
+			want string
+		}{{"v1", accounted, tt.want}, {"v2", v2, tt.want}, {"unaccounted", unaccounted, tt.wantNoSwap}} {
+			t.Run(tt.name+"/"+h.name, func(t *testing.T) {
+				res, err := LinuxResources(&Resources{MemoryLimitInBytes: tt.limit, MemorySwapLimitInBytes: tt.swap}, &h.host)
+				if wantInvalid(t, err, tt.wantErr) {
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := json.Marshal(res.Memory)
+				if string(b) != h.want {
+					t.Fatalf("memory = %s, want %s", b, h.want)
+				}
+			})
+		}
 	}
 }
 

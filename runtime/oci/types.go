@@ -79,8 +79,8 @@ type Device struct {
 type Resources struct {
 	CPUPeriod, CPUQuota, CPUShares int64
 	MemoryLimitInBytes             int64
-	// MemorySwapLimitInBytes is memory+swap, as on cgroup v1. Unset with a memory limit means "no swap" on
-	// hosts that account swap.
+	// MemorySwapLimitInBytes is memory+swap, as on cgroup v1; -1 is unlimited. Unset with a memory limit
+	// means "no swap" on hosts that account swap (see LinuxResources).
 	MemorySwapLimitInBytes int64
 	// OOMScoreAdj is clamped into the pod's permitted range, see Pod.
 	OOMScoreAdj            int64

@@ -2,9 +2,12 @@ package cgroup
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/containerd/cgroups/v3/cgroup2"
 	v2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
@@ -33,8 +36,12 @@ func (m *v2Manager) exists(path string) (bool, error) {
 }
 
 func (m *v2Manager) create(path string, res *specs.LinuxResources) error {
-	mgr, err := cgroup2.NewManager(m.mountpoint, path, toV2(res))
+	r, raw := toV2(res)
+	mgr, err := cgroup2.NewManager(m.mountpoint, path, r)
 	if err != nil {
+		return err
+	}
+	if err := m.writeRaw(path, raw); err != nil {
 		return err
 	}
 	// Usage files (memory.current, io.stat, pids.current) only exist where
@@ -53,16 +60,40 @@ func (m *v2Manager) update(path string, res *specs.LinuxResources) error {
 	if err != nil {
 		return err
 	}
-	r := toV2(res)
+	r, raw := toV2(res)
 	if err := mgr.ToggleControllers(r.EnabledControllers(), cgroup2.Enable); err != nil {
 		return err
 	}
-	return mgr.Update(r)
+	if err := mgr.Update(r); err != nil {
+		return err
+	}
+	return m.writeRaw(path, raw)
 }
 
-// toV2 converts OCI resources. A CPU quota without a period gets the
-// kernel's default period: the library's conversion would drop the quota.
-func toV2(res *specs.LinuxResources) *cgroup2.Resources {
+// rawFile is a cgroup file and the value to write to it.
+type rawFile struct{ name, value string }
+
+// writeRaw writes files into the cgroup at path, in order.
+func (m *v2Manager) writeRaw(path string, files []rawFile) error {
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(m.mountpoint, path, f.name), []byte(f.value), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", f.name, err)
+		}
+	}
+	return nil
+}
+
+// toV2 converts OCI resources into the library's, and the files the library
+// cannot express, to be written after it:
+//   - A CPU quota without a period gets the kernel's default period: the
+//     library's conversion would drop the quota.
+//   - Unlimited swap (-1) becomes memory.swap.max "max": the library
+//     subtracts the memory limit from the OCI memory+swap value, which for
+//     -1 gives a number the kernel refuses.
+//   - The library has no unified files; they are written last, so that
+//     they win over the translated values, as libcontainer does for
+//     containers.
+func toV2(res *specs.LinuxResources) (*cgroup2.Resources, []rawFile) {
 	if res.CPU != nil && res.CPU.Quota != nil && res.CPU.Period == nil {
 		cpu := *res.CPU
 		period := uint64(100000)
@@ -71,7 +102,19 @@ func toV2(res *specs.LinuxResources) *cgroup2.Resources {
 		withPeriod.CPU = &cpu
 		res = &withPeriod
 	}
-	return cgroup2.ToResources(res)
+	var raw []rawFile
+	if m := res.Memory; m != nil && m.Swap != nil && *m.Swap == -1 {
+		mem := *m
+		mem.Swap = nil
+		noSwap := *res
+		noSwap.Memory = &mem
+		res = &noSwap
+		raw = append(raw, rawFile{"memory.swap.max", "max"})
+	}
+	for _, k := range slices.Sorted(maps.Keys(res.Unified)) {
+		raw = append(raw, rawFile{k, res.Unified[k]})
+	}
+	return cgroup2.ToResources(res), raw
 }
 
 func (m *v2Manager) delete(path string) error {

@@ -66,6 +66,31 @@ func TestV2CreateUpdateOnFakeTree(t *testing.T) {
 	if got := readTrim(t, filepath.Join(dir, "memory.max")); got != "33554432" {
 		t.Errorf("memory.max after update = %q", got)
 	}
+	// memory.swap.max counts swap alone, the OCI value memory plus swap;
+	// unified files are written last and win.
+	for _, tt := range []struct {
+		name string
+		res  *specs.LinuxResources
+		want map[string]string
+	}{
+		{"swap above the limit", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: ptr(int64(32 << 20)), Swap: ptr(int64(48 << 20))}},
+			map[string]string{"memory.swap.max": "16777216"}},
+		{"unlimited swap", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: ptr(int64(32 << 20)), Swap: ptr(int64(-1))}},
+			map[string]string{"memory.max": "33554432", "memory.swap.max": "max"}},
+		{"unified wins", &specs.LinuxResources{
+			Memory:  &specs.LinuxMemory{Limit: ptr(int64(32 << 20)), Swap: ptr(int64(32 << 20))},
+			Unified: map[string]string{"memory.swap.max": "4096", "memory.high": "1000000"},
+		}, map[string]string{"memory.swap.max": "4096", "memory.high": "1000000"}},
+	} {
+		if err := update(m, path, tt.res); err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		for file, want := range tt.want {
+			if got := readTrim(t, filepath.Join(dir, file)); got != want {
+				t.Errorf("%s: %s = %q, want %q", tt.name, file, got, want)
+			}
+		}
+	}
 	if err := update(m, "/kubepods/missing", &specs.LinuxResources{}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("update of a missing cgroup = %v, want ErrNotFound", err)
 	}
