@@ -12,11 +12,10 @@ import (
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
 	"github.com/warmpod/warmpod/runtime/oci"
 	"github.com/warmpod/warmpod/runtime/shim"
-	shimclient "github.com/warmpod/warmpod/runtime/shim/client"
 )
 
 // containerClient returns the container and the shim of its pod.
-func (m *Manager) containerClient(id string) (*container, *shimclient.Client, error) {
+func (m *Manager) containerClient(id string) (*container, shimConn, error) {
 	c, err := m.getContainer(id)
 	if err != nil {
 		return nil, nil, err
@@ -29,7 +28,7 @@ func (m *Manager) containerClient(id string) (*container, *shimclient.Client, er
 }
 
 // podClient returns the shim of container c's pod.
-func (m *Manager) podClient(c *container) (*shimclient.Client, error) {
+func (m *Manager) podClient(c *container) (shimConn, error) {
 	p, err := m.getPod(c.meta.PodID)
 	if err != nil {
 		return nil, err

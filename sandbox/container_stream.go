@@ -11,7 +11,6 @@ import (
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
 	"github.com/warmpod/warmpod/runtime/shim"
-	shimclient "github.com/warmpod/warmpod/runtime/shim/client"
 )
 
 // TerminalSize is a terminal's size in character cells.
@@ -123,7 +122,7 @@ func (m *Manager) Attach(ctx context.Context, id string, sio StreamIO) error {
 
 // runningContainer returns container id and its pod's shim, failing with
 // ErrFailedPrecondition unless it runs.
-func (m *Manager) runningContainer(id string) (*container, *shimclient.Client, error) {
+func (m *Manager) runningContainer(id string) (*container, shimConn, error) {
 	c, client, err := m.containerClient(id)
 	if err != nil {
 		return nil, nil, err

@@ -219,7 +219,8 @@ func TestExecErrors(t *testing.T) {
 func TestExecWithoutExitCode(t *testing.T) {
 	m := streamManager(t, &fakeShim{})
 	// The fake's Attach framing sends no exit code.
-	m.pods["pod1"].shim.ShimClient = attachAsExec{m.pods["pod1"].shim.ShimClient}
+	client := m.pods["pod1"].shim.(*shimclient.Client)
+	client.ShimClient = attachAsExec{client.ShimClient}
 	_, err := m.Exec(context.Background(), "ctr1", []string{"true"}, StreamIO{Stdin: strings.NewReader("")})
 	if !errors.Is(err, errdefs.ErrUnavailable) {
 		t.Errorf("Exec = %v, want ErrUnavailable", err)

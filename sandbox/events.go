@@ -6,7 +6,6 @@ import (
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
 	"github.com/warmpod/warmpod/runtime/shim"
-	shimclient "github.com/warmpod/warmpod/runtime/shim/client"
 )
 
 // EventType says what happened to a container: the shim's own, which the
@@ -40,7 +39,7 @@ func (m *Manager) publish(t EventType, c *container) {
 
 // watch follows a pod's shim events until the shim goes away, keeping the
 // containers' records current and publishing each transition.
-func (m *Manager) watch(p *pod, client *shimclient.Client) {
+func (m *Manager) watch(p *pod, client shimConn) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stream, err := client.Events(ctx, &shimv1.EventsRequest{})
@@ -69,7 +68,7 @@ func (m *Manager) watch(p *pod, client *shimclient.Client) {
 }
 
 // refresh reads every container's record from the shim.
-func (m *Manager) refresh(ctx context.Context, p *pod, client *shimclient.Client) {
+func (m *Manager) refresh(ctx context.Context, p *pod, client shimConn) {
 	resp, err := client.ListContainers(ctx, &shimv1.ListContainersRequest{})
 	if err != nil {
 		return
@@ -90,7 +89,7 @@ func (m *Manager) refresh(ctx context.Context, p *pod, client *shimclient.Client
 // shimLost handles the end of a pod's event stream: when the shim is still
 // the pod's and no longer answers, the pod is not ready any more and its
 // containers' fate is read from the records the shim left.
-func (m *Manager) shimLost(p *pod, client *shimclient.Client) {
+func (m *Manager) shimLost(p *pod, client shimConn) {
 	p.mu.Lock()
 	current := p.shim == client
 	p.mu.Unlock()

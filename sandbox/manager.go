@@ -73,6 +73,10 @@ type Manager struct {
 	meta   *metaStore
 	events *broadcast.Hub[Event]
 	log    *logrus.Entry
+	// shims starts and finds the pods' shims; host makes what a pod keeps
+	// on the node (seams.go).
+	shims shimLauncher
+	host  podHost
 
 	podNames *registrar
 	ctrNames *registrar
@@ -100,6 +104,19 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	if opts.Log == nil {
 		opts.Log = logrus.NewEntry(logrus.StandardLogger())
 	}
+	m, err := newManager(opts, clientLauncher{binary: opts.ShimBinary}, hostPod{})
+	if err != nil {
+		return nil, err
+	}
+	if err := m.recover(ctx); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// newManager makes a Manager with the given seams and no pods; New recovers
+// them.
+func newManager(opts Options, shims shimLauncher, host podHost) (*Manager, error) {
 	for _, d := range []string{opts.RootDir, opts.StateDir, filepath.Join(opts.StateDir, "pods"), filepath.Join(opts.RootDir, "pods")} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, fmt.Errorf("create %s: %w", d, err)
@@ -109,22 +126,20 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Manager{
+	return &Manager{
 		opts:        opts,
 		meta:        meta,
 		events:      broadcast.New[Event](eventBuffer),
 		log:         opts.Log,
+		shims:       shims,
+		host:        host,
 		podNames:    newRegistrar(),
 		ctrNames:    newRegistrar(),
 		vols:        newImageVolumes(opts.StateDir, opts.Images, overlayMounter{}),
 		userNSProbe: sync.OnceValue(func() error { return probeUserNS(opts.RootDir, opts.StateDir) }),
 		pods:        make(map[string]*pod),
 		ctrs:        make(map[string]*container),
-	}
-	if err := m.recover(ctx); err != nil {
-		return nil, err
-	}
-	return m, nil
+	}, nil
 }
 
 func newID() string {

@@ -15,7 +15,6 @@ import (
 	"github.com/warmpod/warmpod/runtime/oci"
 	"github.com/warmpod/warmpod/runtime/rootfs"
 	"github.com/warmpod/warmpod/runtime/shim"
-	shimclient "github.com/warmpod/warmpod/runtime/shim/client"
 	"github.com/warmpod/warmpod/sandbox/cgroup"
 	"github.com/warmpod/warmpod/sandbox/etcfiles"
 	"github.com/warmpod/warmpod/sandbox/netns"
@@ -87,7 +86,7 @@ func (m *Manager) RunPod(ctx context.Context, cfg PodConfig) (string, error) {
 	if !hostNet {
 		nsOpts.Hostname = hostname
 	}
-	ns, err := netns.Create(filepath.Join(meta.StateDir, "ns"), nsOpts)
+	ns, err := m.host.createNamespaces(filepath.Join(meta.StateDir, "ns"), nsOpts)
 	if err != nil {
 		if errors.Is(err, netns.ErrInvalidOptions) {
 			err = fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
@@ -95,9 +94,9 @@ func (m *Manager) RunPod(ctx context.Context, cfg PodConfig) (string, error) {
 		return "", fmt.Errorf("create namespaces of pod %s: %w", id, err)
 	}
 	meta.NS = ns
-	undo.add(func(context.Context) { _ = netns.Remove(filepath.Join(meta.StateDir, "ns")) })
+	undo.add(func(context.Context) { _ = m.host.removeNamespaces(filepath.Join(meta.StateDir, "ns")) })
 
-	cg, err := cgroup.Create(m.cgroupParent(&cfg), id, nil)
+	cg, err := m.host.createCgroup(m.cgroupParent(&cfg), id)
 	if err != nil {
 		if errors.Is(err, cgroup.ErrInvalid) {
 			err = fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
@@ -105,14 +104,14 @@ func (m *Manager) RunPod(ctx context.Context, cfg PodConfig) (string, error) {
 		return "", fmt.Errorf("create cgroup of pod %s: %w", id, err)
 	}
 	meta.CgroupPath = cg
-	undo.add(func(context.Context) { _ = cgroup.Delete(cg) })
+	undo.add(func(context.Context) { _ = m.host.deleteCgroup(cg) })
 
 	if cfg.Namespaces.IPC != oci.NamespaceNode {
 		meta.Shm = filepath.Join(meta.StateDir, "shm")
-		if err := mountShm(meta.Shm); err != nil {
+		if err := m.host.mountShm(meta.Shm); err != nil {
 			return "", fmt.Errorf("mount /dev/shm of pod %s: %w", id, err)
 		}
-		undo.add(func(context.Context) { unmountShm(meta.Shm) })
+		undo.add(func(context.Context) { m.host.unmountShm(meta.Shm) })
 	}
 
 	var ips []net.IP
@@ -143,7 +142,7 @@ func (m *Manager) RunPod(ctx context.Context, cfg PodConfig) (string, error) {
 		gid, _ := userNS.RootGID()
 		rootfsUserNS = &rootfs.UserNS{Path: ns.User, UID: uid, GID: gid}
 	}
-	client, err := shimclient.Start(ctx, m.opts.ShimBinary, &shim.Config{
+	client, err := m.shims.start(ctx, &shim.Config{
 		PodID:            id,
 		StateDir:         meta.StateDir,
 		RootDir:          meta.RootDir,

@@ -23,7 +23,7 @@ func (p *pod) info() PodInfo {
 		CgroupPath: p.meta.CgroupPath,
 	}
 	if p.shim != nil {
-		i.ShimPid = p.shim.Pid
+		i.ShimPid = p.shim.Pid()
 	}
 	return i
 }
@@ -32,7 +32,8 @@ func (p *pod) info() PodInfo {
 // pod's shim for its reset condition and, in Live, its containers' current
 // records: the truth of the moment, transient states of a reset included,
 // and warm-generation flags, which change without an event. Live records do
-// not update what CRI reports (see shim.Shim's quiet restarts).
+// not update what CRI reports: a restart the shim does itself is published
+// only where it ends (runtime/shim/service).
 func (m *Manager) PodStatus(ctx context.Context, id string, live bool) (PodInfo, error) {
 	p, err := m.getPod(id)
 	if err != nil {
@@ -97,8 +98,8 @@ type ResetResult struct {
 	Duration   time.Duration
 }
 
-// ResetPod restarts every container of a pod in place (see shim.Shim.Reset)
-// and returns once the main containers run again.
+// ResetPod restarts every container of a pod in place (the shim's Reset, in
+// runtime/shim/service) and returns once the main containers run again.
 func (m *Manager) ResetPod(ctx context.Context, id string) (ResetResult, error) {
 	p, err := m.getPod(id)
 	if err != nil {

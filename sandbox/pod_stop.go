@@ -11,9 +11,7 @@ import (
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
 	"github.com/warmpod/warmpod/runtime/shim"
-	shimclient "github.com/warmpod/warmpod/runtime/shim/client"
 	"github.com/warmpod/warmpod/sandbox/cgroup"
-	"github.com/warmpod/warmpod/sandbox/netns"
 )
 
 // StopPod kills every container of the pod and releases what the pod held
@@ -59,11 +57,11 @@ func (m *Manager) stopPod(ctx context.Context, p *pod) error {
 			return fmt.Errorf("tear down network of pod %s: %w", p.meta.ID, err)
 		}
 	}
-	if err := netns.Remove(filepath.Join(p.meta.StateDir, "ns")); err != nil {
+	if err := m.host.removeNamespaces(filepath.Join(p.meta.StateDir, "ns")); err != nil {
 		return fmt.Errorf("remove namespaces of pod %s: %w", p.meta.ID, err)
 	}
 	if p.meta.Shm != "" {
-		unmountShm(p.meta.Shm)
+		m.host.unmountShm(p.meta.Shm)
 	}
 	p.mu.Lock()
 	p.meta.Stopped = true
@@ -77,7 +75,7 @@ func (m *Manager) stopPod(ctx context.Context, p *pod) error {
 }
 
 // shutdownShim asks a shim to kill its containers and exit.
-func (m *Manager) shutdownShim(ctx context.Context, c *shimclient.Client) {
+func (m *Manager) shutdownShim(ctx context.Context, c shimConn) {
 	if _, err := c.Shutdown(ctx, &shimv1.ShutdownRequest{}); err != nil && !errdefs.IsUnavailable(err) {
 		m.log.WithError(err).Warn("shut down shim")
 	}
@@ -156,7 +154,7 @@ func (m *Manager) RemovePod(ctx context.Context, id string) error {
 	for _, c := range m.podContainers(p.meta.ID) {
 		m.forgetContainer(c)
 	}
-	if err := cgroup.Delete(p.meta.CgroupPath); err != nil && !errors.Is(err, cgroup.ErrNotFound) {
+	if err := m.host.deleteCgroup(p.meta.CgroupPath); err != nil && !errors.Is(err, cgroup.ErrNotFound) {
 		return fmt.Errorf("remove cgroup of pod %s: %w", p.meta.ID, err)
 	}
 	for _, d := range []string{p.meta.StateDir, p.meta.RootDir} {

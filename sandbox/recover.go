@@ -3,12 +3,8 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/warmpod/warmpod/runtime/shim"
-	shimclient "github.com/warmpod/warmpod/runtime/shim/client"
 )
 
 // recover rebuilds the daemon's state from the metadata on disk and the
@@ -61,9 +57,8 @@ func (m *Manager) recover(ctx context.Context) error {
 			m.syncFromRecords(p)
 			continue
 		}
-		client, err := shimclient.Connect(p.meta.StateDir)
+		client, err := m.shims.connect(p.meta.StateDir)
 		if err == nil && client.Alive(ctx) {
-			client.Pid = readPid(p.meta.StateDir)
 			p.shim = client
 			p.status.State = PodReady
 			m.refresh(ctx, p, client)
@@ -79,14 +74,4 @@ func (m *Manager) recover(ctx context.Context) error {
 	m.vols.prune()
 	m.log.Infof("recovered %d pods and %d containers", len(m.pods), len(m.ctrs))
 	return nil
-}
-
-func readPid(stateDir string) int {
-	data, err := os.ReadFile(filepath.Join(stateDir, shim.PidFile))
-	if err != nil {
-		return 0
-	}
-	var pid int
-	_, _ = fmt.Sscan(string(data), &pid)
-	return pid
 }

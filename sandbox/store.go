@@ -11,7 +11,6 @@ import (
 
 	"github.com/warmpod/warmpod/runtime/journal"
 	"github.com/warmpod/warmpod/runtime/shim"
-	shimclient "github.com/warmpod/warmpod/runtime/shim/client"
 	"github.com/warmpod/warmpod/sandbox/netns"
 )
 
@@ -55,7 +54,7 @@ type pod struct {
 
 	mu     sync.Mutex
 	status podStatus
-	shim   *shimclient.Client
+	shim   shimConn
 }
 
 // Update changes the pod's status through fn under the pod's lock; fn's
@@ -78,7 +77,7 @@ func (p *pod) Status() podStatus {
 	return p.status
 }
 
-func (p *pod) client() (*shimclient.Client, error) {
+func (p *pod) client() (shimConn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.shim == nil || p.status.State != PodReady {

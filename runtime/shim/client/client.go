@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -34,9 +35,11 @@ const startTimeout = 30 * time.Second
 type Client struct {
 	shimv1.ShimClient
 	conn *grpc.ClientConn
-	// Pid of the shim process.
-	Pid int
+	pid  int
 }
+
+// Pid is the shim process's pid, 0 when it is not known.
+func (c *Client) Pid() int { return c.pid }
 
 // Start writes cfg to its state dir, starts "binary shim --state DIR" as a
 // detached process and connects to it once it reports ready. The shim's own
@@ -105,12 +108,13 @@ func Start(ctx context.Context, binary string, cfg *shim.Config) (_ *Client, ret
 	if err != nil {
 		return nil, err
 	}
-	c.Pid = cmd.Process.Pid
+	c.pid = cmd.Process.Pid
 	return c, nil
 }
 
 // Connect connects to the shim serving in stateDir. It does not wait: a
-// shim that is gone makes the first call fail with ErrUnavailable.
+// shim that is gone makes the first call fail with ErrUnavailable. The
+// shim's pid is read from its pid file.
 func Connect(stateDir string) (*Client, error) {
 	sock := shim.SocketPath(stateDir)
 	if _, err := os.Stat(sock); err != nil {
@@ -134,7 +138,20 @@ func Connect(stateDir string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to shim at %s: %w", sock, err)
 	}
-	return &Client{ShimClient: shimv1.NewShimClient(conn), conn: conn}, nil
+	return &Client{ShimClient: shimv1.NewShimClient(conn), conn: conn, pid: readPid(stateDir)}, nil
+}
+
+// readPid reads the pid file the shim of stateDir wrote once it served.
+func readPid(stateDir string) int {
+	data, err := os.ReadFile(filepath.Join(stateDir, shim.PidFile))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		return 0
+	}
+	return pid
 }
 
 // Close closes the connection; the shim keeps running.

@@ -1,0 +1,89 @@
+package sandbox
+
+import (
+	"context"
+
+	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
+	"github.com/warmpod/warmpod/runtime/shim"
+	shimclient "github.com/warmpod/warmpod/runtime/shim/client"
+	"github.com/warmpod/warmpod/sandbox/cgroup"
+	"github.com/warmpod/warmpod/sandbox/netns"
+)
+
+// The seams between the pod manager and what it drives: a pod's shim, and
+// what a pod keeps on the host. The daemon's are below; the package's tests
+// use recording fakes, so pod and container logic (rollback, retries,
+// recovery) is tested without root.
+
+// shimConn is what the pod manager needs of a connection to a pod's shim:
+// the shim API and the connection's life. The daemon's is
+// runtime/shim/client's Client.
+type shimConn interface {
+	shimv1.ShimClient
+	// Pid is the shim process's pid, 0 when it is not known.
+	Pid() int
+	// Alive tells whether the shim answers.
+	Alive(ctx context.Context) bool
+	// Close closes the connection; the shim keeps running.
+	Close() error
+}
+
+// shimLauncher starts pod shims and connects to running ones.
+type shimLauncher interface {
+	// start writes cfg to its state dir, starts the pod's shim and
+	// connects to it once it is ready.
+	start(ctx context.Context, cfg *shim.Config) (shimConn, error)
+	// connect connects to the shim serving in stateDir without waiting:
+	// a shim that is gone fails the first call.
+	connect(stateDir string) (shimConn, error)
+}
+
+// clientLauncher starts shims from the warmpod binary with
+// runtime/shim/client.
+type clientLauncher struct{ binary string }
+
+func (l clientLauncher) start(ctx context.Context, cfg *shim.Config) (shimConn, error) {
+	c, err := shimclient.Start(ctx, l.binary, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (clientLauncher) connect(stateDir string) (shimConn, error) {
+	c, err := shimclient.Connect(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// podHost makes and removes what a pod keeps on the host for its whole
+// life besides its network: pinned namespaces, the pod cgroup, /dev/shm.
+type podHost interface {
+	createNamespaces(dir string, opts netns.Options) (netns.Paths, error)
+	removeNamespaces(dir string) error
+	createCgroup(parent, name string) (string, error)
+	deleteCgroup(path string) error
+	mountShm(path string) error
+	unmountShm(path string)
+}
+
+// hostPod is the node's: sandbox/netns, sandbox/cgroup and a tmpfs mount.
+type hostPod struct{}
+
+func (hostPod) createNamespaces(dir string, opts netns.Options) (netns.Paths, error) {
+	return netns.Create(dir, opts)
+}
+
+func (hostPod) removeNamespaces(dir string) error { return netns.Remove(dir) }
+
+func (hostPod) createCgroup(parent, name string) (string, error) {
+	return cgroup.Create(parent, name, nil)
+}
+
+func (hostPod) deleteCgroup(path string) error { return cgroup.Delete(path) }
+
+func (hostPod) mountShm(path string) error { return mountShm(path) }
+
+func (hostPod) unmountShm(path string) { unmountShm(path) }
