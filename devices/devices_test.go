@@ -15,15 +15,15 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/warmpod/warmpod/internal/testutil"
 )
 
 // fakeNode makes a character device with /dev/null's numbers (1:3) under
 // a new name in dir, as a stand-in for a real device.
 func fakeNode(t testing.TB, dir, name string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("making a device node needs root (CAP_MKNOD)")
-	}
+	testutil.RequireRoot(t, "it makes a device node (CAP_MKNOD)")
 	p := filepath.Join(dir, name)
 	if err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
 		t.Fatalf("mknod %s: %v", p, err)

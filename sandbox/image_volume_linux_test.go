@@ -6,13 +6,13 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/warmpod/warmpod/internal/testutil"
 )
 
 // TestOverlayMounter mounts real read-only views of one and of two layers.
 func TestOverlayMounter(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting needs root")
-	}
+	testutil.RequireRoot(t, "it mounts overlays")
 	dir := t.TempDir()
 	layer := func(name, file string) string {
 		p := filepath.Join(dir, name)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/warmpod/warmpod/internal/testutil"
 	"github.com/warmpod/warmpod/runtime/oci"
 	"github.com/warmpod/warmpod/sandbox/netns"
 )
@@ -136,9 +137,7 @@ func TestSearchable(t *testing.T) {
 // On this project's kernels (Linux 5.19 and later, root) the probe finds
 // user namespaces usable and leaves nothing behind.
 func TestProbeUserNS(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create user namespaces and mounts")
-	}
+	testutil.RequireRoot(t, "it creates user namespaces and mounts")
 	root, state := t.TempDir(), t.TempDir()
 	if err := probeUserNS(root, state); err != nil {
 		t.Fatalf("probeUserNS: %v", err)

@@ -6,13 +6,13 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
 
+	"github.com/warmpod/warmpod/internal/testutil"
 	"github.com/warmpod/warmpod/sandbox/netns"
 )
 
@@ -121,9 +121,7 @@ func TestPortForwardErrors(t *testing.T) {
 // podNetNS pins a fresh network namespace for the test and removes it after.
 func podNetNS(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("creating a network namespace needs root")
-	}
+	testutil.RequireRoot(t, "it creates a network namespace")
 	dir := filepath.Join(t.TempDir(), "ns")
 	paths, err := netns.Create(dir, netns.Options{Net: true})
 	if err != nil {

@@ -11,14 +11,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/warmpod/warmpod/integration/testimages"
+	"github.com/warmpod/warmpod/internal/testutil"
 )
 
 // requireRoot skips tests that chown, mknod and set trusted.* xattrs; CI runs as root, so there they run.
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: unpacking layers chowns files, creates whiteout devices and sets trusted.* xattrs")
-	}
+	testutil.RequireRoot(t, "unpacking layers chowns files, creates whiteout devices and sets trusted.* xattrs")
 }
 
 func newStore(t testing.TB, opts ...func(*Options)) *Store {

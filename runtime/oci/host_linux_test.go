@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/warmpod/warmpod/internal/testutil"
 )
 
 func TestKernelAtLeast(t *testing.T) {
@@ -105,9 +107,7 @@ func TestOSSystemDevices(t *testing.T) {
 }
 
 func TestOSSystemMountPropagation(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a test tmpfs needs root")
-	}
+	testutil.RequireRoot(t, "it mounts a test tmpfs")
 	dir := t.TempDir()
 	if err := unix.Mount("warmpod-test", dir, "tmpfs", 0, "size=1m"); err != nil {
 		t.Fatalf("mount tmpfs: %v", err)

@@ -17,6 +17,8 @@ import (
 	"github.com/opencontainers/runc/libcontainer/seccomp"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/warmpod/warmpod/internal/testutil"
 )
 
 // TestMain lets libcontainer re-execute this test binary as a container's init.
@@ -30,9 +32,7 @@ func TestMain(m *testing.M) {
 // TestBuiltSpecsRunUnderLibcontainer starts real containers from built specs and checks from inside that
 // the process got what the spec promised. It is the end of the road specconv's validation only begins.
 func TestBuiltSpecsRunUnderLibcontainer(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("starting containers needs root")
-	}
+	testutil.RequireRoot(t, "it starts containers")
 	busybox, err := exec.LookPath("busybox")
 	if err != nil {
 		t.Skip("busybox (Debian's busybox-static) is not installed")

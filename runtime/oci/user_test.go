@@ -9,6 +9,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/warmpod/warmpod/internal/testutil"
 )
 
 const (
@@ -158,9 +160,7 @@ func TestImageFSLayers(t *testing.T) {
 }
 
 func TestImageFSWhiteoutAndOpaque(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("whiteouts are 0/0 character devices and opaque marks trusted.* xattrs: both need root")
-	}
+	testutil.RequireRoot(t, "whiteouts are 0/0 character devices and opaque marks trusted.* xattrs")
 	bottom := writeLayer(t, map[string]string{
 		"etc/passwd":    testPasswd,
 		"etc/group":     testGroup,

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/warmpod/warmpod/internal/testutil"
 )
 
 // ioctl(2) request on nsfs files (linux/nsfs.h); x/sys/unix lacks it.
@@ -99,9 +101,7 @@ func ownerInode(t *testing.T, path string) uint64 {
 }
 
 func TestStartInit(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create namespaces")
-	}
+	testutil.RequireRoot(t, "it creates namespaces")
 	userns := userNS(t)
 	t.Setenv(helperEnv, "init")
 	outR, outW, err := os.Pipe()

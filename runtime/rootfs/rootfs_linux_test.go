@@ -13,13 +13,13 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
+
+	"github.com/warmpod/warmpod/internal/testutil"
 )
 
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount overlays")
-	}
+	testutil.RequireRoot(t, "it mounts overlays")
 }
 
 // Host ids of root in the test's user namespace.

@@ -12,13 +12,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/warmpod/warmpod/internal/testutil"
 )
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create cgroups")
-	}
+	testutil.RequireRoot(t, "it creates cgroups")
 }
 
 // requireRootForFakeTree skips tests in which the library writes limits
@@ -26,9 +26,7 @@ func requireRoot(t *testing.T) {
 // only root can open again.
 func requireRootForFakeTree(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the cgroup library creates fake control files with mode 0")
-	}
+	testutil.RequireRoot(t, "the cgroup library creates fake control files with mode 0")
 }
 
 func uniqueParent(t *testing.T) string {

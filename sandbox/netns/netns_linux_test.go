@@ -14,15 +14,15 @@ import (
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/warmpod/warmpod/internal/testutil"
 )
 
 const nsfsMagic = 0x6e736673
 
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create namespaces and mounts")
-	}
+	testutil.RequireRoot(t, "it creates namespaces and mounts")
 }
 
 // nsDir returns a fresh namespace dir whose contents are removed when the

@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 
+	"github.com/warmpod/warmpod/internal/testutil"
 	"github.com/warmpod/warmpod/sandbox/netns"
 )
 
@@ -28,9 +29,7 @@ import (
 
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create bridges, namespaces and iptables rules")
-	}
+	testutil.RequireRoot(t, "it creates bridges, namespaces and iptables rules")
 	if _, err := goiptables.New(); err != nil {
 		t.Skipf("iptables unusable: %v", err)
 	}

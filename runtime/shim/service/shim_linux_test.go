@@ -18,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/warmpod/warmpod/internal/testutil"
 	"github.com/warmpod/warmpod/runtime/container"
 	"github.com/warmpod/warmpod/runtime/shim"
 )
@@ -67,9 +68,7 @@ type fixture struct {
 
 func newFixture(t testing.TB, cfgMod func(*shim.Config)) *fixture {
 	t.Helper()
-	if os.Getuid() != 0 {
-		t.Skip("needs root to create containers")
-	}
+	testutil.RequireRoot(t, "it creates containers")
 	layer := busyboxLayer(t)
 	state := t.TempDir()
 	cgroup := fmt.Sprintf("warmpod-test-%d", time.Now().UnixNano())
