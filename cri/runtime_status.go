@@ -5,7 +5,7 @@ import (
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/warmpod/warmpod/sandbox/cgroup"
+	"github.com/warmpod/warmpod/sandbox"
 )
 
 // Status reports whether the runtime and its network are ready, and the
@@ -48,7 +48,7 @@ func (s *Service) Status(ctx context.Context, r *runtime.StatusRequest) (*runtim
 // RuntimeConfig reports the cgroup driver, which the kubelet must match.
 func (s *Service) RuntimeConfig(ctx context.Context, r *runtime.RuntimeConfigRequest) (*runtime.RuntimeConfigResponse, error) {
 	driver := runtime.CgroupDriver_CGROUPFS
-	if cgroup.Driver() == "systemd" {
+	if sandbox.CgroupDriver() == "systemd" {
 		driver = runtime.CgroupDriver_SYSTEMD
 	}
 	return &runtime.RuntimeConfigResponse{Linux: &runtime.LinuxRuntimeConfiguration{CgroupDriver: driver}}, nil

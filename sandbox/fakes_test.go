@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -32,18 +33,22 @@ import (
 // the operation it is told to.
 
 // fakeHost is a podHost that keeps the namespaces, cgroups and /dev/shm
-// mounts it made. fail maps "namespaces", "cgroup" or "shm" to the error
-// their creation returns.
+// mounts it made, and the limits last set on each cgroup. fail maps
+// "namespaces", "cgroup" or "shm" to the error their creation returns.
 type fakeHost struct {
 	mu     sync.Mutex
 	fail   map[string]error
 	ns     map[string]bool
 	cgroup map[string]bool
 	shm    map[string]bool
+	limits map[string]*specs.LinuxResources
 }
 
 func newFakeHost() *fakeHost {
-	return &fakeHost{fail: map[string]error{}, ns: map[string]bool{}, cgroup: map[string]bool{}, shm: map[string]bool{}}
+	return &fakeHost{
+		fail: map[string]error{}, ns: map[string]bool{}, cgroup: map[string]bool{}, shm: map[string]bool{},
+		limits: map[string]*specs.LinuxResources{},
+	}
 }
 
 func (h *fakeHost) createNamespaces(dir string, opts netns.Options) (netns.Paths, error) {
@@ -82,6 +87,16 @@ func (h *fakeHost) createCgroup(parent, name string) (string, error) {
 	p := filepath.Join(parent, name)
 	h.cgroup[p] = true
 	return p, nil
+}
+
+func (h *fakeHost) updateCgroup(path string, res *specs.LinuxResources) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.cgroup[path] {
+		return fmt.Errorf("cgroup %s: %w", path, cgroup.ErrNotFound)
+	}
+	h.limits[path] = res
+	return nil
 }
 
 func (h *fakeHost) deleteCgroup(path string) error {

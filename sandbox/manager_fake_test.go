@@ -12,6 +12,7 @@ import (
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
 	"github.com/warmpod/warmpod/runtime/journal"
+	"github.com/warmpod/warmpod/runtime/oci"
 	"github.com/warmpod/warmpod/runtime/shim"
 )
 
@@ -380,5 +381,37 @@ func TestRecover(t *testing.T) {
 	}
 	if _, err := w.m.CreateContainer(ctx, lost, containerConfig("job2")); !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("CreateContainer in the lost pod = %v, want FailedPrecondition", err)
+	}
+}
+
+// UpdatePodResources sets the limits of a ready pod's cgroup, and of no
+// other.
+func TestUpdatePodResources(t *testing.T) {
+	w := newFakeWorld(t)
+	ctx := context.Background()
+	id, err := w.m.RunPod(ctx, podConfig("web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := &oci.Resources{MemoryLimitInBytes: 64 << 20}
+	if err := w.m.UpdatePodResources(ctx, id[:12], res, nil); err != nil {
+		t.Fatal(err)
+	}
+	got := w.host.limits[filepath.Join("/warmpod-test", id)]
+	if got == nil || got.Memory == nil || got.Memory.Limit == nil || *got.Memory.Limit != 64<<20 {
+		t.Errorf("pod cgroup limits = %+v, want a 64 MiB memory limit", got)
+	}
+	if err := w.m.UpdatePodResources(ctx, "nope", res, nil); !errdefs.IsNotFound(err) {
+		t.Errorf("update of an unknown pod = %v, want NotFound", err)
+	}
+	w.host.deleteCgroup(filepath.Join("/warmpod-test", id))
+	if err := w.m.UpdatePodResources(ctx, id, res, nil); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("update of a pod without its cgroup = %v, want FailedPrecondition", err)
+	}
+	if err := w.m.StopPod(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.m.UpdatePodResources(ctx, id, res, nil); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("update of a stopped pod = %v, want FailedPrecondition", err)
 	}
 }

@@ -11,5 +11,5 @@ import (
 func testManager() *Manager {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	return &Manager{log: logrus.NewEntry(log), pods: map[string]*pod{}, ctrs: map[string]*container{}}
+	return &Manager{log: logrus.NewEntry(log), host: hostPod{}, pods: map[string]*pod{}, ctrs: map[string]*container{}}
 }

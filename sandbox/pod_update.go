@@ -12,6 +12,10 @@ import (
 	"github.com/warmpod/warmpod/sandbox/cgroup"
 )
 
+// CgroupDriver names how pod cgroups are made ("cgroupfs"), which the
+// kubelet's own setting must match.
+func CgroupDriver() string { return cgroup.Driver() }
+
 // UpdatePodResources applies a resized pod's limits to its pod cgroup, the
 // parent of its containers' cgroups. The limits are the containers'
 // resources plus the pod's overhead (nil: none), translated as a
@@ -39,7 +43,7 @@ func (m *Manager) UpdatePodResources(ctx context.Context, id string, res, overhe
 	if p.Status().State != PodReady || p.meta.CgroupPath == "" {
 		return fmt.Errorf("pod sandbox %s is not ready: %w", p.meta.ID, errdefs.ErrFailedPrecondition)
 	}
-	if err := cgroup.Update(p.meta.CgroupPath, total); err != nil {
+	if err := m.host.updateCgroup(p.meta.CgroupPath, total); err != nil {
 		if errors.Is(err, cgroup.ErrNotFound) {
 			// The pod exists; its state is what is wrong.
 			return fmt.Errorf("pod sandbox %s has no cgroup any more (%v): %w", p.meta.ID, err, errdefs.ErrFailedPrecondition)

@@ -3,6 +3,8 @@ package sandbox
 import (
 	"context"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
 	"github.com/warmpod/warmpod/runtime/shim"
 	shimclient "github.com/warmpod/warmpod/runtime/shim/client"
@@ -58,12 +60,14 @@ func (clientLauncher) connect(stateDir string) (shimConn, error) {
 	return c, nil
 }
 
-// podHost makes and removes what a pod keeps on the host for its whole
-// life besides its network: pinned namespaces, the pod cgroup, /dev/shm.
+// podHost makes, changes and removes what a pod keeps on the host for its
+// whole life besides its network: pinned namespaces, the pod cgroup,
+// /dev/shm.
 type podHost interface {
 	createNamespaces(dir string, opts netns.Options) (netns.Paths, error)
 	removeNamespaces(dir string) error
 	createCgroup(parent, name string) (string, error)
+	updateCgroup(path string, res *specs.LinuxResources) error
 	deleteCgroup(path string) error
 	mountShm(path string) error
 	unmountShm(path string)
@@ -80,6 +84,10 @@ func (hostPod) removeNamespaces(dir string) error { return netns.Remove(dir) }
 
 func (hostPod) createCgroup(parent, name string) (string, error) {
 	return cgroup.Create(parent, name, nil)
+}
+
+func (hostPod) updateCgroup(path string, res *specs.LinuxResources) error {
+	return cgroup.Update(path, res)
 }
 
 func (hostPod) deleteCgroup(path string) error { return cgroup.Delete(path) }
