@@ -182,7 +182,7 @@ func toGRPC(err error) error {
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	}
-	if errdefs.Resolve(err) == errdefs.ErrUnknown {
+	if errdefs.Resolve(err) == errdefs.ErrUnknown { //nolint:errorlint // Resolve returns a class sentinel itself
 		return status.Error(codes.Unknown, err.Error())
 	}
 	return errgrpc.ToGRPC(err)

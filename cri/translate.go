@@ -381,10 +381,10 @@ func security(sc *runtime.LinuxContainerSecurityContext) (oci.Security, error) {
 		Apparmor:           profile(sc.Apparmor),
 	}
 	if s.Seccomp == nil {
-		s.Seccomp = legacyProfile(sc.SeccompProfilePath)
+		s.Seccomp = legacyProfile(sc.SeccompProfilePath) //nolint:staticcheck // deprecated, and what older kubelets send
 	}
 	if s.Apparmor == nil {
-		s.Apparmor = legacyProfile(sc.ApparmorProfile)
+		s.Apparmor = legacyProfile(sc.ApparmorProfile) //nolint:staticcheck // deprecated, and what older kubelets send
 	}
 	if sc.SupplementalGroupsPolicy == runtime.SupplementalGroupsPolicy_Strict {
 		s.SupplementalGroupsPolicy = "Strict"

@@ -74,7 +74,7 @@ func startExtraDaemon(t testing.TB, name string, extra ...string) *daemon {
 			}
 			// Not its fds: this daemon had no warm-up pod before its baseline.
 			if diff, err := x.awaitNoLeaks(baseline, kindFDs); err != nil || len(diff) > 0 {
-				errs = append(errs, fmt.Errorf("the %s daemon left: %v %v", name, diff, err))
+				errs = append(errs, fmt.Errorf("the %s daemon left: %v %v", name, diff, err)) //nolint:errorlint // err may be nil: it only adds to the message
 			}
 			if err := x.stop(); err != nil {
 				errs = append(errs, err)

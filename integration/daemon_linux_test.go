@@ -149,7 +149,7 @@ func (d *daemon) waitReady() error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("daemon not ready after a minute: %v; log:\n%s", lastErr, d.logTail(4000))
+	return fmt.Errorf("daemon not ready after a minute: %w; log:\n%s", lastErr, d.logTail(4000))
 }
 
 // pid is the running daemon's process id (0 when none runs).

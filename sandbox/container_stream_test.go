@@ -231,7 +231,7 @@ func TestExecWithoutExitCode(t *testing.T) {
 type attachAsExec struct{ shimv1.ShimClient }
 
 func (a attachAsExec) Exec(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[shimv1.StreamInput, shimv1.StreamOutput], error) {
-	return a.ShimClient.Attach(ctx, opts...)
+	return a.Attach(ctx, opts...)
 }
 
 func TestAttach(t *testing.T) {

@@ -85,7 +85,7 @@ func TestUpdateResourcesErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if errdefs.Resolve(tt.err) != tt.class || !strings.Contains(tt.err.Error(), tt.mentions) {
+			if errdefs.Resolve(tt.err) != tt.class || !strings.Contains(tt.err.Error(), tt.mentions) { //nolint:errorlint // Resolve returns a class sentinel itself
 				t.Errorf("err = %v, want %v mentioning %q", tt.err, tt.class, tt.mentions)
 			}
 		})

@@ -325,7 +325,7 @@ func runBench(ctx context.Context, o *benchOptions) (*report, error) {
 			st := summarize(samples[i])
 			if failed[i] != nil {
 				st.Error = failed[i].Error()
-				if !(sc == scenarioNative && !t.native()) && firstErr == nil {
+				if (sc != scenarioNative || t.native()) && firstErr == nil {
 					firstErr = fmt.Errorf("%s on %s: %w", sc, t.endpoint, failed[i])
 				}
 			}

@@ -213,12 +213,18 @@ func receiveConsole(sock *os.File) (console.Console, error) {
 		return nil, fmt.Errorf("receive console: %w", err)
 	}
 	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-	if err != nil || len(msgs) != 1 {
-		return nil, fmt.Errorf("receive console: no control message (%d bytes): %v", n, err)
+	if err != nil {
+		return nil, fmt.Errorf("receive console: no control message (%d bytes): %w", n, err)
+	}
+	if len(msgs) != 1 {
+		return nil, fmt.Errorf("receive console: %d control messages (%d bytes), want 1", len(msgs), n)
 	}
 	fds, err := unix.ParseUnixRights(&msgs[0])
-	if err != nil || len(fds) != 1 {
-		return nil, fmt.Errorf("receive console: no file descriptor: %v", err)
+	if err != nil {
+		return nil, fmt.Errorf("receive console: no file descriptor: %w", err)
+	}
+	if len(fds) != 1 {
+		return nil, fmt.Errorf("receive console: %d file descriptors, want 1", len(fds))
 	}
 	f := os.NewFile(uintptr(fds[0]), string(buf[:n]))
 	c, err := console.ConsoleFromFile(f)

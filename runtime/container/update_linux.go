@@ -23,8 +23,8 @@ func (g *Gen) Update(res *specs.LinuxResources) error {
 	if err != nil {
 		return fmt.Errorf("update %s: convert resources: %w", g.ID, err)
 	}
-	cg.Resources.Devices = cfg.Cgroups.Resources.Devices
-	cg.Resources.SkipDevices = cfg.Cgroups.Resources.SkipDevices
+	cg.Devices = cfg.Cgroups.Devices
+	cg.SkipDevices = cfg.Cgroups.SkipDevices
 	cfg.Cgroups.Resources = cg.Resources
 	if err := g.lc.Set(cfg); err != nil {
 		return fmt.Errorf("update %s: %w", g.ID, err)

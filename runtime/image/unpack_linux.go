@@ -238,7 +238,8 @@ func (u *unpacker) whiteout(hdr *tar.Header, parent, parentRel, base string) err
 	if err := u.replace(rel, full); err != nil {
 		return err
 	}
-	if err := unix.Mknod(full, unix.S_IFCHR|0o000, int(unix.Mkdev(0, 0))); err != nil {
+	// A 0/0 character device with no permission bits.
+	if err := unix.Mknod(full, unix.S_IFCHR, int(unix.Mkdev(0, 0))); err != nil {
 		return fmt.Errorf("create whiteout for %q: %w", rel, err)
 	}
 	return nil

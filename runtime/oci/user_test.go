@@ -175,7 +175,7 @@ func TestImageFSWhiteoutAndOpaque(t *testing.T) {
 		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := unix.Mknod(full, unix.S_IFCHR|0o000, 0); err != nil {
+		if err := unix.Mknod(full, unix.S_IFCHR, 0); err != nil {
 			t.Fatalf("mknod whiteout: %v", err)
 		}
 	}

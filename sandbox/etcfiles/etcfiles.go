@@ -72,7 +72,7 @@ func ValidateDNS(dns *DNS) error {
 	}
 	for _, s := range dns.Searches {
 		if err := checkDomain(strings.TrimSuffix(s, "."), maxDomainName, true); err != nil {
-			return fmt.Errorf("%w: DNS search domain %q: %v", ErrInvalid, s, err)
+			return fmt.Errorf("%w: DNS search domain %q: %w", ErrInvalid, s, err)
 		}
 	}
 	for _, o := range dns.Options {
@@ -90,7 +90,7 @@ func ValidateHostname(h string) error {
 		return fmt.Errorf("%w: hostname is empty", ErrInvalid)
 	}
 	if err := checkDomain(h, maxHostname, false); err != nil {
-		return fmt.Errorf("%w: hostname %q: %v", ErrInvalid, h, err)
+		return fmt.Errorf("%w: hostname %q: %w", ErrInvalid, h, err)
 	}
 	return nil
 }
@@ -232,7 +232,7 @@ func WriteHosts(path string, hostname string, ips []net.IP, extra []HostAlias) e
 		}
 		for _, h := range a.Hostnames {
 			if err := checkDomain(h, maxDomainName, false); err != nil {
-				return fmt.Errorf("%w: host alias %q for %s: %v", ErrInvalid, h, a.IP, err)
+				return fmt.Errorf("%w: host alias %q for %s: %w", ErrInvalid, h, a.IP, err)
 			}
 		}
 	}

@@ -340,7 +340,7 @@ func TestDo(t *testing.T) {
 		t.Fatalf("Do on a missing path = %v", err)
 	}
 	want := errors.New("from fn")
-	if err := Do(p.Net, func() error { return want }); err != want {
+	if err := Do(p.Net, func() error { return want }); err != want { //nolint:errorlint // fn's error itself, not wrapped
 		t.Fatalf("Do did not return fn's error: %v", err)
 	}
 }

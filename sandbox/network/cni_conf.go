@@ -57,10 +57,10 @@ func loadCNIConf(dir string) (file string, _ *libcni.NetworkConfigList, _ error)
 		list, err = libcni.NetworkConfFromFile(file)
 	} else {
 		var single *libcni.PluginConfig
-		//lint:ignore SA1019 single-plugin files are still what many nodes install
-		if single, err = libcni.ConfFromFile(file); err == nil {
-			//lint:ignore SA1019 see above
-			list, err = libcni.ConfListFromConf(single)
+		// Deprecated in libcni, but single-plugin files are still what many
+		// nodes install.
+		if single, err = libcni.ConfFromFile(file); err == nil { //nolint:staticcheck // see above
+			list, err = libcni.ConfListFromConf(single) //nolint:staticcheck // see above
 		}
 	}
 	if err != nil {

@@ -98,11 +98,16 @@ func (c *EmbeddedConfig) normalize() error {
 		return fmt.Errorf("%w: chain prefix %q longer than %d characters", ErrInvalid, c.ChainPrefix, maxChainPrefix)
 	}
 	for _, r := range c.ChainPrefix {
-		if !(r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+		if !chainPrefixRune(r) {
 			return fmt.Errorf("%w: chain prefix %q may only hold A-Z, 0-9, '-' and '_'", ErrInvalid, c.ChainPrefix)
 		}
 	}
 	return nil
+}
+
+// chainPrefixRune tells whether r may be in an iptables chain prefix.
+func chainPrefixRune(r rune) bool {
+	return r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_'
 }
 
 // newEmbedded builds an Embedded on the given kernel seams and loads the

@@ -39,7 +39,7 @@ func TestNativeStream(t *testing.T) {
 			s := nativeStream{errStream{err: tt.err}}
 			for op, err := range map[string]error{"SendMsg": s.SendMsg(nil), "RecvMsg": s.RecvMsg(nil)} {
 				if tt.same {
-					if err != tt.err {
+					if err != tt.err { //nolint:errorlint // the very error, not one wrapping it
 						t.Errorf("%s = %v, want %v as it is", op, err, tt.err)
 					}
 					continue

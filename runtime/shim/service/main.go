@@ -1,6 +1,7 @@
 package service
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -56,13 +57,13 @@ func serve(stateDir string, ready func()) error {
 	_ = os.Remove(sock)
 	addr, done, err := shim.SocketAddr(cfg.StateDir)
 	if err != nil {
-		_ = s.Shutdown(nil)
+		_ = s.Shutdown(context.Background())
 		return err
 	}
 	l, err := net.Listen("unix", addr)
 	done()
 	if err != nil {
-		_ = s.Shutdown(nil)
+		_ = s.Shutdown(context.Background())
 		return fmt.Errorf("listen on %s: %w", sock, err)
 	}
 	// The address may name a descriptor closed by now; the daemon removes
@@ -70,12 +71,12 @@ func serve(stateDir string, ready func()) error {
 	l.(*net.UnixListener).SetUnlinkOnClose(false)
 	if err := os.Chmod(sock, 0o600); err != nil {
 		l.Close()
-		_ = s.Shutdown(nil)
+		_ = s.Shutdown(context.Background())
 		return err
 	}
 	if err := atomicfile.Write(filepath.Join(cfg.StateDir, shim.PidFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		l.Close()
-		_ = s.Shutdown(nil)
+		_ = s.Shutdown(context.Background())
 		return fmt.Errorf("write pid file: %w", err)
 	}
 	g := grpc.NewServer(
