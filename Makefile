@@ -18,6 +18,11 @@ UNIT_PKGS = $(shell $(GO) list ./... | grep -vx '$(MODULE)/integration')
 TEST_FLAGS ?=
 INTEGRATION_TIMEOUT ?= 25m
 
+# golangci-lint (.golangci.yml), installed by "make lint" into bin/tools, one directory per version, when
+# that version is missing.
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT := $(CURDIR)/bin/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)/golangci-lint
+
 # The Go protobuf plugins the checked-in api/ code was generated with.
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
@@ -48,10 +53,13 @@ test-unit:
 test-integration:
 	$(GO) test -tags $(TAGS) -count=1 -v -timeout $(INTEGRATION_TIMEOUT) $(TEST_FLAGS) ./integration/
 
-lint:
-	@out=$$(gofmt -l .); \
-	if [ -n "$$out" ]; then echo "gofmt wants to rewrite:"; echo "$$out"; exit 1; fi
+# The layering rules (depguard), staticcheck, errorlint, govet and gofmt; see .golangci.yml.
+lint: $(GOLANGCI_LINT)
+	$(GOLANGCI_LINT) run ./...
 	$(GO) vet -tags $(TAGS) ./...
+
+$(GOLANGCI_LINT):
+	GOBIN=$(@D) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
 proto:
 	@command -v protoc >/dev/null || { echo 'protoc is missing (apt-get install protobuf-compiler)'; exit 1; }
