@@ -51,9 +51,11 @@ const lcDir = "lc"
 //   - a destroyer per discarded generation that cleanupLoop's queue cannot
 //     take (full, or closed by Shutdown), counted in bg.
 //
-// Shutdown kills every generation, so every goroutine above ends; it waits
-// for precreateLoop, cleanupLoop and bg. The pause process's waiter belongs
-// to package pause.
+// Shutdown kills every generation it finds, which ends the monitors and
+// copiers; it waits for precreateLoop, cleanupLoop and bg. It does not wait
+// for a reset or a restart by rule in progress (resetMu): a generation such
+// a restart makes after Shutdown has looked is not killed by it. The pause
+// process's waiter belongs to package pause.
 //
 // # Locks
 //
