@@ -2,9 +2,9 @@ package cri
 
 import (
 	"context"
+	"fmt"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"github.com/containerd/errdefs"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/warmpod/warmpod/runtime/shim"
@@ -58,14 +58,14 @@ func (s *Service) runningContainer(id string) (*sandbox.ContainerInfo, error) {
 		return nil, err
 	}
 	if info.Status.State != shim.StateRunning {
-		return nil, status.Errorf(codes.FailedPrecondition, "container %s is %s, not running", info.ID, info.Status.State)
+		return nil, errdefs.ErrFailedPrecondition.WithMessage(fmt.Sprintf("container %s is %s, not running", info.ID, info.Status.State))
 	}
 	return &info, nil
 }
 
 func (s *Service) streams() (*StreamServer, error) {
 	if s.opts.Streams == nil {
-		return nil, status.Error(codes.Unavailable, "the streaming server is not running")
+		return nil, errdefs.ErrUnavailable.WithMessage("the streaming server is not running")
 	}
 	return s.opts.Streams, nil
 }

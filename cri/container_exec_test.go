@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -55,7 +56,7 @@ func emptyNodeService(t *testing.T, backend StreamBackend) *Service {
 
 func wantCode(t *testing.T, what string, err error, want codes.Code) {
 	t.Helper()
-	if got := status.Code(toGRPC(err)); got != want {
+	if got := status.Code(errgrpc.ToGRPC(err)); got != want {
 		t.Errorf("%s: code %s (%v), want %s", what, got, err, want)
 	}
 }
@@ -124,7 +125,7 @@ func TestPortForwardValidation(t *testing.T) {
 
 func TestStreamingWithoutServer(t *testing.T) {
 	s := emptyNodeService(t, nil)
-	if _, err := s.streams(); status.Code(err) != codes.Unavailable {
+	if _, err := s.streams(); status.Code(errgrpc.ToGRPC(err)) != codes.Unavailable {
 		t.Errorf("streams() = %v, want Unavailable", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -68,7 +69,7 @@ func TestUpdateResourcesRequired(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if err := call(); status.Code(toGRPC(err)) != codes.InvalidArgument {
+			if err := call(); status.Code(errgrpc.ToGRPC(err)) != codes.InvalidArgument {
 				t.Errorf("err = %v, want InvalidArgument", err)
 			}
 		})

@@ -2,11 +2,9 @@ package cri
 
 import (
 	"context"
-	"errors"
+	"fmt"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/warmpod/warmpod/sandbox/network"
 )
 
 // UpdateRuntimeConfig takes the node's pod CIDR, which the kubelet sends
@@ -20,10 +18,7 @@ func (s *Service) UpdateRuntimeConfig(ctx context.Context, r *runtime.UpdateRunt
 		return &runtime.UpdateRuntimeConfigResponse{}, nil
 	}
 	if err := s.opts.PodCIDR(cidr); err != nil {
-		if errors.Is(err, network.ErrInvalid) {
-			return nil, invalid("runtime_config.network_config.pod_cidr: %v", err)
-		}
-		return nil, err
+		return nil, fmt.Errorf("runtime_config.network_config.pod_cidr: %w", err)
 	}
 	if cidr != "" {
 		log.Info("pod CIDR updated")

@@ -2,9 +2,9 @@ package cri
 
 import (
 	"context"
+	"fmt"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"github.com/containerd/errdefs"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/warmpod/warmpod/sandbox"
@@ -28,7 +28,7 @@ func (s *Service) PortForward(ctx context.Context, r *runtime.PortForwardRequest
 		return nil, err
 	}
 	if info.State != sandbox.PodReady {
-		return nil, status.Errorf(codes.FailedPrecondition, "pod sandbox %s is not ready", info.ID)
+		return nil, errdefs.ErrFailedPrecondition.WithMessage(fmt.Sprintf("pod sandbox %s is not ready", info.ID))
 	}
 	streams, err := s.streams()
 	if err != nil {

@@ -1,15 +1,16 @@
 // Package cri is warmpod's CRI v1 front end: the RuntimeService and
 // ImageService the kubelet and crictl talk to, and warmpod's own API beside
 // them. It validates requests, translates CRI messages to the sandbox and
-// image packages' types and back, and maps errors to gRPC codes. It makes no
-// system calls of its own.
+// image packages' types and back, and maps errors to gRPC codes, in its
+// interceptors only: errors carry their errdefs class from where they are
+// made. It makes no system calls of its own.
 package cri
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -17,8 +18,6 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	warmpodv1 "github.com/warmpod/warmpod/api/warmpod/v1"
@@ -98,7 +97,10 @@ func entry(ctx context.Context, fallback *logrus.Entry) *logrus.Entry {
 
 // UnaryInterceptor gives each request a logger carrying the RPC name and a
 // request id, logs the call (Trace for reads, Debug for the rest) and turns
-// errors into gRPC statuses.
+// errors into gRPC statuses: it is where the code of an error is chosen,
+// from the errdefs class the error was given where it was made
+// (errgrpc.ToGRPC; context errors become Canceled and DeadlineExceeded,
+// unclassed ones Unknown).
 func (s *Service) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	rpc := info.FullMethod[strings.LastIndex(info.FullMethod, "/")+1:]
 	log := s.log.WithField("rpc", rpc).WithField("request_id", requestID())
@@ -112,7 +114,7 @@ func (s *Service) UnaryInterceptor(ctx context.Context, req any, info *grpc.Unar
 	if log.Logger.IsLevelEnabled(level) {
 		log.WithField("duration", time.Since(start)).WithError(err).Log(level, "request")
 	}
-	return resp, toGRPC(err)
+	return resp, errgrpc.ToGRPC(err)
 }
 
 // StreamInterceptor is UnaryInterceptor for streaming RPCs.
@@ -122,7 +124,7 @@ func (s *Service) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.St
 	log.Debug("stream opened")
 	err := h(srv, &loggedStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), logKey{}, log)})
 	log.WithError(err).Debug("stream closed")
-	return toGRPC(err)
+	return errgrpc.ToGRPC(err)
 }
 
 type loggedStream struct {
@@ -163,32 +165,8 @@ func requestID() string {
 	return hex.EncodeToString(b)
 }
 
-// toGRPC is the one place where errors become gRPC codes: errdefs classes
-// map to their codes, the image store's sentinels to theirs.
-func toGRPC(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	switch {
-	case errors.Is(err, image.ErrNotFound):
-		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, image.ErrInvalidReference), errors.Is(err, image.ErrInvalidImage):
-		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, err.Error())
-	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, err.Error())
-	}
-	if errdefs.Resolve(err) == errdefs.ErrUnknown { //nolint:errorlint // Resolve returns a class sentinel itself
-		return status.Error(codes.Unknown, err.Error())
-	}
-	return errgrpc.ToGRPC(err)
-}
-
-// invalid returns an InvalidArgument error naming the problem.
+// invalid returns an error of class errdefs.ErrInvalidArgument whose
+// message is the formatted text alone.
 func invalid(format string, args ...any) error {
-	return status.Errorf(codes.InvalidArgument, format, args...)
+	return errdefs.ErrInvalidArgument.WithMessage(fmt.Sprintf(format, args...))
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -75,7 +76,7 @@ func TestPodConfigUserNS(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			pc, err := podConfig(usernsPod(tt.userns), "")
 			if tt.wantErr != "" {
-				if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tt.wantErr) {
+				if status.Code(errgrpc.ToGRPC(err)) != codes.InvalidArgument || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want InvalidArgument saying %q", err, tt.wantErr)
 				}
 				if !strings.Contains(err.Error(), "namespace_options: userns_options") {
@@ -106,7 +107,7 @@ func TestContainerConfigUserNS(t *testing.T) {
 		Image:    &runtime.ImageSpec{Image: "example.com/app:1"},
 		Linux:    &runtime.LinuxContainerConfig{SecurityContext: &runtime.LinuxContainerSecurityContext{NamespaceOptions: ns}},
 	})
-	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "mode CONTAINER is not supported") {
+	if status.Code(errgrpc.ToGRPC(err)) != codes.InvalidArgument || !strings.Contains(err.Error(), "mode CONTAINER is not supported") {
 		t.Fatalf("err = %v, want InvalidArgument naming the mode", err)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"tags.cncf.io/container-device-interface/pkg/cdi"
 	"tags.cncf.io/container-device-interface/pkg/parser"
@@ -36,8 +37,9 @@ import (
 var (
 	// ErrInvalid marks errors caused by what the container asked for: a
 	// malformed device name or annotation, an unknown device, a device
-	// whose host node is missing. The message names it.
-	ErrInvalid = errors.New("invalid device request")
+	// whose host node is missing. The message names it. It is of class
+	// errdefs.ErrInvalidArgument.
+	ErrInvalid = errdefs.ErrInvalidArgument.WithMessage("invalid device request")
 	// ErrUnknownDevice means no CDI spec defines the device; such errors
 	// match ErrInvalid too.
 	ErrUnknownDevice = errors.New("unknown CDI device")

@@ -3,7 +3,6 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -65,9 +64,6 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg Contain
 
 	img, err := m.opts.Images.Get(cfg.Image)
 	if err != nil {
-		if errors.Is(err, image.ErrNotFound) {
-			return "", fmt.Errorf("image %q of container %q is not present: %w", cfg.Image, cfg.Name, errdefs.ErrNotFound)
-		}
 		return "", fmt.Errorf("image %q of container %q: %w", cfg.Image, cfg.Name, err)
 	}
 	release, err := m.opts.Images.Retain(img.ID)
@@ -245,9 +241,6 @@ func (m *Manager) buildSpec(p *pod, id string, cfg *ContainerConfig, img *image.
 	}
 	spec, err := oci.Build(&oc, oimg, op)
 	if err != nil {
-		if errors.Is(err, oci.ErrInvalidArgument) {
-			return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
-		}
 		return nil, err
 	}
 	if err := m.injectDevices(p, cfg, spec); err != nil {
@@ -291,7 +284,7 @@ func containerUserNS(ns *oci.NamespaceOptions, p *pod) error {
 func (m *Manager) injectDevices(p *pod, cfg *ContainerConfig, spec *specs.Spec) error {
 	names, err := devices.Requested(cfg.CDIDevices, cfg.Annotations, p.meta.Config.Annotations)
 	if err != nil {
-		return fmt.Errorf("container %q: %w: %w", cfg.Name, err, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("container %q: %w", cfg.Name, err)
 	}
 	if len(names) == 0 {
 		return nil
@@ -300,9 +293,6 @@ func (m *Manager) injectDevices(p *pod, cfg *ContainerConfig, spec *specs.Spec) 
 		return fmt.Errorf("container %q asks for CDI devices %v, but CDI is not configured: %w", cfg.Name, names, errdefs.ErrFailedPrecondition)
 	}
 	if err := m.opts.Devices.Inject(p.meta.ID, names, spec); err != nil {
-		if errors.Is(err, devices.ErrInvalid) {
-			err = fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
-		}
 		return fmt.Errorf("container %q: %w", cfg.Name, err)
 	}
 	return nil

@@ -76,9 +76,6 @@ func (v *imageVolumes) resolve(podID string, mounts []oci.Mount) (forSpec, recor
 		}
 		img, err := v.images.Get(m.HostPath)
 		if err != nil {
-			if errors.Is(err, image.ErrNotFound) {
-				return nil, nil, nil, fmt.Errorf("image %q of the volume at %s is not present: %w", m.HostPath, m.ContainerPath, errdefs.ErrNotFound)
-			}
 			return nil, nil, nil, fmt.Errorf("image %q of the volume at %s: %w", m.HostPath, m.ContainerPath, err)
 		}
 		p, err := v.get(podID, &img)

@@ -137,7 +137,7 @@ func TestImageVolumesRefuse(t *testing.T) {
 		want    error
 		wantMsg string
 	}{
-		{"image not pulled", oci.Mount{ContainerPath: "/d", HostPath: "example.com/missing:1", Image: true}, false, errdefs.ErrNotFound, "not present"},
+		{"image not pulled", oci.Mount{ContainerPath: "/d", HostPath: "example.com/missing:1", Image: true}, false, errdefs.ErrNotFound, `image "example.com/missing:1" of the volume at /d: image not found`},
 		{"sub path not in the image", oci.Mount{ContainerPath: "/d", HostPath: "example.com/data:1", Image: true, ImageSubPath: "nope"}, false, errdefs.ErrInvalidArgument, "does not exist"},
 		{"mount fails", oci.Mount{ContainerPath: "/d", HostPath: "example.com/data:1", Image: true}, true, nil, "mount failed"},
 	}

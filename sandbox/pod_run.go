@@ -32,7 +32,7 @@ func (m *Manager) RunPod(ctx context.Context, cfg PodConfig) (string, error) {
 		return "", fmt.Errorf("pod sandbox metadata needs name, namespace and uid: %w", errdefs.ErrInvalidArgument)
 	}
 	if err := etcfiles.ValidateDNS(cfg.DNS); err != nil {
-		return "", fmt.Errorf("dns config: %w: %w", err, errdefs.ErrInvalidArgument)
+		return "", fmt.Errorf("dns config: %w", err)
 	}
 	if cfg.Namespaces.Network == oci.NamespaceContainer || cfg.Namespaces.Network == oci.NamespaceTarget {
 		return "", fmt.Errorf("pod network namespace mode must be POD or NODE: %w", errdefs.ErrInvalidArgument)
@@ -88,9 +88,6 @@ func (m *Manager) RunPod(ctx context.Context, cfg PodConfig) (string, error) {
 	}
 	ns, err := m.host.createNamespaces(filepath.Join(meta.StateDir, "ns"), nsOpts)
 	if err != nil {
-		if errors.Is(err, netns.ErrInvalidOptions) {
-			err = fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
-		}
 		return "", fmt.Errorf("create namespaces of pod %s: %w", id, err)
 	}
 	meta.NS = ns
@@ -98,9 +95,6 @@ func (m *Manager) RunPod(ctx context.Context, cfg PodConfig) (string, error) {
 
 	cg, err := m.host.createCgroup(m.cgroupParent(&cfg), id)
 	if err != nil {
-		if errors.Is(err, cgroup.ErrInvalid) {
-			err = fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
-		}
 		return "", fmt.Errorf("create cgroup of pod %s: %w", id, err)
 	}
 	meta.CgroupPath = cg
@@ -328,16 +322,10 @@ func (m *Manager) writeEtcFiles(meta *podMeta, hostname string, ips []net.IP) er
 		// Host-network pods see the node's own hosts file, as with other runtimes.
 		meta.Hosts = "/etc/hosts"
 	} else if err := etcfiles.WriteHosts(meta.Hosts, hostname, ips, cfg.HostAliases); err != nil {
-		if errors.Is(err, etcfiles.ErrInvalid) {
-			err = fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
-		}
 		return fmt.Errorf("write hosts of pod %s: %w", meta.ID, err)
 	}
 	meta.Hostname = filepath.Join(meta.StateDir, "hostname")
 	if err := etcfiles.WriteHostname(meta.Hostname, hostname); err != nil {
-		if errors.Is(err, etcfiles.ErrInvalid) {
-			err = fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
-		}
 		return fmt.Errorf("write hostname of pod %s: %w", meta.ID, err)
 	}
 	return nil

@@ -45,11 +45,9 @@ func (m *Manager) UpdatePodResources(ctx context.Context, id string, res, overhe
 	}
 	if err := m.host.updateCgroup(p.meta.CgroupPath, total); err != nil {
 		if errors.Is(err, cgroup.ErrNotFound) {
-			// The pod exists; its state is what is wrong.
-			return fmt.Errorf("pod sandbox %s has no cgroup any more (%w): %w", p.meta.ID, err, errdefs.ErrFailedPrecondition)
-		}
-		if errors.Is(err, cgroup.ErrInvalid) {
-			err = fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+			// The pod exists: the missing cgroup is its state, not the
+			// NotFound of the object the request names.
+			return fmt.Errorf("pod sandbox %s has no cgroup any more (%v): %w", p.meta.ID, err, errdefs.ErrFailedPrecondition)
 		}
 		return fmt.Errorf("update pod sandbox %s: %w", p.meta.ID, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/containerd/console"
+	"github.com/containerd/errdefs"
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -26,8 +27,8 @@ type Stdio struct {
 }
 
 // ErrNoStdin is returned by Write for a process started with neither a
-// terminal nor a stdin pipe.
-var ErrNoStdin = errors.New("process has no stdin")
+// terminal nor a stdin pipe; it is of class errdefs.ErrFailedPrecondition.
+var ErrNoStdin = errdefs.ErrFailedPrecondition.WithMessage("process has no stdin")
 
 // Write writes p to the process's input: its terminal when it has one,
 // otherwise its stdin pipe.

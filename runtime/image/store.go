@@ -35,19 +35,22 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
 
 var (
-	// ErrNotFound: no image (or tag, repository, platform) matches the reference.
-	ErrNotFound = errors.New("image not found")
-	// ErrInvalidReference: the reference cannot be parsed, or an id prefix is ambiguous.
-	ErrInvalidReference = errors.New("invalid image reference")
+	// ErrNotFound: no image (or tag, repository, platform) matches the reference. It is of class
+	// errdefs.ErrNotFound.
+	ErrNotFound = errdefs.ErrNotFound.WithMessage("image not found")
+	// ErrInvalidReference: the reference cannot be parsed, or an id prefix is ambiguous. It is of class
+	// errdefs.ErrInvalidArgument.
+	ErrInvalidReference = errdefs.ErrInvalidArgument.WithMessage("invalid image reference")
 	// ErrInvalidImage: the image content is unusable or unsafe (a layer escaping its root, a digest
-	// mismatch, a config that does not match its layers).
-	ErrInvalidImage = errors.New("invalid image")
+	// mismatch, a config that does not match its layers). It is of class errdefs.ErrInvalidArgument.
+	ErrInvalidImage = errdefs.ErrInvalidArgument.WithMessage("invalid image")
 	// ErrStoreInUse: another process holds the store's root.
 	ErrStoreInUse = errors.New("image store root in use")
 )

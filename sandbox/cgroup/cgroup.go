@@ -17,23 +17,24 @@
 package cgroup
 
 import (
-	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
+
+	"github.com/containerd/errdefs"
 )
 
 // DefaultParent is the parent of pod cgroups when the caller names none.
 const DefaultParent = "/warmpod"
 
-// Errors callers check with errors.Is.
+// Errors callers check with errors.Is; each has its errdefs class.
 var (
-	// ErrInvalid wraps errors caused by a bad path or name.
-	ErrInvalid = errors.New("invalid cgroup path")
-	// ErrNotFound means the cgroup does not exist.
-	ErrNotFound = errors.New("cgroup not found")
-	// ErrNotEmpty means Delete found processes in the cgroup or below it.
-	ErrNotEmpty = errors.New("cgroup still has processes")
+	// ErrInvalid wraps errors caused by a bad path or name (errdefs.ErrInvalidArgument).
+	ErrInvalid = errdefs.ErrInvalidArgument.WithMessage("invalid cgroup path")
+	// ErrNotFound means the cgroup does not exist (errdefs.ErrNotFound).
+	ErrNotFound = errdefs.ErrNotFound.WithMessage("cgroup not found")
+	// ErrNotEmpty means Delete found processes in the cgroup or below it (errdefs.ErrFailedPrecondition).
+	ErrNotEmpty = errdefs.ErrFailedPrecondition.WithMessage("cgroup still has processes")
 )
 
 // Metrics is a snapshot of a cgroup's usage, covering its whole subtree.

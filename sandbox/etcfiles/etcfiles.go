@@ -17,6 +17,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	"github.com/warmpod/warmpod/runtime/atomicfile"
 )
 
@@ -47,8 +48,8 @@ const (
 	maxLabel      = 63
 )
 
-// ErrInvalid is wrapped by every error caused by bad input.
-var ErrInvalid = errors.New("invalid pod etc file input")
+// ErrInvalid is wrapped by every error caused by bad input; it is of class errdefs.ErrInvalidArgument.
+var ErrInvalid = errdefs.ErrInvalidArgument.WithMessage("invalid pod etc file input")
 
 // ValidateDNS checks dns against the resolver's rules. A nil dns is valid
 // (it means: use the host's configuration).

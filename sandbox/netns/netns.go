@@ -20,9 +20,10 @@
 package netns
 
 import (
-	"errors"
 	"fmt"
 	"path/filepath"
+
+	"github.com/containerd/errdefs"
 )
 
 // Options selects the namespaces Create makes. A namespace left false is the
@@ -86,8 +87,9 @@ const maxIDMapLines = 340
 // maxHostname is the kernel's limit (HOST_NAME_MAX) for sethostname(2).
 const maxHostname = 64
 
-// ErrInvalidOptions is wrapped by every error caused by bad input to Create.
-var ErrInvalidOptions = errors.New("invalid namespace options")
+// ErrInvalidOptions is wrapped by every error caused by bad input to Create; it is of class
+// errdefs.ErrInvalidArgument.
+var ErrInvalidOptions = errdefs.ErrInvalidArgument.WithMessage("invalid namespace options")
 
 func validate(dir string, opts Options) error {
 	if dir == "" || !filepath.IsAbs(dir) || filepath.Clean(dir) != dir {

@@ -1,7 +1,6 @@
 package network
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"net/netip"
@@ -10,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -18,8 +18,9 @@ import (
 
 // ErrCNIConfig means the CNI configuration cannot be used: none is
 // installed, the first one does not parse, or a plugin it names is
-// missing. The message names the file.
-var ErrCNIConfig = errors.New("unusable CNI configuration")
+// missing. The message names the file. It is of class
+// errdefs.ErrFailedPrecondition: the node, not the request, is at fault.
+var ErrCNIConfig = errdefs.ErrFailedPrecondition.WithMessage("unusable CNI configuration")
 
 // Pod annotations with the pod's traffic limits, as the kubelet's
 // runtimes read them (Kubernetes quantities in bits per second).

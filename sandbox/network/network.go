@@ -13,11 +13,12 @@ package network
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
+
+	"github.com/containerd/errdefs"
 )
 
 // PortMapping exposes a container port on the node.
@@ -79,16 +80,17 @@ type Plugin interface {
 	Status(ctx context.Context, pod Pod) (Result, error)
 }
 
-// Errors callers check with errors.Is.
+// Errors callers check with errors.Is; each has its errdefs class.
 var (
-	// ErrInvalid wraps errors caused by bad input; the message names it.
-	ErrInvalid = errors.New("invalid network request")
-	// ErrNotFound means the pod has no network set up.
-	ErrNotFound = errors.New("pod network not found")
-	// ErrPortConflict means another pod already maps the host port.
-	ErrPortConflict = errors.New("host port already mapped by another pod")
-	// ErrNoAddresses means the pod subnet is exhausted.
-	ErrNoAddresses = errors.New("no free pod IP address")
+	// ErrInvalid wraps errors caused by bad input; the message names it (errdefs.ErrInvalidArgument).
+	ErrInvalid = errdefs.ErrInvalidArgument.WithMessage("invalid network request")
+	// ErrNotFound means the pod has no network set up (errdefs.ErrNotFound).
+	ErrNotFound = errdefs.ErrNotFound.WithMessage("pod network not found")
+	// ErrPortConflict means another pod already maps the host port: the request is valid, the node's
+	// state refuses it until that pod is gone (errdefs.ErrFailedPrecondition).
+	ErrPortConflict = errdefs.ErrFailedPrecondition.WithMessage("host port already mapped by another pod")
+	// ErrNoAddresses means the pod subnet is exhausted (errdefs.ErrResourceExhausted).
+	ErrNoAddresses = errdefs.ErrResourceExhausted.WithMessage("no free pod IP address")
 )
 
 // podInterface is the pod's interface in either network (the pod side of

@@ -22,6 +22,7 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
 	"github.com/warmpod/warmpod/runtime/shim"
@@ -194,14 +195,16 @@ func nativeStreamErr(err error) error {
 	return native(err)
 }
 
-// native turns a gRPC status back into an errdefs-classed error.
+// native turns a gRPC status back into an errdefs-classed error with the
+// shim's message. Only the code and the message cross: the details
+// errgrpc.ToGRPC adds for an error that joins several (one per cause, the
+// class among them) would come back as extra lines of the message.
 func native(err error) error {
 	if err == nil {
 		return nil
 	}
-	n := errgrpc.ToNative(err)
-	if n == nil {
-		return err
+	if s, ok := status.FromError(err); ok {
+		err = status.Error(s.Code(), s.Message())
 	}
-	return n
+	return errgrpc.ToNative(err)
 }

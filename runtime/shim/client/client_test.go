@@ -54,3 +54,13 @@ func TestNativeStream(t *testing.T) {
 		})
 	}
 }
+
+// An error the shim made from several causes arrives with its message once
+// and its class.
+func TestNativeJoined(t *testing.T) {
+	shimErr := fmt.Errorf("parse spec of container %q: %w: %w", "main", errors.New("unexpected end of JSON input"), errdefs.ErrInvalidArgument)
+	got := native(errgrpc.ToGRPC(shimErr))
+	if !errdefs.IsInvalidArgument(got) || got.Error() != shimErr.Error() {
+		t.Errorf("native = %q (%v), want %q of class InvalidArgument", got, errdefs.Resolve(got), shimErr)
+	}
+}

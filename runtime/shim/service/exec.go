@@ -3,7 +3,6 @@ package service
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -155,11 +154,12 @@ func (a *Attachment) Detach() { a.detach() }
 
 // WriteStdin writes to the container's stdin.
 func (a *Attachment) WriteStdin(p []byte) error {
-	_, err := a.g.c.Init.IO.Write(p)
-	if errors.Is(err, container.ErrNoStdin) {
-		return fmt.Errorf("container %q was not created with stdin: %w", a.c.id, errdefs.ErrFailedPrecondition)
+	if _, err := a.g.c.Init.IO.Write(p); err != nil {
+		// container.ErrNoStdin, a FailedPrecondition, when the container
+		// was created without stdin.
+		return fmt.Errorf("write stdin of container %q: %w", a.c.id, err)
 	}
-	return err
+	return nil
 }
 
 // CloseStdin closes the container's stdin when it was created with
