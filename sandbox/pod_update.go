@@ -47,7 +47,7 @@ func (m *Manager) UpdatePodResources(ctx context.Context, id string, res, overhe
 		if errors.Is(err, cgroup.ErrNotFound) {
 			// The pod exists: the missing cgroup is its state, not the
 			// NotFound of the object the request names.
-			return fmt.Errorf("pod sandbox %s has no cgroup any more (%v): %w", p.meta.ID, err, errdefs.ErrFailedPrecondition)
+			return fmt.Errorf("pod sandbox %s has no cgroup any more (%v): %w", p.meta.ID, err, errdefs.ErrFailedPrecondition) //nolint:errorlint // the cgroup error is text only: its NotFound class is not the request's
 		}
 		return fmt.Errorf("update pod sandbox %s: %w", p.meta.ID, err)
 	}
