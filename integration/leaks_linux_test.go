@@ -267,7 +267,9 @@ func (d *daemon) processes() ([]string, error) {
 		}
 		ours = ours || (d.bin != "" && exe == d.bin) || d.namesOurState(pid) || d.inOurCgroup(pid)
 		if ours {
-			out = append(out, fmt.Sprintf("pid %d ppid %d state %s comm %s exe %s", pid, ppid, state, comm, exe))
+			// Not its state: a process that ran at one look and sleeps at
+			// the next is the same process.
+			out = append(out, fmt.Sprintf("pid %d ppid %d comm %s exe %s", pid, ppid, comm, exe))
 		}
 	}
 	return out, nil
