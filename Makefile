@@ -27,7 +27,7 @@ GOLANGCI_LINT := $(CURDIR)/bin/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)/gola
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build run test test-unit test-integration lint proto clean
+.PHONY: all build run test test-unit test-integration lint proto clean e2e
 
 all: build
 
@@ -57,6 +57,7 @@ test-integration:
 lint: $(GOLANGCI_LINT)
 	$(GOLANGCI_LINT) run ./...
 	$(GO) vet -tags $(TAGS) ./...
+	cd integration/e2e && $(GO) vet ./...
 
 $(GOLANGCI_LINT):
 	GOBIN=$(@D) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
@@ -75,6 +76,12 @@ conformance: build
 
 conformance-benchmark: build
 	BIN=$(BIN) GO=$(GO) integration/conformance/run.sh --benchmark
+
+# warmpod under a real single-node Kubernetes cluster (etcd, API server, controller manager, scheduler,
+# kubelet), built from the Go module proxy and cached under /var/cache/warmpod-e2e; runs once with the
+# kubelet's generic PLEG and once with EventedPLEG. Needs root. See integration/e2e/run.sh.
+e2e:
+	GO=$(GO) integration/e2e/run.sh
 
 clean:
 	rm -rf $(BIN)
