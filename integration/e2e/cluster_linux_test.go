@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -146,6 +147,16 @@ func (c *cluster) start(ctx context.Context) error {
 		{"kubelet", c.startKubelet},
 		{"node ready", c.waitNodeReady},
 	}
+	if os.Getenv("E2E_CONTROL_PLANE_ONLY") != "" {
+		// For working on the harness while the host-wide lock is busy: etcd, the API server, the controller
+		// manager and the scheduler touch nothing host-wide (loopback ports and the run's directory).
+		steps = slices.DeleteFunc(steps, func(s struct {
+			name string
+			fn   func(context.Context) error
+		}) bool {
+			return s.name == "warmpod" || s.name == "kubelet" || s.name == "node ready"
+		})
+	}
 	for _, s := range steps {
 		t0 := time.Now()
 		if err := s.fn(ctx); err != nil {
@@ -220,10 +231,27 @@ func (c *cluster) startWarmpod(ctx context.Context) error {
 		return err
 	}
 	c.rt = runtimeapi.NewRuntimeServiceClient(c.conn)
+	// Status sets the pod network up (bridge, gateway address, chains): the kubelet's node IP is the
+	// gateway's, as the kubelet refuses a loopback node IP.
 	return c.poll(ctx, c.wp, time.Minute, func() error {
-		_, err := c.rt.Version(ctx, &runtimeapi.VersionRequest{})
-		return err
+		st, err := c.rt.Status(ctx, &runtimeapi.StatusRequest{})
+		if err != nil {
+			return err
+		}
+		for _, cond := range st.Status.GetConditions() {
+			if !cond.Status {
+				return fmt.Errorf("warmpod %s: %s: %s", cond.Type, cond.Reason, cond.Message)
+			}
+		}
+		return nil
 	})
+}
+
+// nodeIP is the pod network's gateway address on the run's bridge: a local address of the host that no
+// one outside reaches.
+func (c *cluster) nodeIP() string {
+	p := netip.MustParsePrefix(c.subnet)
+	return p.Masked().Addr().Next().String()
 }
 
 func (c *cluster) startEtcd(ctx context.Context) error {
@@ -252,6 +280,9 @@ func (c *cluster) startAPIServer(ctx context.Context) error {
 		"--etcd-servers", fmt.Sprintf("http://127.0.0.1:%d", c.etcdPort),
 		"--bind-address", "127.0.0.1",
 		"--advertise-address", "127.0.0.1",
+		// The "kubernetes" service's endpoint would be the loopback address, which the reconciler refuses;
+		// nothing reaches the API server through the service anyway.
+		"--endpoint-reconciler-type", "none",
 		"--secure-port", itoa(c.apiPort),
 		"--cert-dir", filepath.Join(c.base, "apiserver-certs"),
 		"--tls-cert-file", c.pki.serverCert, "--tls-private-key-file", c.pki.serverKey,
@@ -428,7 +459,7 @@ func (c *cluster) runKubelet(ctx context.Context, cfgPath string) error {
 		"--root-dir", c.kubeletRoot,
 		"--cert-dir", filepath.Join(c.kubeletRoot, "pki"),
 		"--hostname-override", nodeName,
-		"--node-ip", "127.0.0.1",
+		"--node-ip", c.nodeIP(),
 		"--node-labels", nodeLabel+"="+labelValue,
 		"--v=4",
 	)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -192,7 +191,11 @@ func measureRestarts(t *testing.T, ns, name string, path restartPath, n int, eve
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(n)*time.Minute+time.Minute)
 	defer cancel()
 	pod := waitPod(t, ns, name, 3*time.Minute, podReady)
+	// A static pod's mirror has a UID of its own; the kubelet and warmpod know the pod by the static one.
 	uid, ip := string(pod.UID), pod.Status.PodIP
+	if m := pod.Annotations["kubernetes.io/config.mirror"]; m != "" {
+		uid = m
+	}
 	sb := criSandbox(t, uid)
 	wp := warmpodv1.NewWarmpodClient(cl.conn)
 	var res restartResult
@@ -302,8 +305,8 @@ func measureRestarts(t *testing.T, ns, name string, path restartPath, n int, eve
 	}
 	// What the API shows after the restarts.
 	pod = waitPod(t, ns, name, time.Minute, podReady)
-	if string(pod.UID) != uid || pod.Status.PodIP != ip {
-		t.Errorf("pod UID/IP changed: %s/%s -> %s/%s", uid, ip, pod.UID, pod.Status.PodIP)
+	if pod.Status.PodIP != ip {
+		t.Errorf("pod IP changed: %s -> %s", ip, pod.Status.PodIP)
 	}
 	if got := criSandbox(t, uid).Id; got != sb.Id {
 		t.Errorf("sandbox changed: %s -> %s", sb.Id, got)
@@ -413,12 +416,46 @@ func TestRestartAllContainersWarmpodRules(t *testing.T) {
 	report(t, "warmpod restart rules (API pod)", res)
 }
 
-// sortedKeys is for stable messages.
-func sortedKeys[M ~map[string]V, V any](m M) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
+// The same pod as a static pod (a manifest in the kubelet's staticPodPath): the kind of pod Kubernetes
+// issues 121349 and 123087 saw fail under the evented PLEG.
+func TestRestartAllContainersStaticPod(t *testing.T) {
+	events := watchEvents(t)
+	pod := resetPodSpec("static-reset", kubeletPath)
+	pod.APIVersion, pod.Kind = "v1", "Pod"
+	pod.Namespace = "default"
+	// Static pods are not admitted by the API server: no RuntimeClass; warmpod's default handler runs them.
+	pod.Spec.RuntimeClassName = nil
+	data, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
 	}
-	sort.Strings(out)
-	return out
+	manifest := filepath.Join(cl.staticPods, "static-reset.json")
+	if err := os.WriteFile(manifest, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mirror := "static-reset-" + nodeName
+	t.Cleanup(func() {
+		_ = os.Remove(manifest)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		err := cl.poll(ctx, cl.kubelet, 2*time.Minute, func() error {
+			if _, err := cl.cs.CoreV1().Pods("default").Get(ctx, mirror, metav1.GetOptions{}); err == nil {
+				return fmt.Errorf("mirror pod %s still there", mirror)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	})
+	defer func() {
+		if t.Failed() {
+			if p, err := cl.cs.CoreV1().Pods("default").Get(context.Background(), mirror, metav1.GetOptions{}); err == nil {
+				events.dump(filepath.Join(cl.logDir, "events-static-pod.txt"), p.Annotations["kubernetes.io/config.mirror"])
+			}
+		}
+	}()
+	n := max(restartCount()/4, 3)
+	res := measureRestarts(t, "default", mirror, kubeletPath, n, events)
+	report(t, "kubelet restartPolicyRules (static pod)", res)
 }

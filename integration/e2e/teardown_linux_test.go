@@ -139,14 +139,22 @@ func (c *cluster) deleteAllPods(ctx context.Context) error {
 		_ = c.cs.AppsV1().Deployments(ns.Name).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
 		_ = c.cs.CoreV1().Pods(ns.Name).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{})
 	}
-	// The kubelet stops each pod's containers and sandbox; warmpod then lists no running sandbox.
+	// The kubelet stops each pod's containers and sandbox, then the API forgets the pod; warmpod then
+	// lists no running sandbox.
 	return c.poll(ctx, c.kubelet, 2*time.Minute, func() error {
-		pods, err := c.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
-			State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}}})
+		pods, err := c.cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return err
 		}
 		if n := len(pods.Items); n > 0 {
+			return fmt.Errorf("%d pods still in the API", n)
+		}
+		sbs, err := c.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
+			State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}}})
+		if err != nil {
+			return err
+		}
+		if n := len(sbs.Items); n > 0 {
 			return fmt.Errorf("%d pod sandboxes still ready", n)
 		}
 		return nil
@@ -303,8 +311,9 @@ func (c *cluster) removeCgroups() []error {
 			sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
 			for _, d := range dirs {
 				rel := strings.TrimPrefix(d, top)
-				// The kubelet's own tree (kubepods and its QoS classes) is its to leave; pods below it are not.
-				if strings.Contains(rel, "/pod") {
+				// The kubelet's own tree (kubepods, QoS classes, pod cgroups) is its to clean up lazily;
+				// anything below a pod cgroup is warmpod's and must be gone with the pod.
+				if belowPodCgroup(rel) {
 					errs = append(errs, fmt.Errorf("removing leftover cgroup %s", d))
 				}
 				if err := os.Remove(d); err != nil && !os.IsNotExist(err) {
@@ -314,6 +323,18 @@ func (c *cluster) removeCgroups() []error {
 		}
 	}
 	return errs
+}
+
+// belowPodCgroup tells whether a cgroup path (relative to the kubelet's root) is inside a pod cgroup
+// ("pod<uid>"), not the pod cgroup itself.
+func belowPodCgroup(rel string) bool {
+	parts := strings.Split(strings.Trim(rel, "/"), "/")
+	for i, p := range parts {
+		if strings.HasPrefix(p, "pod") && i < len(parts)-1 {
+			return true
+		}
+	}
+	return false
 }
 
 // restoreHost puts back the kubelet's sysctls, removes the log links of the run's containers, and reports
