@@ -2,7 +2,6 @@ package cri
 
 import (
 	"context"
-	"time"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -10,8 +9,7 @@ import (
 	"github.com/warmpod/warmpod/sandbox"
 )
 
-// PodSandboxStatus reports a pod's state, network and namespaces, and the
-// statuses of its containers.
+// PodSandboxStatus reports a pod's state, network and namespaces.
 func (s *Service) PodSandboxStatus(ctx context.Context, r *runtime.PodSandboxStatusRequest) (*runtime.PodSandboxStatusResponse, error) {
 	if r.PodSandboxId == "" {
 		return nil, invalid("pod_sandbox_id is required")
@@ -20,11 +18,20 @@ func (s *Service) PodSandboxStatus(ctx context.Context, r *runtime.PodSandboxSta
 	if err != nil {
 		return nil, err
 	}
-	resp := &runtime.PodSandboxStatusResponse{Status: podStatus(&info), Timestamp: time.Now().UnixNano()}
-	for _, c := range s.m.PodContainers(info.ID) {
-		resp.ContainersStatuses = append(resp.ContainersStatuses, containerStatus(&c))
-	}
-	if r.Verbose {
+	return sandboxStatusResponse(&info, r.Verbose), nil
+}
+
+// sandboxStatusResponse is the PodSandboxStatus answer for a pod. It leaves
+// the response's timestamp and container statuses unset, as containerd
+// does: a kubelet with the EventedPLEG gate (v1.37) takes a non-zero
+// timestamp as the sign to read the pod's containers from this response,
+// and on that path it never fills its list of the sandbox's active
+// containers, so a pod with init containers never counts as initialized
+// and its first init container is created again on every sync (issue 9).
+// With the timestamp unset the kubelet lists the containers itself.
+func sandboxStatusResponse(info *sandbox.PodInfo, verbose bool) *runtime.PodSandboxStatusResponse {
+	resp := &runtime.PodSandboxStatusResponse{Status: podStatus(info)}
+	if verbose {
 		resp.Info = verboseInfo("info", map[string]any{
 			"pid":                     info.ShimPid,
 			"netNamespacePath":        info.NetNSPath,
@@ -34,7 +41,7 @@ func (s *Service) PodSandboxStatus(ctx context.Context, r *runtime.PodSandboxSta
 			"config":                  info.Config,
 		})
 	}
-	return resp, nil
+	return resp
 }
 
 func podState(st sandbox.PodState) runtime.PodSandboxState {
