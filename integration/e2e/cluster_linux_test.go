@@ -190,7 +190,12 @@ func (c *cluster) startRegistry(context.Context) error {
 }
 
 // buildWarmpod compiles the daemon from the repository this module sits in.
+// $E2E_WARMPOD_BIN names a prebuilt daemon instead (another revision, for comparisons).
 func (c *cluster) buildWarmpod() error {
+	if bin := os.Getenv("E2E_WARMPOD_BIN"); bin != "" {
+		c.wpBin = bin
+		return nil
+	}
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		goBin = "/usr/local/go/bin/go"
