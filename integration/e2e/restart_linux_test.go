@@ -388,11 +388,8 @@ func TestRestartAllContainersKubelet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		if t.Failed() {
-			events.dump(filepath.Join(cl.logDir, "events-kubelet-path.txt"), string(p.UID))
-		}
-	}()
+	// The CRI events of the pod, kept with the run's logs ($E2E_LOG_DIR).
+	defer events.dump(filepath.Join(cl.logDir, "events-kubelet-path.txt"), string(p.UID))
 	res := measureRestarts(t, ns, p.Name, kubeletPath, restartCount(), events)
 	report(t, "kubelet restartPolicyRules (API pod)", res)
 	if res.fromWarm != res.creates {
@@ -412,6 +409,7 @@ func TestRestartAllContainersWarmpodRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer events.dump(filepath.Join(cl.logDir, "events-warmpod-path.txt"), string(p.UID))
 	res := measureRestarts(t, ns, p.Name, warmpodPath, restartCount(), events)
 	report(t, "warmpod restart rules (API pod)", res)
 }
@@ -449,10 +447,8 @@ func TestRestartAllContainersStaticPod(t *testing.T) {
 		}
 	})
 	defer func() {
-		if t.Failed() {
-			if p, err := cl.cs.CoreV1().Pods("default").Get(context.Background(), mirror, metav1.GetOptions{}); err == nil {
-				events.dump(filepath.Join(cl.logDir, "events-static-pod.txt"), p.Annotations["kubernetes.io/config.mirror"])
-			}
+		if p, err := cl.cs.CoreV1().Pods("default").Get(context.Background(), mirror, metav1.GetOptions{}); err == nil {
+			events.dump(filepath.Join(cl.logDir, "events-static-pod.txt"), p.Annotations["kubernetes.io/config.mirror"])
 		}
 	}()
 	n := max(restartCount()/4, 3)
