@@ -149,7 +149,8 @@ func deleteWorkers(t *testing.T, ns string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	zero := int64(0)
-	if err := cl.cs.AppsV1().Deployments(ns).Delete(ctx, "worker", metav1.DeleteOptions{}); err != nil {
+	fg := metav1.DeletePropagationForeground
+	if err := cl.cs.AppsV1().Deployments(ns).Delete(ctx, "worker", metav1.DeleteOptions{PropagationPolicy: &fg}); err != nil {
 		t.Error(err)
 	}
 	_ = cl.cs.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{LabelSelector: "app=worker"})

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,8 +17,8 @@ func TestNodeRunsOnWarmpod(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := n.Status.NodeInfo.ContainerRuntimeVersion; len(got) < 8 || got[:8] != "warmpod:" {
-		t.Errorf("node's container runtime = %q, want warmpod:<version>", got)
+	if got := n.Status.NodeInfo.ContainerRuntimeVersion; !strings.HasPrefix(got, "warmpod://") {
+		t.Errorf("node's container runtime = %q, want warmpod://<version>", got)
 	}
 	if n.Labels[nodeLabel] != labelValue {
 		t.Errorf("node label %s = %q, want %q", nodeLabel, n.Labels[nodeLabel], labelValue)

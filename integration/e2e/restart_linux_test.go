@@ -38,7 +38,7 @@ const (
 // and exits with resetCode.
 func waitForTrigger(name string) []string {
 	return []string{"sh", "-c", fmt.Sprintf(
-		`trap 'exit 0' TERM; f=/data/exit-%s; while [ ! -e $f ]; do usleep 2000; done; rm -f $f; exit %d`, name, resetCode)}
+		`trap 'exit 0' TERM; f=/data/exit-%s; while [ ! -e $f ]; do usleep 10000; done; rm -f $f; exit %d`, name, resetCode)}
 }
 
 // resetPodSpec is KEP-5532's shape: an init container that records each run in an emptyDir, a sidecar
