@@ -190,7 +190,7 @@ func measureRestarts(t *testing.T, ns, name string, path restartPath, n int, eve
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(n)*time.Minute+time.Minute)
 	defer cancel()
-	pod := waitPod(t, ns, name, 3*time.Minute, podReady)
+	pod := waitPod(t, ns, name, 90*time.Second, podReady)
 	// A static pod's mirror has a UID of its own; the kubelet and warmpod know the pod by the static one.
 	uid, ip := string(pod.UID), pod.Status.PodIP
 	if m := pod.Annotations["kubernetes.io/config.mirror"]; m != "" {
