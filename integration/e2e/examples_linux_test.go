@@ -162,6 +162,10 @@ func deleteWorkers(t *testing.T, ns string) {
 		if len(pods.Items) > 0 {
 			return fmt.Errorf("%d workers left", len(pods.Items))
 		}
+		// Deleted in the foreground: the Deployment goes last, and the next one has its name.
+		if _, err := cl.cs.AppsV1().Deployments(ns).Get(ctx, "worker", metav1.GetOptions{}); err == nil {
+			return fmt.Errorf("deployment worker still there")
+		}
 		return nil
 	}); err != nil {
 		t.Error(err)

@@ -41,6 +41,7 @@ func newNamespace(t *testing.T) string {
 func deleteNamespace(t *testing.T, ns string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	cl.saveShimLogs()
 	zero := int64(0)
 	_ = cl.cs.AppsV1().Deployments(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
 	_ = cl.cs.AppsV1().ReplicaSets(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})

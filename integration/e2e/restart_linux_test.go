@@ -80,7 +80,7 @@ func resetPodSpec(name string, path restartPath) *corev1.Pod {
 	case warmpodPath:
 		data, _ := json.Marshal(map[string]any{"sidecar": rules, "main": rules})
 		p.Annotations["warmpod.io/restart-policy-rules"] = string(data)
-		p.Annotations["warmpod.io/init-containers"] = "prepare,sidecar"
+		p.Annotations["warmpod.io/init-containers"] = "prepare" // run to completion; the sidecar is not one
 	}
 	return p
 }
@@ -270,6 +270,7 @@ func measureRestarts(t *testing.T, ns, name string, path restartPath, n int, eve
 				return fmt.Errorf("main not running yet")
 			})
 			if err != nil {
+				cl.saveShimLogs()
 				t.Fatalf("restart %d (%s exited): %v", i+1, exiter, err)
 			}
 			for _, c := range st.Containers {

@@ -97,6 +97,9 @@ func (c *cluster) tearDown() error {
 	if c.conn != nil {
 		_ = c.conn.Close()
 	}
+	// The kubelet makes its root directory a shared bind mount of itself; that one is the kubelet's to
+	// leave, not a leak.
+	_ = syscall.Unmount(c.kubeletRoot, syscall.MNT_DETACH)
 	errs = append(errs, c.removeLeftovers()...)
 	if c.subnet != "" {
 		if err := c.uninstallNetwork(); err != nil {
@@ -123,6 +126,7 @@ func (c *cluster) tearDown() error {
 // deleteAllPods deletes every pod of the run's namespaces and the static pods' manifests, and waits until
 // the kubelet has stopped them all.
 func (c *cluster) deleteAllPods(ctx context.Context) error {
+	c.saveShimLogs()
 	entries, _ := os.ReadDir(c.staticPods)
 	for _, e := range entries {
 		_ = os.Remove(filepath.Join(c.staticPods, e.Name()))
@@ -371,6 +375,20 @@ func (c *cluster) restoreHost() []error {
 		}
 	}
 	return errs
+}
+
+// saveShimLogs copies each pod shim's log into the run's log directory (a pod's state directory, with its
+// log, goes with the pod).
+func (c *cluster) saveShimLogs() {
+	paths, _ := filepath.Glob(filepath.Join(c.wpState, "pods", "*", "shim.log"))
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		id := filepath.Base(filepath.Dir(p))
+		_ = os.WriteFile(filepath.Join(c.logDir, "shim-"+id[:min(12, len(id))]+".log"), data, 0o644)
+	}
 }
 
 // keepLogs copies the run's logs to $E2E_LOG_DIR, when set, before the run's directory goes.
