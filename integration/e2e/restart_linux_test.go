@@ -274,10 +274,10 @@ func measureRestarts(t *testing.T, ns, name string, path restartPath, n int, eve
 				t.Fatalf("restart %d (%s exited): %v", i+1, exiter, err)
 			}
 			for _, c := range st.Containers {
-				switch c.Name {
-				case exiter:
+				if c.Name == exiter {
 					exitAt = c.LastTermination.GetFinishedAt()
-				case "main":
+				}
+				if c.Name == "main" {
 					runAt = c.StartedAt
 				}
 				res.creates++
