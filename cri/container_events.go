@@ -1,8 +1,6 @@
 package cri
 
 import (
-	"context"
-
 	"google.golang.org/grpc"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -20,7 +18,7 @@ func (s *Service) GetContainerEvents(r *runtime.GetEventsRequest, stream grpc.Se
 			if !ok {
 				return nil
 			}
-			if err := stream.Send(s.containerEvent(stream.Context(), &e)); err != nil {
+			if err := stream.Send(containerEvent(&e)); err != nil {
 				return err
 			}
 		case <-stream.Context().Done():
@@ -29,15 +27,18 @@ func (s *Service) GetContainerEvents(r *runtime.GetEventsRequest, stream grpc.Se
 	}
 }
 
-func (s *Service) containerEvent(ctx context.Context, e *sandbox.Event) *runtime.ContainerEventResponse {
+// containerEvent converts e, with the snapshot the manager took when it
+// applied the transition (never one read at send time, which may show
+// later states than the event's).
+func containerEvent(e *sandbox.Event) *runtime.ContainerEventResponse {
 	resp := &runtime.ContainerEventResponse{
 		ContainerId:        e.Container.ID,
 		ContainerEventType: eventType(e.Type),
 		CreatedAt:          e.Timestamp,
 	}
-	if pod, err := s.m.PodStatus(ctx, e.Container.PodID, false); err == nil {
-		resp.PodSandboxStatus = podStatus(&pod)
-		for _, c := range s.m.PodContainers(pod.ID) {
+	if e.PodFound {
+		resp.PodSandboxStatus = podStatus(&e.Pod)
+		for _, c := range e.Containers {
 			resp.ContainersStatuses = append(resp.ContainersStatuses, containerStatus(&c))
 		}
 	}

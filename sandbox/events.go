@@ -23,7 +23,17 @@ const (
 type Event struct {
 	Type      EventType
 	Container ContainerInfo
+	// Timestamp is when the transition happened, as the shim recorded it
+	// (the daemon's clock when it published the event, for the events it
+	// makes up itself), in nanoseconds.
 	Timestamp int64
+	// Pod and Containers are the pod and all its containers as the daemon
+	// had them right after it applied the transition: every subscriber
+	// gets this same snapshot, however late it reads the event. PodFound
+	// is false when the pod was already gone.
+	Pod        PodInfo
+	Containers []ContainerInfo
+	PodFound   bool
 }
 
 // eventBuffer is how far a subscriber may lag before it is cut off.
@@ -34,7 +44,21 @@ const eventBuffer = 8192
 func (m *Manager) Subscribe() (<-chan Event, func()) { return m.events.Subscribe() }
 
 func (m *Manager) publish(t EventType, c *container) {
-	m.events.Publish(Event{Type: t, Container: c.info(), Timestamp: time.Now().UnixNano()})
+	m.publishAt(t, c, 0)
+}
+
+// publishAt publishes transition t of c that happened at ts (0: now), with
+// the snapshot of c's pod taken now, after the transition was applied.
+func (m *Manager) publishAt(t EventType, c *container, ts int64) {
+	if ts == 0 {
+		ts = time.Now().UnixNano()
+	}
+	e := Event{Type: t, Container: c.info(), Timestamp: ts}
+	if pod, err := m.PodStatus(context.Background(), e.Container.PodID, false); err == nil {
+		e.Pod, e.PodFound = pod, true
+		e.Containers = m.PodContainers(pod.ID)
+	}
+	m.events.Publish(e)
 }
 
 // watch follows a pod's shim events until the shim goes away, keeping the
@@ -61,7 +85,7 @@ func (m *Manager) watch(p *pod, client shimConn) {
 				continue
 			}
 			m.setRecord(c, shim.FromProto(ev.Container))
-			m.publish(t, c)
+			m.publishAt(t, c, ev.Timestamp)
 		}
 	}
 	m.shimLost(p, client)

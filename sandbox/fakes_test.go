@@ -244,10 +244,13 @@ type fakeShimConn struct {
 	closed bool
 	// gone is closed at shutdown: the events stream ends.
 	gone chan struct{}
+	// stream carries the events a test sends down the Events stream.
+	stream chan *shimv1.Event
 }
 
 func newFakeShimConn(pid int) *fakeShimConn {
-	return &fakeShimConn{pid: pid, ctrs: map[string]*shimv1.ContainerState{}, gone: make(chan struct{})}
+	return &fakeShimConn{pid: pid, ctrs: map[string]*shimv1.ContainerState{}, gone: make(chan struct{}),
+		stream: make(chan *shimv1.Event, 16)}
 }
 
 func (s *fakeShimConn) note(call string) error {
@@ -354,7 +357,7 @@ func (s *fakeShimConn) ListContainers(context.Context, *shimv1.ListContainersReq
 	return resp, nil
 }
 
-// Events streams nothing until the shim dies.
+// Events streams what a test sends on s.stream until the shim dies.
 func (s *fakeShimConn) Events(ctx context.Context, _ *shimv1.EventsRequest, _ ...grpc.CallOption) (grpc.ServerStreamingClient[shimv1.Event], error) {
 	if err := s.note("Events"); err != nil {
 		return nil, err
@@ -366,7 +369,7 @@ func (s *fakeShimConn) Events(ctx context.Context, _ *shimv1.EventsRequest, _ ..
 			return nil, ctx.Err()
 		}
 	}
-	return &fakeEvents{ctx: ctx, gone: s.gone}, nil
+	return &fakeEvents{ctx: ctx, gone: s.gone, events: s.stream}, nil
 }
 
 // set makes the shim hold container st, as if it had created it.
@@ -378,12 +381,15 @@ func (s *fakeShimConn) set(st *shimv1.ContainerState) {
 
 type fakeEvents struct {
 	grpc.ClientStream
-	ctx  context.Context
-	gone <-chan struct{}
+	ctx    context.Context
+	gone   <-chan struct{}
+	events <-chan *shimv1.Event
 }
 
 func (e *fakeEvents) Recv() (*shimv1.Event, error) {
 	select {
+	case ev := <-e.events:
+		return ev, nil
 	case <-e.gone:
 		return nil, io.EOF
 	case <-e.ctx.Done():
