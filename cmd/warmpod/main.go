@@ -140,7 +140,6 @@ func serve(cfg Config) error {
 		DefaultCgroupParent: cfg.Runtime.CgroupParent,
 		MaxPrecreate:        cfg.Runtime.MaxPrecreate,
 		ShimLogLevel:        cfg.ShimLogLevel,
-		Log:                 log,
 	})
 	if err != nil {
 		return err
