@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -35,19 +36,17 @@ func (emptyNodeNetwork) Teardown(context.Context, network.Pod) error { return ni
 // streaming server runs backend.
 func emptyNodeService(t *testing.T, backend StreamBackend) *Service {
 	t.Helper()
-	log := quietLog()
-	m, err := sandbox.New(context.Background(), sandbox.Options{
+	m, err := sandbox.New(log.WithLogger(context.Background(), quietLog()), sandbox.Options{
 		RootDir:  t.TempDir(),
 		StateDir: t.TempDir(),
 		Images:   emptyNodeImages{},
 		Network:  emptyNodeNetwork{},
-		Log:      log,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Close)
-	opts := Options{Manager: m, Log: log}
+	opts := Options{Manager: m, Log: quietLog()}
 	if backend != nil {
 		opts.Streams = startStreamServer(t, backend)
 	}

@@ -18,31 +18,31 @@ func (s *Service) ContainerStats(ctx context.Context, r *runtime.ContainerStatsR
 	if err != nil {
 		return nil, err
 	}
-	cs := s.opts.Stats.Container(info, false)
+	cs := s.opts.Stats.Container(ctx, info, false)
 	return &runtime.ContainerStatsResponse{Stats: containerStats(&cs)}, nil
 }
 
 // ListContainerStats reports the usage of the containers the filter
 // selects: by id (or id prefix), pod sandbox id (or prefix) and labels.
 func (s *Service) ListContainerStats(ctx context.Context, r *runtime.ListContainerStatsRequest) (*runtime.ListContainerStatsResponse, error) {
-	return &runtime.ListContainerStatsResponse{Stats: s.listContainerStats(r.Filter)}, nil
+	return &runtime.ListContainerStatsResponse{Stats: s.listContainerStats(ctx, r.Filter)}, nil
 }
 
 // StreamContainerStats is ListContainerStats for clients that take the
 // list as a stream (CRIListStreaming).
 func (s *Service) StreamContainerStats(r *runtime.StreamContainerStatsRequest, stream grpc.ServerStreamingServer[runtime.StreamContainerStatsResponse]) error {
-	return sendInBatches(s.listContainerStats(r.Filter), func(b []*runtime.ContainerStats) error {
+	return sendInBatches(s.listContainerStats(stream.Context(), r.Filter), func(b []*runtime.ContainerStats) error {
 		return stream.Send(&runtime.StreamContainerStatsResponse{ContainerStats: b})
 	})
 }
 
-func (s *Service) listContainerStats(f *runtime.ContainerStatsFilter) []*runtime.ContainerStats {
+func (s *Service) listContainerStats(ctx context.Context, f *runtime.ContainerStatsFilter) []*runtime.ContainerStats {
 	out := []*runtime.ContainerStats{}
 	for _, info := range s.m.ListContainers() {
 		if !matchContainer(f, &info) {
 			continue
 		}
-		cs := s.opts.Stats.Container(info, false)
+		cs := s.opts.Stats.Container(ctx, info, false)
 		out = append(out, containerStats(&cs))
 	}
 	return out

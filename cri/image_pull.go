@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 
+	"github.com/containerd/log"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/warmpod/warmpod/runtime/image"
@@ -30,6 +31,6 @@ func (s *Service) PullImage(ctx context.Context, r *runtime.PullImageRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	entry(ctx, s.log).WithField("image", img.ID).Infof("pulled %s", ref)
+	log.G(ctx).WithField("image", img.ID).Infof("pulled %s", ref)
 	return &runtime.PullImageResponse{ImageRef: img.ID}, nil
 }

@@ -17,7 +17,7 @@ func (s *Service) RemoveImage(ctx context.Context, r *runtime.RemoveImageRequest
 	}
 	// api.proto: "This call is idempotent, and must not return an error if
 	// the image has already been removed."
-	if err := s.images.Remove(ref); err != nil && !errors.Is(err, image.ErrNotFound) {
+	if err := s.images.Remove(ctx, ref); err != nil && !errors.Is(err, image.ErrNotFound) {
 		return nil, err
 	}
 	return &runtime.RemoveImageResponse{}, nil

@@ -122,23 +122,23 @@ func (s *Service) ListMetricDescriptors(ctx context.Context, r *runtime.ListMetr
 // ListPodSandboxMetrics reports the metrics of every ready pod and of its
 // containers that have a cgroup.
 func (s *Service) ListPodSandboxMetrics(ctx context.Context, r *runtime.ListPodSandboxMetricsRequest) (*runtime.ListPodSandboxMetricsResponse, error) {
-	return &runtime.ListPodSandboxMetricsResponse{PodMetrics: s.podSandboxMetrics()}, nil
+	return &runtime.ListPodSandboxMetricsResponse{PodMetrics: s.podSandboxMetrics(ctx)}, nil
 }
 
 // StreamPodSandboxMetrics is ListPodSandboxMetrics as a stream.
 func (s *Service) StreamPodSandboxMetrics(r *runtime.StreamPodSandboxMetricsRequest, stream grpc.ServerStreamingServer[runtime.StreamPodSandboxMetricsResponse]) error {
-	return sendInBatches(s.podSandboxMetrics(), func(b []*runtime.PodSandboxMetrics) error {
+	return sendInBatches(s.podSandboxMetrics(stream.Context()), func(b []*runtime.PodSandboxMetrics) error {
 		return stream.Send(&runtime.StreamPodSandboxMetricsResponse{PodSandboxMetrics: b})
 	})
 }
 
-func (s *Service) podSandboxMetrics() []*runtime.PodSandboxMetrics {
+func (s *Service) podSandboxMetrics(ctx context.Context) []*runtime.PodSandboxMetrics {
 	out := []*runtime.PodSandboxMetrics{}
 	for _, info := range s.m.ListPods() {
 		if info.State != sandbox.PodReady {
 			continue
 		}
-		ps := s.opts.Stats.Pod(info, true)
+		ps := s.opts.Stats.Pod(ctx, info, true)
 		out = append(out, podMetrics(&ps, time.Now()))
 	}
 	return out

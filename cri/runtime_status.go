@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 
+	"github.com/containerd/log"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/warmpod/warmpod/sandbox"
@@ -28,7 +29,7 @@ func (s *Service) Status(ctx context.Context, r *runtime.StatusRequest) (*runtim
 	// declares user namespaces, so declare them only where they work.
 	userNS := s.m.UserNamespaces()
 	if userNS != nil {
-		entry(ctx, s.log).WithError(userNS).Trace("user namespaces are not available")
+		log.G(ctx).WithError(userNS).Trace("user namespaces are not available")
 	}
 	for _, h := range s.opts.Handlers {
 		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtime.RuntimeHandler{

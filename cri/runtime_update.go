@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/containerd/log"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -12,16 +13,16 @@ import (
 // plugins read the CIDR elsewhere) ignores it.
 func (s *Service) UpdateRuntimeConfig(ctx context.Context, r *runtime.UpdateRuntimeConfigRequest) (*runtime.UpdateRuntimeConfigResponse, error) {
 	cidr := r.GetRuntimeConfig().GetNetworkConfig().GetPodCidr()
-	log := entry(ctx, s.log).WithField("pod_cidr", cidr)
+	l := log.G(ctx).WithField("pod_cidr", cidr)
 	if s.opts.PodCIDR == nil {
-		log.Debug("pod CIDR ignored: the network takes none")
+		l.Debug("pod CIDR ignored: the network takes none")
 		return &runtime.UpdateRuntimeConfigResponse{}, nil
 	}
 	if err := s.opts.PodCIDR(cidr); err != nil {
 		return nil, fmt.Errorf("runtime_config.network_config.pod_cidr: %w", err)
 	}
 	if cidr != "" {
-		log.Info("pod CIDR updated")
+		l.Info("pod CIDR updated")
 	}
 	return &runtime.UpdateRuntimeConfigResponse{}, nil
 }

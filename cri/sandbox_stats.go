@@ -18,30 +18,30 @@ func (s *Service) PodSandboxStats(ctx context.Context, r *runtime.PodSandboxStat
 	if err != nil {
 		return nil, err
 	}
-	ps := s.opts.Stats.Pod(info, false)
+	ps := s.opts.Stats.Pod(ctx, info, false)
 	return &runtime.PodSandboxStatsResponse{Stats: podSandboxStats(&ps)}, nil
 }
 
 // ListPodSandboxStats reports the usage of the pods the filter selects: by
 // id (or id prefix) and labels.
 func (s *Service) ListPodSandboxStats(ctx context.Context, r *runtime.ListPodSandboxStatsRequest) (*runtime.ListPodSandboxStatsResponse, error) {
-	return &runtime.ListPodSandboxStatsResponse{Stats: s.listPodSandboxStats(r.Filter)}, nil
+	return &runtime.ListPodSandboxStatsResponse{Stats: s.listPodSandboxStats(ctx, r.Filter)}, nil
 }
 
 // StreamPodSandboxStats is ListPodSandboxStats as a stream.
 func (s *Service) StreamPodSandboxStats(r *runtime.StreamPodSandboxStatsRequest, stream grpc.ServerStreamingServer[runtime.StreamPodSandboxStatsResponse]) error {
-	return sendInBatches(s.listPodSandboxStats(r.Filter), func(b []*runtime.PodSandboxStats) error {
+	return sendInBatches(s.listPodSandboxStats(stream.Context(), r.Filter), func(b []*runtime.PodSandboxStats) error {
 		return stream.Send(&runtime.StreamPodSandboxStatsResponse{PodSandboxStats: b})
 	})
 }
 
-func (s *Service) listPodSandboxStats(f *runtime.PodSandboxStatsFilter) []*runtime.PodSandboxStats {
+func (s *Service) listPodSandboxStats(ctx context.Context, f *runtime.PodSandboxStatsFilter) []*runtime.PodSandboxStats {
 	out := []*runtime.PodSandboxStats{}
 	for _, info := range s.m.ListPods() {
 		if !matchPod(f, &info) {
 			continue
 		}
-		ps := s.opts.Stats.Pod(info, false)
+		ps := s.opts.Stats.Pod(ctx, info, false)
 		out = append(out, podSandboxStats(&ps))
 	}
 	return out

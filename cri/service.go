@@ -16,12 +16,13 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
-	"github.com/sirupsen/logrus"
+	"github.com/containerd/log"
 	"google.golang.org/grpc"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	warmpodv1 "github.com/warmpod/warmpod/api/warmpod/v1"
 	"github.com/warmpod/warmpod/runtime/image"
+	"github.com/warmpod/warmpod/runtime/shim"
 	"github.com/warmpod/warmpod/sandbox"
 )
 
@@ -40,7 +41,8 @@ type Options struct {
 	Version string
 	// Config is reported verbatim by a verbose Status.
 	Config any
-	Log    *logrus.Entry
+	// Log is the base of every request's logger (default: log.L).
+	Log *log.Entry
 	// Streams serves the URLs Exec, Attach and PortForward return; without
 	// it those RPCs fail with Unavailable.
 	Streams *StreamServer
@@ -61,13 +63,13 @@ type Service struct {
 	opts   Options
 	m      *sandbox.Manager
 	images *image.Store
-	log    *logrus.Entry
+	log    *log.Entry
 }
 
 // New returns a Service.
 func New(opts Options) *Service {
 	if opts.Log == nil {
-		opts.Log = logrus.NewEntry(logrus.StandardLogger())
+		opts.Log = log.L
 	}
 	if opts.Stats == nil && opts.Manager != nil {
 		opts.Stats = sandbox.NewStats(opts.Manager)
@@ -85,34 +87,24 @@ func (s *Service) Register(g *grpc.Server) {
 	warmpodv1.RegisterWarmpodServer(g, s)
 }
 
-type logKey struct{}
-
-// entry returns the request's logger.
-func entry(ctx context.Context, fallback *logrus.Entry) *logrus.Entry {
-	if e, ok := ctx.Value(logKey{}).(*logrus.Entry); ok {
-		return e
-	}
-	return fallback
-}
-
 // UnaryInterceptor gives each request a logger carrying the RPC name and a
-// request id, logs the call (Trace for reads, Debug for the rest) and turns
-// errors into gRPC statuses: it is where the code of an error is chosen,
-// from the errdefs class the error was given where it was made
-// (errgrpc.ToGRPC; context errors become Canceled and DeadlineExceeded,
-// unclassed ones Unknown).
+// request id (log.G of the request's context; the id also goes to the
+// pod's shim, see shim.RequestIDKey), logs the call (Trace for reads,
+// Debug for the rest) and turns errors into gRPC statuses: it is where the
+// code of an error is chosen, from the errdefs class the error was given
+// where it was made (errgrpc.ToGRPC; context errors become Canceled and
+// DeadlineExceeded, unclassed ones Unknown).
 func (s *Service) UnaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	rpc := info.FullMethod[strings.LastIndex(info.FullMethod, "/")+1:]
-	log := s.log.WithField("rpc", rpc).WithField("request_id", requestID())
-	ctx = context.WithValue(ctx, logKey{}, log)
+	ctx, l := s.requestContext(ctx, rpc)
 	start := time.Now()
 	resp, err := h(ctx, req)
-	level := logrus.DebugLevel
+	level := log.DebugLevel
 	if isRead(rpc) {
-		level = logrus.TraceLevel
+		level = log.TraceLevel
 	}
-	if log.Logger.IsLevelEnabled(level) {
-		log.WithField("duration", time.Since(start)).WithError(err).Log(level, "request")
+	if l.Logger.IsLevelEnabled(level) {
+		l.WithField("duration", time.Since(start)).WithError(err).Log(level, "request")
 	}
 	return resp, errgrpc.ToGRPC(err)
 }
@@ -120,11 +112,19 @@ func (s *Service) UnaryInterceptor(ctx context.Context, req any, info *grpc.Unar
 // StreamInterceptor is UnaryInterceptor for streaming RPCs.
 func (s *Service) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	rpc := info.FullMethod[strings.LastIndex(info.FullMethod, "/")+1:]
-	log := s.log.WithField("rpc", rpc).WithField("request_id", requestID())
-	log.Debug("stream opened")
-	err := h(srv, &loggedStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), logKey{}, log)})
-	log.WithError(err).Debug("stream closed")
+	ctx, l := s.requestContext(ss.Context(), rpc)
+	l.Debug("stream opened")
+	err := h(srv, &loggedStream{ServerStream: ss, ctx: ctx})
+	l.WithError(err).Debug("stream closed")
 	return errgrpc.ToGRPC(err)
+}
+
+// requestContext gives a request a fresh id and returns its context, which
+// carries the id and the request's logger, and that logger.
+func (s *Service) requestContext(ctx context.Context, rpc string) (context.Context, *log.Entry) {
+	id := requestID()
+	l := s.log.WithFields(log.Fields{"rpc": rpc, "request_id": id})
+	return log.WithLogger(shim.WithRequestID(ctx, id), l), l
 }
 
 type loggedStream struct {

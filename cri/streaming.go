@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sirupsen/logrus"
+	"github.com/containerd/log"
 	"k8s.io/cri-streaming/pkg/streaming"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	utilexec "k8s.io/utils/exec"
@@ -38,7 +38,7 @@ type StreamConfig struct {
 	Addr string
 	// IdleTimeout ends a session with no traffic (0: four hours).
 	IdleTimeout time.Duration
-	Log         *logrus.Entry
+	Log         *log.Entry
 }
 
 // StreamServer serves the URLs that Exec, Attach and PortForward return:
@@ -49,7 +49,7 @@ type StreamServer struct {
 	srv  streaming.Server
 	http *http.Server
 	l    net.Listener
-	log  *logrus.Entry
+	log  *log.Entry
 }
 
 // NewStreamServer listens on cfg.Addr and returns a server for backend's
@@ -60,7 +60,7 @@ func NewStreamServer(cfg StreamConfig, backend StreamBackend) (*StreamServer, er
 		cfg.Addr = DefaultStreamAddress
 	}
 	if cfg.Log == nil {
-		cfg.Log = logrus.NewEntry(logrus.StandardLogger())
+		cfg.Log = log.L
 	}
 	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
 		return nil, fmt.Errorf("stream server address %q: want host:port: %w", cfg.Addr, err)

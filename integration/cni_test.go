@@ -316,7 +316,8 @@ func TestCNI(t *testing.T) {
 		}
 		cfg := newPodConfig("cni-broken")
 		_, err := d.rt.RunPodSandbox(testCtx(t), &runtimeapi.RunPodSandboxRequest{Config: cfg})
-		wantCode(t, err, codes.Unknown, bad)
+		// The node, not the request, is at fault: FailedPrecondition.
+		wantCode(t, err, codes.FailedPrecondition, bad)
 		pods, err := d.rt.ListPodSandbox(testCtx(t), &runtimeapi.ListPodSandboxRequest{
 			Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{"io.kubernetes.pod.name": "cni-broken"}}})
 		if err != nil || len(pods.GetItems()) != 0 {

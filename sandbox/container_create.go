@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
@@ -59,7 +60,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg Contain
 		return "", fmt.Errorf("container %q is being created: %w", cfg.Name, err)
 	}
 	var undo cleanups
-	defer undo.run()
+	defer undo.run(ctx)
 	undo.add(func(context.Context) { m.ctrNames.release(key) })
 
 	img, err := m.opts.Images.Get(cfg.Image)
@@ -148,7 +149,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg Contain
 	}
 	m.setRecord(c, shim.FromProto(resp.State))
 	undo.release()
-	m.log.WithField("pod", p.meta.ID).WithField("container", id).
+	log.G(ctx).WithField("pod", p.meta.ID).WithField("container", id).
 		WithField("warm", resp.Warm).Infof("container %q created", cfg.Name)
 	return id, nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
 	"github.com/warmpod/warmpod/runtime/oci"
@@ -60,7 +61,7 @@ func (m *Manager) StartContainer(ctx context.Context, id string) error {
 		return fmt.Errorf("start container %s: %w", c.meta.ID, err)
 	}
 	m.setRecord(c, shim.FromProto(resp.State))
-	m.log.WithField("container", c.meta.ID).Info("container started")
+	log.G(ctx).WithField("container", c.meta.ID).Info("container started")
 	return nil
 }
 
@@ -84,7 +85,7 @@ func (m *Manager) StopContainer(ctx context.Context, id string, timeout time.Dur
 		return fmt.Errorf("stop container %s: %w", c.meta.ID, err)
 	}
 	m.setRecord(c, shim.FromProto(resp.State))
-	m.log.WithField("container", c.meta.ID).Info("container stopped")
+	log.G(ctx).WithField("container", c.meta.ID).Info("container stopped")
 	return nil
 }
 
@@ -113,15 +114,15 @@ func (m *Manager) RemoveContainer(ctx context.Context, id string) error {
 			return fmt.Errorf("remove container %s: %w", c.meta.ID, err)
 		}
 	}
-	m.forgetContainer(c)
-	m.log.WithField("container", c.meta.ID).Info("container removed")
+	m.forgetContainer(ctx, c)
+	log.G(ctx).WithField("container", c.meta.ID).Info("container removed")
 	return nil
 }
 
 // forgetContainer drops a container from the daemon's state.
-func (m *Manager) forgetContainer(c *container) {
+func (m *Manager) forgetContainer(ctx context.Context, c *container) {
 	if err := m.meta.delete("containers", c.meta.ID); err != nil {
-		m.log.WithError(err).Warn("delete container metadata")
+		log.G(ctx).WithError(err).WithField("container", c.meta.ID).Warn("delete container metadata")
 	}
 	m.mu.Lock()
 	_, known := m.ctrs[c.meta.ID]
@@ -232,7 +233,7 @@ func (m *Manager) UpdateContainerResources(ctx context.Context, id string, r *oc
 	if err != nil {
 		return err
 	}
-	m.log.WithField("container", c.meta.ID).Info("container resources updated")
+	log.G(ctx).WithField("container", c.meta.ID).Info("container resources updated")
 	return nil
 }
 

@@ -132,5 +132,5 @@ func (m *Manager) shimLost(p *pod, client shimConn) {
 	p.mu.Unlock()
 	client.Close()
 	m.log.WithField("pod", p.meta.ID).Warn("shim of pod is gone; pod is not ready")
-	m.syncFromRecords(p)
+	m.syncFromRecords(m.background(), p)
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
+	clog "github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
@@ -402,6 +403,8 @@ func (e *fakeEvents) Header() (metadata.MD, error) { return nil, nil }
 // fakeWorld is a Manager whose seams are fakes, with its state in a
 // temporary directory.
 type fakeWorld struct {
+	// ctx carries a logger that writes nothing.
+	ctx    context.Context
 	m      *Manager
 	opts   Options
 	host   *fakeHost
@@ -415,6 +418,7 @@ func newFakeWorld(t *testing.T) *fakeWorld {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	w := &fakeWorld{
+		ctx:    clog.WithLogger(context.Background(), logrus.NewEntry(log)),
 		host:   newFakeHost(),
 		net:    &fakeNetwork{pods: map[string]bool{}},
 		images: &fakeImages{images: map[string]image.Image{"busybox": busybox}, holds: map[string]int{}},
@@ -427,7 +431,6 @@ func newFakeWorld(t *testing.T) *fakeWorld {
 		Images:              w.images,
 		Network:             w.net,
 		DefaultCgroupParent: "/warmpod-test",
-		Log:                 logrus.NewEntry(log),
 	}
 	w.m = w.newManager(t)
 	// The shims die with the test, which ends the managers' watchers.
@@ -445,7 +448,7 @@ func newFakeWorld(t *testing.T) *fakeWorld {
 // anew would (without recovering it: see restart).
 func (w *fakeWorld) newManager(t *testing.T) *Manager {
 	t.Helper()
-	m, err := newManager(w.opts, w.shims, w.host)
+	m, err := newManager(w.ctx, w.opts, w.shims, w.host)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,7 +464,7 @@ func (w *fakeWorld) restart(t *testing.T) {
 	w.m.Close()
 	w.images.holds = map[string]int{}
 	w.m = w.newManager(t)
-	if err := w.m.recover(context.Background()); err != nil {
+	if err := w.m.recover(w.ctx); err != nil {
 		t.Fatal(err)
 	}
 }

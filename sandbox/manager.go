@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"github.com/sirupsen/logrus"
 
 	"github.com/warmpod/warmpod/runtime/broadcast"
 	"github.com/warmpod/warmpod/runtime/image"
@@ -63,7 +63,6 @@ type Options struct {
 	// MaxPrecreate bounds node-wide concurrent pre-creations (0: CPUs).
 	MaxPrecreate int
 	ShimLogLevel string
-	Log          *logrus.Entry
 }
 
 // Manager owns the pods and containers of the node. It is safe for
@@ -72,7 +71,11 @@ type Manager struct {
 	opts   Options
 	meta   *metaStore
 	events *broadcast.Hub[Event]
-	log    *logrus.Entry
+	// log is the manager's own logger, from New's context: for the work it
+	// does of its own accord (watching shims, sampling). A request's work
+	// logs through the request's context (log.G), which carries its RPC
+	// name and request id.
+	log *log.Entry
 	// shims starts and finds the pods' shims; host makes what a pod keeps
 	// on the node (seams.go).
 	shims shimLauncher
@@ -92,7 +95,8 @@ type Manager struct {
 }
 
 // New creates a Manager and recovers the pods and containers of a previous
-// daemon from disk; it must finish before the CRI socket is served.
+// daemon from disk; it must finish before the CRI socket is served. ctx's
+// logger (log.G) is the manager's for the rest of its life.
 func New(ctx context.Context, opts Options) (*Manager, error) {
 	if opts.ShimBinary == "" {
 		exe, err := os.Executable()
@@ -101,10 +105,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		}
 		opts.ShimBinary = exe
 	}
-	if opts.Log == nil {
-		opts.Log = logrus.NewEntry(logrus.StandardLogger())
-	}
-	m, err := newManager(opts, clientLauncher{binary: opts.ShimBinary}, hostPod{})
+	m, err := newManager(ctx, opts, clientLauncher{binary: opts.ShimBinary}, hostPod{})
 	if err != nil {
 		return nil, err
 	}
@@ -115,8 +116,8 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 }
 
 // newManager makes a Manager with the given seams and no pods; New recovers
-// them.
-func newManager(opts Options, shims shimLauncher, host podHost) (*Manager, error) {
+// them. ctx's logger is the manager's.
+func newManager(ctx context.Context, opts Options, shims shimLauncher, host podHost) (*Manager, error) {
 	for _, d := range []string{opts.RootDir, opts.StateDir, filepath.Join(opts.StateDir, "pods"), filepath.Join(opts.RootDir, "pods")} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, fmt.Errorf("create %s: %w", d, err)
@@ -130,7 +131,7 @@ func newManager(opts Options, shims shimLauncher, host podHost) (*Manager, error
 		opts:        opts,
 		meta:        meta,
 		events:      broadcast.New[Event](eventBuffer),
-		log:         opts.Log,
+		log:         log.G(ctx),
 		shims:       shims,
 		host:        host,
 		podNames:    newRegistrar(),
@@ -215,7 +216,8 @@ func (m *Manager) podContainers(id string) []*container {
 
 // cleanups is a rollback stack: functions run in reverse order unless the
 // operation succeeded and released them. Each gets a fresh context, so a
-// rollback still runs when the request's context has ended.
+// rollback still runs when the request's context has ended; it keeps the
+// request's values (its logger).
 type cleanups struct {
 	fns []func(ctx context.Context)
 }
@@ -226,14 +228,18 @@ func (c *cleanups) add(fn func(ctx context.Context)) { c.fns = append(c.fns, fn)
 
 func (c *cleanups) release() { c.fns = nil }
 
-func (c *cleanups) run() {
+func (c *cleanups) run(req context.Context) {
 	for i := len(c.fns) - 1; i >= 0; i-- {
-		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(req), cleanupTimeout)
 		c.fns[i](ctx)
 		cancel()
 	}
 	c.fns = nil
 }
+
+// background returns a context for work the manager does of its own
+// accord; it carries the manager's logger.
+func (m *Manager) background() context.Context { return log.WithLogger(context.Background(), m.log) }
 
 // NetworkReady reports whether pods can get a network.
 func (m *Manager) NetworkReady() error { return m.opts.Network.Ready() }

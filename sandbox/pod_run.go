@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
 	"github.com/warmpod/warmpod/runtime/oci"
@@ -55,7 +56,7 @@ func (m *Manager) RunPod(ctx context.Context, cfg PodConfig) (string, error) {
 		return "", fmt.Errorf("pod sandbox %q is being created: %w", key, err)
 	}
 	var undo cleanups
-	defer undo.run()
+	defer undo.run(ctx)
 	undo.add(func(context.Context) { m.podNames.release(key) })
 
 	meta := podMeta{
@@ -164,7 +165,7 @@ func (m *Manager) RunPod(ctx context.Context, cfg PodConfig) (string, error) {
 	m.mu.Unlock()
 	undo.release()
 	go m.watch(p, client)
-	m.log.WithField("pod", id).Infof("pod sandbox %s/%s running", cfg.Namespace, cfg.Name)
+	log.G(ctx).WithField("pod", id).Infof("pod sandbox %s/%s running", cfg.Namespace, cfg.Name)
 	return id, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
 	"github.com/warmpod/warmpod/runtime/shim"
@@ -50,7 +51,7 @@ func (m *Manager) stopPod(ctx context.Context, p *pod) error {
 		m.shutdownShim(ctx, client)
 	}
 	// The shim recorded every exit before it went; take the final word.
-	m.syncFromRecords(p)
+	m.syncFromRecords(ctx, p)
 
 	if !p.meta.Config.HostNetwork() {
 		if err := m.opts.Network.Teardown(ctx, m.networkPod(&p.meta)); err != nil {
@@ -70,14 +71,14 @@ func (m *Manager) stopPod(ctx context.Context, p *pod) error {
 	if err := m.meta.put("pods", p.meta.ID, &meta); err != nil {
 		return err
 	}
-	m.log.WithField("pod", p.meta.ID).Info("pod sandbox stopped")
+	log.G(ctx).WithField("pod", p.meta.ID).Info("pod sandbox stopped")
 	return nil
 }
 
 // shutdownShim asks a shim to kill its containers and exit.
 func (m *Manager) shutdownShim(ctx context.Context, c shimConn) {
 	if _, err := c.Shutdown(ctx, &shimv1.ShutdownRequest{}); err != nil && !errdefs.IsUnavailable(err) {
-		m.log.WithError(err).Warn("shut down shim")
+		log.G(ctx).WithError(err).Warn("shut down shim")
 	}
 	c.Close()
 }
@@ -86,10 +87,10 @@ func (m *Manager) shutdownShim(ctx context.Context, c shimConn) {
 // left on disk. A container the records show as created or running has lost
 // its shim: what became of it cannot be known, so it is reported exited with
 // reason Unknown.
-func (m *Manager) syncFromRecords(p *pod) {
+func (m *Manager) syncFromRecords(ctx context.Context, p *pod) {
 	recs, err := shim.ReadRecords(p.meta.StateDir)
 	if err != nil {
-		m.log.WithError(err).WithField("pod", p.meta.ID).Warn("read container records")
+		log.G(ctx).WithError(err).WithField("pod", p.meta.ID).Warn("read container records")
 	}
 	byID := make(map[string]shim.Record, len(recs))
 	for _, r := range recs {
@@ -152,7 +153,7 @@ func (m *Manager) RemovePod(ctx context.Context, id string) error {
 		}
 	}
 	for _, c := range m.podContainers(p.meta.ID) {
-		m.forgetContainer(c)
+		m.forgetContainer(ctx, c)
 	}
 	if err := m.host.deleteCgroup(p.meta.CgroupPath); err != nil && !errors.Is(err, cgroup.ErrNotFound) {
 		return fmt.Errorf("remove cgroup of pod %s: %w", p.meta.ID, err)
@@ -173,6 +174,6 @@ func (m *Manager) RemovePod(ctx context.Context, id string) error {
 	m.mu.Unlock()
 	m.podNames.release(podKey(&p.meta.Config))
 	removed = true
-	m.log.WithField("pod", p.meta.ID).Info("pod sandbox removed")
+	log.G(ctx).WithField("pod", p.meta.ID).Info("pod sandbox removed")
 	return nil
 }

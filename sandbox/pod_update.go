@@ -7,6 +7,7 @@ import (
 	"maps"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 
 	"github.com/warmpod/warmpod/runtime/oci"
 	"github.com/warmpod/warmpod/sandbox/cgroup"
@@ -51,7 +52,7 @@ func (m *Manager) UpdatePodResources(ctx context.Context, id string, res, overhe
 		}
 		return fmt.Errorf("update pod sandbox %s: %w", p.meta.ID, err)
 	}
-	m.log.WithField("pod", p.meta.ID).Info("pod sandbox resources updated")
+	log.G(ctx).WithField("pod", p.meta.ID).Info("pod sandbox resources updated")
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 
+	"github.com/containerd/log"
 	"github.com/warmpod/warmpod/runtime/shim"
 )
 
@@ -22,7 +23,7 @@ func (m *Manager) recover(ctx context.Context) error {
 		m.pods[meta.ID] = p
 		return m.podNames.reserve(podKey(&meta.Config), meta.ID)
 	}) {
-		m.log.WithError(err).Warn("recover pod")
+		log.G(ctx).WithError(err).Warn("recover pod")
 	}
 	for _, err := range m.meta.load("containers", func(data []byte) error {
 		var entry containerEntry
@@ -40,21 +41,21 @@ func (m *Manager) recover(ctx context.Context) error {
 		if release, err := m.opts.Images.Retain(meta.ImageID); err == nil {
 			c.releaseImage = release
 		} else {
-			m.log.WithError(err).WithField("container", meta.ID).Warn("image of container is gone")
+			log.G(ctx).WithError(err).WithField("container", meta.ID).Warn("image of container is gone")
 		}
 		if release, err := m.vols.adopt(meta.PodID, meta.Config.Spec.Mounts); err == nil {
 			c.releaseImage = both(c.releaseImage, release)
 		} else {
-			m.log.WithError(err).WithField("container", meta.ID).Warn("image volume of container is gone")
+			log.G(ctx).WithError(err).WithField("container", meta.ID).Warn("image volume of container is gone")
 		}
 		m.ctrs[meta.ID] = c
 		return m.ctrNames.reserve(ctrKey(meta.PodID, &meta.Config), meta.ID)
 	}) {
-		m.log.WithError(err).Warn("recover container")
+		log.G(ctx).WithError(err).Warn("recover container")
 	}
 	for _, p := range m.pods {
 		if p.meta.Stopped {
-			m.syncFromRecords(p)
+			m.syncFromRecords(ctx, p)
 			continue
 		}
 		client, err := m.shims.connect(p.meta.StateDir)
@@ -68,10 +69,10 @@ func (m *Manager) recover(ctx context.Context) error {
 		if client != nil {
 			client.Close()
 		}
-		m.log.WithField("pod", p.meta.ID).Warn("shim of pod is gone; pod is not ready")
-		m.syncFromRecords(p)
+		log.G(ctx).WithField("pod", p.meta.ID).Warn("shim of pod is gone; pod is not ready")
+		m.syncFromRecords(ctx, p)
 	}
 	m.vols.prune()
-	m.log.Infof("recovered %d pods and %d containers", len(m.pods), len(m.ctrs))
+	log.G(ctx).Infof("recovered %d pods and %d containers", len(m.pods), len(m.ctrs))
 	return nil
 }

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,8 +14,8 @@ import (
 	"time"
 
 	"github.com/containerd/cgroups/v3"
+	"github.com/containerd/log"
 	"github.com/moby/sys/mountinfo"
-	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -146,7 +147,9 @@ type Stats struct {
 	m   *Manager
 	src statsSource
 	now func() time.Time
-	log *logrus.Entry
+	// log is for background measurements; a request's samples log through
+	// the request's logger.
+	log *log.Entry
 
 	mu        sync.Mutex
 	cpu       map[string]cpuSample
@@ -182,39 +185,39 @@ func newStats(m *Manager, src statsSource) *Stats {
 	}
 }
 
-// Container samples one container.
-func (s *Stats) Container(info ContainerInfo, detail bool) ContainerStats {
+// Container samples one container; ctx's logger gets what goes wrong.
+func (s *Stats) Container(ctx context.Context, info ContainerInfo, detail bool) ContainerStats {
 	s.prune()
 	cs := ContainerStats{Container: info}
 	rec := &info.Status
 	if rec.CgroupPath != "" {
-		cs.Usage = s.usage("container/"+info.ID, rec.CgroupPath, detail)
+		cs.Usage = s.usage(log.G(ctx), "container/"+info.ID, rec.CgroupPath, detail)
 	}
 	if rec.UpperDir != "" {
-		cs.WritableLayer = s.layer(info.ID, rec.UpperDir)
+		cs.WritableLayer = s.layer(log.G(ctx), info.ID, rec.UpperDir)
 	}
 	return cs
 }
 
-// Pod samples one pod and its containers.
-func (s *Stats) Pod(info PodInfo, detail bool) PodStats {
+// Pod samples one pod and its containers; ctx's logger gets what goes wrong.
+func (s *Stats) Pod(ctx context.Context, info PodInfo, detail bool) PodStats {
 	ps := PodStats{Pod: info}
 	if info.State == PodReady {
 		if info.CgroupPath != "" {
-			ps.Usage = s.usage("pod/"+info.ID, info.CgroupPath, detail)
+			ps.Usage = s.usage(log.G(ctx), "pod/"+info.ID, info.CgroupPath, detail)
 		}
 		if info.NetNSPath != "" && !info.Config.HostNetwork() {
 			at := s.now()
 			links, err := s.src.links(info.NetNSPath)
 			if err != nil {
-				s.log.WithError(err).WithField("pod", info.ID).Debug("read pod network stats")
+				log.G(ctx).WithError(err).WithField("pod", info.ID).Debug("read pod network stats")
 			} else {
 				ps.Network = &NetworkUsage{Timestamp: at, Interfaces: defaultFirst(links)}
 			}
 		}
 	}
 	for _, c := range s.m.PodContainers(info.ID) {
-		ps.Containers = append(ps.Containers, s.Container(c, detail))
+		ps.Containers = append(ps.Containers, s.Container(ctx, c, detail))
 	}
 	return ps
 }
@@ -233,13 +236,13 @@ func defaultFirst(links []InterfaceStats) []InterfaceStats {
 // usage samples the cgroup at path; key names the pod or container it
 // belongs to. A cgroup that is gone, or unreadable, gives nil: one object's
 // failure must not fail a listing.
-func (s *Stats) usage(key, path string, detail bool) *Usage {
-	log := s.log.WithField("cgroup", path)
+func (s *Stats) usage(l *log.Entry, key, path string, detail bool) *Usage {
+	l = l.WithField("cgroup", path)
 	m, err := s.src.cgroupStats(path)
 	at := s.now()
 	if err != nil {
 		if !errors.Is(err, cgroup.ErrNotFound) {
-			log.WithError(err).Debug("read cgroup stats")
+			l.WithError(err).Debug("read cgroup stats")
 		}
 		return nil
 	}
@@ -247,7 +250,7 @@ func (s *Stats) usage(key, path string, detail bool) *Usage {
 	u.NanoCores = s.rate(key, path, m.CPU.UsageNanos, at)
 	pids, err := s.src.procs(path)
 	if err != nil {
-		log.WithError(err).Debug("list cgroup processes")
+		l.WithError(err).Debug("list cgroup processes")
 	}
 	u.Processes = uint64(len(pids))
 	if !detail {
@@ -255,7 +258,7 @@ func (s *Stats) usage(key, path string, detail bool) *Usage {
 	}
 	d := &UsageDetail{}
 	if d.Memory, err = s.src.memoryDetail(path); err != nil {
-		log.WithError(err).Debug("read cgroup memory detail")
+		l.WithError(err).Debug("read cgroup memory detail")
 	}
 	for _, pid := range pids {
 		// A process may exit between the listing and this; that is fine.
@@ -293,7 +296,7 @@ func (s *Stats) rate(key, path string, usage uint64, at time.Time) *uint64 {
 // layer returns the usage of the writable layer at dir of container id:
 // measured now the first time, afterwards the last measurement, refreshed
 // in the background once older than layerTTL.
-func (s *Stats) layer(id, dir string) *LayerUsage {
+func (s *Stats) layer(l *log.Entry, id, dir string) *LayerUsage {
 	s.mu.Lock()
 	e, ok := s.layers[id]
 	if !ok || e.dir != dir {
@@ -311,16 +314,16 @@ func (s *Stats) layer(id, dir string) *LayerUsage {
 
 	switch {
 	case cached == nil && refresh:
-		return s.measureLayer(e)
+		return s.measureLayer(l, e)
 	case refresh:
-		go s.measureLayer(e)
+		go s.measureLayer(s.log, e)
 	}
 	return cached
 }
 
 // measureLayer measures e's layer, stores and returns the result (nil when
 // the layer cannot be read, which keeps the last good measurement).
-func (s *Stats) measureLayer(e *layerEntry) *LayerUsage {
+func (s *Stats) measureLayer(l *log.Entry, e *layerEntry) *LayerUsage {
 	at := s.now()
 	bytes, inodes, err := s.src.diskUsage(e.dir)
 	var fs FsInfo
@@ -331,7 +334,7 @@ func (s *Stats) measureLayer(e *layerEntry) *LayerUsage {
 	defer s.mu.Unlock()
 	e.refreshing = false
 	if err != nil {
-		s.log.WithError(err).WithField("dir", e.dir).Debug("measure writable layer")
+		l.WithError(err).WithField("dir", e.dir).Debug("measure writable layer")
 		return e.usage
 	}
 	e.usage = &LayerUsage{Timestamp: at, FsInfo: fs, UsedBytes: bytes, InodesUsed: inodes}

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -174,7 +175,7 @@ func TestContainerStats(t *testing.T) {
 	src.memory = MemoryDetail{CacheBytes: 9}
 	src.layers["/upper/c1"] = [2]uint64{4096, 2}
 
-	cs := s.Container(runningInfo("c1", "/pod/c1", "/upper/c1"), false)
+	cs := s.Container(context.Background(), runningInfo("c1", "/pod/c1", "/upper/c1"), false)
 	if cs.Usage == nil || cs.Usage.CPU.UsageNanos != 42 || cs.Usage.Memory.UsageBytes != 7 || cs.Usage.Processes != 3 {
 		t.Fatalf("usage = %+v", cs.Usage)
 	}
@@ -185,7 +186,7 @@ func TestContainerStats(t *testing.T) {
 		t.Errorf("writable layer = %+v", l)
 	}
 
-	d := s.Container(runningInfo("c1", "/pod/c1", "/upper/c1"), true).Usage.Detail
+	d := s.Container(context.Background(), runningInfo("c1", "/pod/c1", "/upper/c1"), true).Usage.Detail
 	// Process 12 exited meanwhile: it is left out, not an error.
 	if d == nil || d.FileDescriptors != 8 || d.Sockets != 1 || d.Memory.CacheBytes != 9 {
 		t.Errorf("detail = %+v", d)
@@ -204,7 +205,7 @@ func TestContainerStatsWithoutCgroupOrLayer(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cs := s.Container(tt.info, true)
+			cs := s.Container(context.Background(), tt.info, true)
 			if cs.Usage != nil || cs.WritableLayer != nil {
 				t.Errorf("stats = %+v, want neither usage nor layer", cs)
 			}
@@ -220,12 +221,12 @@ func TestLayerCache(t *testing.T) {
 	src.layers["/upper/c1"] = [2]uint64{100, 1}
 	info := runningInfo("c1", "", "/upper/c1")
 
-	if got := s.Container(info, false).WritableLayer.UsedBytes; got != 100 {
+	if got := s.Container(context.Background(), info, false).WritableLayer.UsedBytes; got != 100 {
 		t.Fatalf("first sample = %d, want 100", got)
 	}
 	src.layers["/upper/c1"] = [2]uint64{200, 1}
 	clock.Advance(layerTTL / 2)
-	if got := s.Container(info, false).WritableLayer.UsedBytes; got != 100 {
+	if got := s.Container(context.Background(), info, false).WritableLayer.UsedBytes; got != 100 {
 		t.Errorf("fresh cached sample = %d, want 100", got)
 	}
 	if n := src.measured["/upper/c1"]; n != 1 {
@@ -235,18 +236,18 @@ func TestLayerCache(t *testing.T) {
 	// Past the TTL the stale value is served while a new one is taken.
 	src.block = make(chan struct{})
 	clock.Advance(layerTTL)
-	if got := s.Container(info, false).WritableLayer.UsedBytes; got != 100 {
+	if got := s.Container(context.Background(), info, false).WritableLayer.UsedBytes; got != 100 {
 		t.Errorf("stale sample = %d, want 100 while refreshing", got)
 	}
 	// A second caller does not start a second measurement.
-	_ = s.Container(info, false)
+	_ = s.Container(context.Background(), info, false)
 	close(src.block)
 	waitFor(t, func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return !s.layers["c1"].refreshing
 	})
-	if got := s.Container(info, false).WritableLayer.UsedBytes; got != 200 {
+	if got := s.Container(context.Background(), info, false).WritableLayer.UsedBytes; got != 200 {
 		t.Errorf("refreshed sample = %d, want 200", got)
 	}
 	src.mu.Lock()
@@ -260,9 +261,9 @@ func TestLayerOfNewGeneration(t *testing.T) {
 	s, src, _ := statsFixture(t)
 	src.layers["/upper/gen1"] = [2]uint64{100, 1}
 	src.layers["/upper/gen2"] = [2]uint64{8, 1}
-	_ = s.Container(runningInfo("c1", "", "/upper/gen1"), false)
+	_ = s.Container(context.Background(), runningInfo("c1", "", "/upper/gen1"), false)
 	// An in-place restart gives the container a new layer: measured now.
-	if got := s.Container(runningInfo("c1", "", "/upper/gen2"), false).WritableLayer.UsedBytes; got != 8 {
+	if got := s.Container(context.Background(), runningInfo("c1", "", "/upper/gen2"), false).WritableLayer.UsedBytes; got != 8 {
 		t.Errorf("layer of the new generation = %d, want 8", got)
 	}
 }
@@ -285,7 +286,7 @@ func TestPodStats(t *testing.T) {
 	src.ifaces["/ns/net"] = []InterfaceStats{{Name: "dummy0", RxBytes: 1}, {Name: "eth0", RxBytes: 2}}
 
 	info := PodInfo{ID: "pod1", State: PodReady, CgroupPath: "/pod", NetNSPath: "/ns/net"}
-	ps := s.Pod(info, false)
+	ps := s.Pod(context.Background(), info, false)
 	if ps.Usage == nil || ps.Usage.Processes != 2 || ps.Usage.Pids.Current != 4 {
 		t.Errorf("usage = %+v", ps.Usage)
 	}
@@ -297,7 +298,7 @@ func TestPodStats(t *testing.T) {
 	}
 
 	info.State = PodNotReady
-	if ps := s.Pod(info, false); ps.Usage != nil || ps.Network != nil || len(ps.Containers) != 1 {
+	if ps := s.Pod(context.Background(), info, false); ps.Usage != nil || ps.Network != nil || len(ps.Containers) != 1 {
 		t.Errorf("stopped pod = %+v, want containers only", ps)
 	}
 }
@@ -308,10 +309,10 @@ func TestPrune(t *testing.T) {
 	src.cgroups["/a"] = &cgroup.Metrics{}
 	src.layers["/upper"] = [2]uint64{1, 1}
 	for _, id := range []string{"kept", "gone"} {
-		_ = s.Container(runningInfo(id, "/a", "/upper"), false)
+		_ = s.Container(context.Background(), runningInfo(id, "/a", "/upper"), false)
 	}
 	clock.Advance(pruneEvery)
-	_ = s.Container(runningInfo("kept", "/a", "/upper"), false)
+	_ = s.Container(context.Background(), runningInfo("kept", "/a", "/upper"), false)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.cpu["container/gone"]; ok {

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"time"
 
+	clog "github.com/containerd/log"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
@@ -89,13 +90,16 @@ func serve(cfg Config) error {
 	logrus.SetLevel(level)
 	logrus.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: time.RFC3339Nano})
 	log := logrus.NewEntry(logrus.StandardLogger())
+	// The components take their logger from this context (containerd/log's
+	// log.G); requests add their RPC name and id to it.
+	ctx := clog.WithLogger(context.Background(), log)
 	for _, d := range []string{cfg.Root, cfg.State} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return fmt.Errorf("create %s: %w", d, err)
 		}
 	}
 
-	images, err := image.New(image.Options{
+	images, err := image.New(ctx, image.Options{
 		Root:     filepath.Join(cfg.Root, "images"),
 		Mirrors:  cfg.Registry.Mirrors,
 		Insecure: cfg.Registry.Insecure,
@@ -116,7 +120,6 @@ func serve(cfg Config) error {
 		return err
 	}
 	defer devs.Close()
-	ctx := context.Background()
 	// Shims start from one sealed in-memory copy of this binary: no
 	// container can overwrite it, and libcontainer need not copy or seal
 	// the binary again for every container it creates.
@@ -137,7 +140,6 @@ func serve(cfg Config) error {
 		DefaultCgroupParent: cfg.Runtime.CgroupParent,
 		MaxPrecreate:        cfg.Runtime.MaxPrecreate,
 		ShimLogLevel:        cfg.ShimLogLevel,
-		Log:                 log,
 	})
 	if err != nil {
 		return err

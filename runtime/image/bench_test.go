@@ -2,6 +2,7 @@ package image
 
 import (
 	"bytes"
+	"context"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -20,7 +21,7 @@ func BenchmarkPullBusybox(b *testing.B) {
 	dir := b.TempDir()
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		s, err := New(Options{Root: filepath.Join(dir, strconv.Itoa(i))})
+		s, err := New(context.Background(), Options{Root: filepath.Join(dir, strconv.Itoa(i))})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -28,7 +29,7 @@ func BenchmarkPullBusybox(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StopTimer()
-		if err := s.Remove(ref); err != nil {
+		if err := s.Remove(context.Background(), ref); err != nil {
 			b.Fatal(err)
 		}
 		s.Close()
@@ -52,7 +53,7 @@ func BenchmarkImportBusybox(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StopTimer()
-		if err := s.Remove(imgs[0].ID); err != nil {
+		if err := s.Remove(context.Background(), imgs[0].ID); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()

@@ -1,6 +1,7 @@
 package image
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -27,7 +28,7 @@ func newStore(t testing.TB, opts ...func(*Options)) *Store {
 	for _, f := range opts {
 		f(&o)
 	}
-	s, err := New(o)
+	s, err := New(context.Background(), o)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -16,10 +16,10 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/containerd/log"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
-	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -133,9 +133,9 @@ func (s *Store) ingest(ctx context.Context, src *source) (Image, error) {
 		rec.Blobs = append(rec.Blobs, b.digest.String())
 	}
 	s.mu.Lock()
-	img, trash, err := s.commitLocked(rec, src)
+	img, trash, err := s.commitLocked(ctx, rec, src)
 	s.mu.Unlock()
-	s.removeAll(trash)
+	s.removeAll(log.G(ctx), trash)
 	return img, err
 }
 
@@ -163,7 +163,7 @@ func (src *source) validate() error {
 // commitLocked records rec (or merges it into the existing record of the same id), moves the source's
 // names to it, drops images that lost their last name and are not retained, and persists.
 // Preconditions: s.mu held.
-func (s *Store) commitLocked(rec *record, src *source) (Image, []string, error) {
+func (s *Store) commitLocked(ctx context.Context, rec *record, src *source) (Image, []string, error) {
 	if s.closed {
 		return Image{}, nil, errors.New("image store is closed")
 	}
@@ -206,7 +206,7 @@ func (s *Store) commitLocked(rec *record, src *source) (Image, []string, error) 
 	// The image is stored even if cleaning up what it displaced fails; the next collection retries that.
 	trash, err := s.collectLocked()
 	if err != nil {
-		logrus.WithError(err).Warn("image store: garbage collection after pull")
+		log.G(ctx).WithError(err).Warn("image store: garbage collection after pull")
 	}
 	return img, trash, nil
 }

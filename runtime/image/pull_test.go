@@ -1,6 +1,7 @@
 package image
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"net/http"
@@ -438,7 +439,7 @@ func TestPullRemoveRace(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for i := range 30 {
-			err := s.Remove(reg.Ref([]string{"a:1", "b:1"}[i%2]))
+			err := s.Remove(context.Background(), reg.Ref([]string{"a:1", "b:1"}[i%2]))
 			if err != nil && !errors.Is(err, ErrNotFound) {
 				t.Errorf("remove: %v", err)
 			}

@@ -1,19 +1,20 @@
 package image
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
 	"sync"
 
-	"github.com/sirupsen/logrus"
+	"github.com/containerd/log"
 )
 
 // Remove deletes the image ref names, with all its tags and digests. Its layers and blobs are deleted when
 // no other image uses them and no Retain holds the image; a retained image stays on disk, hidden, until the
 // last release. An unknown ref returns an error wrapping ErrNotFound (CRI's RemoveImage turns that into
 // success, as api.proto asks).
-func (s *Store) Remove(ref string) error {
+func (s *Store) Remove(ctx context.Context, ref string) error {
 	s.mu.Lock()
 	r, err := s.resolveLocked(ref, false)
 	if err != nil {
@@ -35,9 +36,9 @@ func (s *Store) Remove(ref string) error {
 	}
 	trash, err := s.collectLocked()
 	s.mu.Unlock()
-	s.removeAll(trash)
+	s.removeAll(log.G(ctx), trash)
 	if err != nil {
-		logrus.WithError(err).WithField("image", r.ID).Warn("image store: garbage collection after remove")
+		log.G(ctx).WithError(err).WithField("image", r.ID).Warn("image store: garbage collection after remove")
 	}
 	return nil
 }
@@ -73,9 +74,9 @@ func (s *Store) release(id string) {
 		trash, err = s.collectLocked()
 	}
 	s.mu.Unlock()
-	s.removeAll(trash)
+	s.removeAll(s.log, trash)
 	if err != nil {
-		logrus.WithError(err).WithField("image", id).Warn("image store: garbage collection after release")
+		s.log.WithError(err).WithField("image", id).Warn("image store: garbage collection after release")
 	}
 }
 
@@ -86,7 +87,7 @@ func (s *Store) GC() error {
 	s.mu.Lock()
 	trash, err := s.collectLocked()
 	s.mu.Unlock()
-	s.removeAll(trash)
+	s.removeAll(s.log, trash)
 	if err != nil {
 		return fmt.Errorf("image store gc: %w", err)
 	}
@@ -170,11 +171,11 @@ func (s *Store) sweepLocked() ([]string, error) {
 }
 
 // removeAll deletes what collectLocked moved aside; outside the lock because a big layer takes a while.
-func (s *Store) removeAll(paths []string) {
+func (s *Store) removeAll(l *log.Entry, paths []string) {
 	for _, p := range paths {
 		if err := os.RemoveAll(p); err != nil {
 			// New empties tmp/ anyway; nothing is lost but disk space until then.
-			logrus.WithError(err).WithField("path", p).Warn("image store: delete unused content")
+			l.WithError(err).WithField("path", p).Warn("image store: delete unused content")
 		}
 	}
 }

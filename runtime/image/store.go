@@ -25,6 +25,7 @@
 package image
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -36,8 +37,8 @@ import (
 	"sync"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
 
@@ -118,6 +119,7 @@ type Store struct {
 	net      netConfig
 	lockFile *os.File
 	keys     keyedLocks
+	log      *log.Entry
 
 	// mu guards the in-memory index and every change to images.json, layers/ and blobs/ other than
 	// creating new content (which happens under keys and lands by rename).
@@ -133,8 +135,9 @@ type Store struct {
 }
 
 // New opens (creating if needed) the store at opts.Root, loads its records and cleans what a crash left:
-// temp files, and layers or blobs that no record refers to.
-func New(opts Options) (*Store, error) {
+// temp files, and layers or blobs that no record refers to. ctx's logger (log.G) is the store's for work
+// no request asks for (GC, releases); a request's work logs through the request's context.
+func New(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Root == "" {
 		return nil, errors.New("new image store: Options.Root is empty")
 	}
@@ -160,7 +163,7 @@ func New(opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{
-		root: root, platform: platform, net: nc, lockFile: lf, keys: keyedLocks{m: map[string]*keyLock{}},
+		root: root, platform: platform, net: nc, lockFile: lf, keys: keyedLocks{m: map[string]*keyLock{}}, log: log.G(ctx),
 		images: map[string]*record{}, tags: map[string]string{}, digests: map[string]string{},
 		layers: map[string]bool{}, retains: map[string]int{}, inflight: map[string]int{}, usage: map[string]usage{},
 	}
@@ -210,7 +213,7 @@ func (s *Store) open() error {
 		if missing := s.missingLayer(r); missing != "" {
 			// Someone deleted a layer dir by hand, or the disk lost it. Forgetting the record lets the
 			// next pull fetch the image again instead of handing out a rootfs with a hole in it.
-			logrus.WithFields(logrus.Fields{"image": r.ID, "layer": missing}).Warn("image store: dropping image whose layer is missing")
+			s.log.WithFields(log.Fields{"image": r.ID, "layer": missing}).Warn("image store: dropping image whose layer is missing")
 			dropped = true
 			continue
 		}
@@ -225,7 +228,7 @@ func (s *Store) open() error {
 	// Only content no record names: removed-but-retained records must wait for the daemon to re-retain
 	// what its surviving containers use, and then for GC.
 	trash, err := s.sweepLocked()
-	s.removeAll(trash)
+	s.removeAll(s.log, trash)
 	return err
 }
 

@@ -2,6 +2,7 @@ package image
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -80,7 +81,7 @@ func TestRemoveAndRetain(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := s.Remove(reg.Ref("a:1")); err != nil {
+		if err := s.Remove(context.Background(), reg.Ref("a:1")); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.Get(reg.Ref("a:1")); !errors.Is(err, ErrNotFound) {
@@ -89,7 +90,7 @@ func TestRemoveAndRetain(t *testing.T) {
 		if !exists(s.layerPath(base)) || !exists(s.layerPath(top)) {
 			t.Error("layers of b deleted with a")
 		}
-		if err := s.Remove(configDigest(t, b)); err != nil {
+		if err := s.Remove(context.Background(), configDigest(t, b)); err != nil {
 			t.Fatal(err)
 		}
 		if l, bl := layerDirs(t, s), blobFiles(t, s); len(l) != 0 || len(bl) != 0 {
@@ -100,7 +101,7 @@ func TestRemoveAndRetain(t *testing.T) {
 
 	t.Run("unknown ref", func(t *testing.T) {
 		s := newStore(t)
-		if err := s.Remove("nosuch:image"); !errors.Is(err, ErrNotFound) {
+		if err := s.Remove(context.Background(), "nosuch:image"); !errors.Is(err, ErrNotFound) {
 			t.Errorf("Remove = %v, want ErrNotFound", err)
 		}
 		if _, err := s.Retain("sha256:" + strings.Repeat("0", 64)); !errors.Is(err, ErrNotFound) {
@@ -122,7 +123,7 @@ func TestRemoveAndRetain(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Remove(reg.Ref("b:1")); err != nil {
+		if err := s.Remove(context.Background(), reg.Ref("b:1")); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.Get(img.ID); !errors.Is(err, ErrNotFound) || len(s.List()) != 0 {
@@ -157,12 +158,12 @@ func TestRemoveAndRetain(t *testing.T) {
 		if _, err := s.Retain(img.ID); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Remove(img.ID); err != nil {
+		if err := s.Remove(context.Background(), img.ID); err != nil {
 			t.Fatal(err)
 		}
 		root := s.root
 		s.Close()
-		s2, err := New(Options{Root: root})
+		s2, err := New(context.Background(), Options{Root: root})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -254,7 +255,7 @@ func TestRestart(t *testing.T) {
 	img := busybox(t)
 	push(t, reg, "app:1", img)
 	root := filepath.Join(t.TempDir(), "images")
-	s, err := New(Options{Root: root})
+	s, err := New(context.Background(), Options{Root: root})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +266,7 @@ func TestRestart(t *testing.T) {
 	if err := s.SetPinned(pulled.ID, true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(Options{Root: root}); !errors.Is(err, ErrStoreInUse) {
+	if _, err := New(context.Background(), Options{Root: root}); !errors.Is(err, ErrStoreInUse) {
 		t.Errorf("second store on the same root: %v, want ErrStoreInUse", err)
 	}
 	s.Close()
@@ -279,7 +280,7 @@ func TestRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s2, err := New(Options{Root: root})
+	s2, err := New(context.Background(), Options{Root: root})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +304,7 @@ func TestRestart(t *testing.T) {
 		if err := os.RemoveAll(got.Layers[0]); err != nil {
 			t.Fatal(err)
 		}
-		s3, err := New(Options{Root: root})
+		s3, err := New(context.Background(), Options{Root: root})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -321,7 +322,7 @@ func TestRestart(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(bad, "images.json"), []byte("{"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := New(Options{Root: bad}); err == nil {
+		if _, err := New(context.Background(), Options{Root: bad}); err == nil {
 			t.Error("New accepted corrupt metadata")
 		}
 	})
@@ -422,7 +423,7 @@ func TestFsInfo(t *testing.T) {
 	if full.UsedBytes < empty.UsedBytes+1<<20 || full.InodesUsed <= empty.InodesUsed+10 || full.InodesUsed > empty.InodesUsed+100 {
 		t.Errorf("FsInfo after import = %+v (empty %+v)", full, empty)
 	}
-	if err := s.Remove(imgs[0].ID); err != nil {
+	if err := s.Remove(context.Background(), imgs[0].ID); err != nil {
 		t.Fatal(err)
 	}
 	after, err := s.FsInfo()
@@ -439,7 +440,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		"no root":    {},
 		"bad mirror": {Root: t.TempDir(), Mirrors: map[string][]string{"docker.io": {"ftp://x"}}},
 	} {
-		if s, err := New(o); err == nil {
+		if s, err := New(context.Background(), o); err == nil {
 			s.Close()
 			t.Errorf("%s: New accepted %+v", name, o)
 		}

@@ -3,6 +3,7 @@ package image
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -255,7 +256,7 @@ func TestPullRejectsEscapingLayer(t *testing.T) {
 			}
 			// A restarted store sees no trace either.
 			s.Close()
-			s2, err := New(Options{Root: s.root})
+			s2, err := New(context.Background(), Options{Root: s.root})
 			if err != nil {
 				t.Fatal(err)
 			}

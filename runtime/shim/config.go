@@ -16,6 +16,8 @@
 //   - Event: one container transition, as the shim publishes it.
 //   - RestartRule: Kubernetes' container restart rules, validated by the
 //     daemon (ParseRestartRules) and applied by the shim (MatchRule).
+//   - RequestIDKey: the metadata that carries the daemon's request id into
+//     the shim's log lines.
 //
 // The shim process itself is runtime/shim/service; the daemon's side,
 // starting a shim and talking to it, is runtime/shim/client. The daemon

@@ -22,6 +22,7 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
@@ -133,8 +134,8 @@ func Connect(stateDir string) (*Client, error) {
 	conn, err := grpc.NewClient("passthrough:///"+sock,
 		grpc.WithContextDialer(dial),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithChainUnaryInterceptor(errorInterceptor),
-		grpc.WithChainStreamInterceptor(streamErrorInterceptor),
+		grpc.WithChainUnaryInterceptor(requestIDInterceptor, errorInterceptor),
+		grpc.WithChainStreamInterceptor(streamRequestIDInterceptor, streamErrorInterceptor),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("connect to shim at %s: %w", sock, err)
@@ -164,6 +165,23 @@ func (c *Client) Alive(ctx context.Context) bool {
 	defer cancel()
 	_, err := c.Info(ctx, &shimv1.InfoRequest{})
 	return err == nil
+}
+
+// requestIDInterceptor sends the id of the daemon request the call serves
+// (shim.WithRequestID) as metadata, so that the shim logs it too.
+func requestIDInterceptor(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return invoker(withRequestID(ctx), method, req, reply, cc, opts...)
+}
+
+func streamRequestIDInterceptor(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return streamer(withRequestID(ctx), desc, cc, method, opts...)
+}
+
+func withRequestID(ctx context.Context) context.Context {
+	if id := shim.RequestID(ctx); shim.ValidRequestID(id) {
+		return metadata.AppendToOutgoingContext(ctx, shim.RequestIDKey, id)
+	}
+	return ctx
 }
 
 func errorInterceptor(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {

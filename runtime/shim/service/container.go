@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
@@ -539,7 +540,7 @@ func (s *Shim) Stop(ctx context.Context, id string, timeout time.Duration) (shim
 	}
 	if timeout > 0 {
 		if err := g.c.Signal(c.template().stopSignal); err != nil {
-			s.log.WithError(err).WithField("container", id).Debug("stop signal")
+			log.G(ctx).WithError(err).WithField("container", id).Debug("stop signal")
 		}
 		select {
 		case <-g.exited:
@@ -587,7 +588,7 @@ func (s *Shim) Remove(ctx context.Context, id string) error {
 		s.discard(g)
 	}
 	if err := s.records.Delete(id); err != nil {
-		s.log.WithError(err).Warn("remove container record")
+		log.G(ctx).WithError(err).WithField("container", id).Warn("remove container record")
 	}
 	s.emit(shim.EventDeleted, c)
 	go func() {

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"unsafe"
 
+	clog "github.com/containerd/log"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
@@ -49,7 +50,7 @@ func serve(stateDir string, ready func()) error {
 	}
 	log := logger.WithField("pod", cfg.PodID)
 
-	s, err := New(cfg, log)
+	s, err := New(clog.WithLogger(context.Background(), log), cfg)
 	if err != nil {
 		return err
 	}
@@ -80,8 +81,8 @@ func serve(stateDir string, ready func()) error {
 		return fmt.Errorf("write pid file: %w", err)
 	}
 	g := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(ErrorInterceptor),
-		grpc.ChainStreamInterceptor(StreamErrorInterceptor),
+		grpc.ChainUnaryInterceptor(UnaryInterceptor(log)),
+		grpc.ChainStreamInterceptor(StreamInterceptor(log)),
 	)
 	Register(g, s, g.GracefulStop)
 	ready()

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/sirupsen/logrus"
+	"github.com/containerd/log"
 
 	"github.com/warmpod/warmpod/runtime/shim"
 )
@@ -71,18 +71,19 @@ func (s *Shim) Reset(ctx context.Context) ([]shim.Record, time.Duration, error) 
 	s.resets++
 	s.mu.Unlock()
 
+	l := log.G(ctx)
 	var steps []string
 	for _, c := range cs {
 		if err := s.restartInPlace(ctx, c); err != nil {
 			s.scheduleAll()
 			return s.recordsOf(cs), time.Since(start), err
 		}
-		if s.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
+		if l.Logger.IsLevelEnabled(log.DebugLevel) {
 			steps = append(steps, fmt.Sprintf("%s@%s", c.name, time.Since(start)))
 		}
 	}
 	d := time.Since(start)
-	s.log.Debugf("reset in %s: killed at %s, started %v", d, killed, steps)
+	l.Debugf("reset in %s: killed at %s, started %v", d, killed, steps)
 	s.scheduleAll()
 	return s.recordsOf(cs), d, nil
 }
@@ -180,7 +181,7 @@ func (s *Shim) restartInPlace(ctx context.Context, c *ctr) error {
 		if s.cfg.RestartPolicy == "Never" {
 			return fmt.Errorf("init container %q exited with code %d: %w", c.name, code, errdefs.ErrFailedPrecondition)
 		}
-		s.log.WithField("container", c.name).Debugf("init container exited with %d, retrying in %s", code, backoff)
+		log.G(ctx).WithField("container", c.name).Debugf("init container exited with %d, retrying in %s", code, backoff)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
@@ -241,25 +242,26 @@ func (s *Shim) recordsOf(cs []*ctr) []shim.Record {
 // applyRule carries out the restart rule action that matched c's exit.
 // c's events are suppressed until the restart is done (or failed).
 func (s *Shim) applyRule(c *ctr, action string, code int32) {
-	log := s.log.WithField("container", c.name)
-	log.Debugf("exit code %d matches a %s rule", code, action)
+	l := s.log.WithField("container", c.name)
+	l.Debugf("exit code %d matches a %s rule", code, action)
+	ctx := log.WithLogger(context.Background(), l)
 	go func() {
 		defer s.resumeEvents(c)
 		var err error
 		switch action {
 		case shim.ActionRestart:
-			err = s.restartOne(c)
+			err = s.restartOne(ctx, c)
 		case shim.ActionRestartAllContainers:
-			_, _, err = s.Reset(context.Background())
+			_, _, err = s.Reset(ctx)
 		}
 		if err != nil {
-			log.WithError(err).Warnf("apply %s rule", action)
+			l.WithError(err).Warnf("apply %s rule", action)
 		}
 	}()
 }
 
 // restartOne restarts container c alone, in place.
-func (s *Shim) restartOne(c *ctr) error {
+func (s *Shim) restartOne(ctx context.Context, c *ctr) error {
 	s.resetMu.Lock()
 	defer s.resetMu.Unlock()
 	s.beginForeground()
@@ -270,7 +272,7 @@ func (s *Shim) restartOne(c *ctr) error {
 	if removed || st != shim.StateExited {
 		return nil
 	}
-	err := s.restartInPlace(context.Background(), c)
+	err := s.restartInPlace(ctx, c)
 	s.schedule(c.slot)
 	return err
 }

@@ -5,13 +5,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
 	"github.com/warmpod/warmpod/runtime/shim"
@@ -34,17 +37,58 @@ func Register(g *grpc.Server, s *Shim, onShutdown func()) {
 	shimv1.RegisterShimServer(g, &server{s: s, shutdown: onShutdown})
 }
 
-// ErrorInterceptor turns native errors into gRPC statuses carrying their
-// errdefs class, so the daemon can tell NotFound from FailedPrecondition.
-func ErrorInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	resp, err := h(ctx, req)
-	return resp, errgrpc.ToGRPC(err)
+// UnaryInterceptor returns the shim's interceptor: it gives each call a
+// logger (base with the shim RPC's name, and the daemon's request id when
+// the call carries one, see shim.RequestIDKey), logs the call at Debug
+// (Trace for the reads the daemon polls), and turns errors into gRPC
+// statuses carrying their errdefs class, so the daemon can tell NotFound
+// from FailedPrecondition: the one place where the shim chooses a code.
+func UnaryInterceptor(base *log.Entry) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		rpc := info.FullMethod[strings.LastIndex(info.FullMethod, "/")+1:]
+		ctx, l := requestContext(ctx, base, rpc)
+		start := time.Now()
+		resp, err := h(ctx, req)
+		level := log.DebugLevel
+		if rpc == "Info" || rpc == "ListContainers" {
+			level = log.TraceLevel
+		}
+		if l.Logger.IsLevelEnabled(level) {
+			l.WithField("duration", time.Since(start)).WithError(err).Log(level, "request")
+		}
+		return resp, errgrpc.ToGRPC(err)
+	}
 }
 
-// StreamErrorInterceptor is ErrorInterceptor for streams.
-func StreamErrorInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	return errgrpc.ToGRPC(h(srv, ss))
+// StreamInterceptor is UnaryInterceptor for streams.
+func StreamInterceptor(base *log.Entry) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		rpc := info.FullMethod[strings.LastIndex(info.FullMethod, "/")+1:]
+		ctx, l := requestContext(ss.Context(), base, rpc)
+		l.Debug("stream opened")
+		err := h(srv, &requestStream{ServerStream: ss, ctx: ctx})
+		l.WithError(err).Debug("stream closed")
+		return errgrpc.ToGRPC(err)
+	}
 }
+
+// requestContext returns ctx with the call's logger, and the daemon's
+// request id when the call carries a valid one.
+func requestContext(ctx context.Context, base *log.Entry, rpc string) (context.Context, *log.Entry) {
+	l := base.WithField("rpc", rpc)
+	if ids := metadata.ValueFromIncomingContext(ctx, shim.RequestIDKey); len(ids) > 0 && shim.ValidRequestID(ids[0]) {
+		l = l.WithField("request_id", ids[0])
+		ctx = shim.WithRequestID(ctx, ids[0])
+	}
+	return log.WithLogger(ctx, l), l
+}
+
+type requestStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (r *requestStream) Context() context.Context { return r.ctx }
 
 func (v *server) Info(ctx context.Context, _ *shimv1.InfoRequest) (*shimv1.InfoResponse, error) {
 	i := v.s.Info()

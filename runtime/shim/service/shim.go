@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/sirupsen/logrus"
+	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
 	"github.com/warmpod/warmpod/runtime/broadcast"
@@ -81,9 +81,12 @@ type Shim struct {
 	records *journal.Journal
 	engine  *container.Engine
 	events  *broadcast.Hub[shim.Event]
-	log     *logrus.Entry
-	pause   *pause.Process
-	tokens  *tokens
+	// log is the shim's own logger (derived from New's context), for the
+	// work it does of its own accord; a request's work logs through the
+	// request's context (log.G), which carries the daemon's request id.
+	log    *log.Entry
+	pause  *pause.Process
+	tokens *tokens
 
 	// resetMu serialises resets and restarts by rule: a reset asked for
 	// during another runs after it, as a reset of its own.
@@ -135,8 +138,9 @@ type Shim struct {
 
 // New prepares a shim for the pod described by cfg: it becomes the child
 // subreaper of its descendants and starts the pause process when the pod
-// shares a pid namespace.
-func New(cfg *shim.Config, log *logrus.Entry) (*Shim, error) {
+// shares a pid namespace. ctx's logger (log.G) is the shim's for the rest
+// of its life.
+func New(ctx context.Context, cfg *shim.Config) (*Shim, error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, fmt.Errorf("become subreaper: %w", err)
 	}
@@ -158,7 +162,7 @@ func New(cfg *shim.Config, log *logrus.Entry) (*Shim, error) {
 		records:       records,
 		engine:        engine,
 		events:        broadcast.New[shim.Event](eventBuffer),
-		log:           log,
+		log:           log.G(ctx),
 		tokens:        newTokens(cfg.PrecreateLockDir, cfg.MaxPrecreate),
 		containers:    make(map[string]*ctr),
 		slots:         make(map[string]*slot),

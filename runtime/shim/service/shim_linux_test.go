@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	clog "github.com/containerd/log"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
@@ -87,7 +88,7 @@ func newFixture(t testing.TB, cfgMod func(*shim.Config)) *fixture {
 		log.SetOutput(os.Stderr)
 		log.SetLevel(logrus.DebugLevel)
 	}
-	s, err := New(cfg, logrus.NewEntry(log))
+	s, err := New(clog.WithLogger(context.Background(), logrus.NewEntry(log)), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
