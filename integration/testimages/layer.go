@@ -32,6 +32,9 @@ var Epoch = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 type Entry struct {
 	Header tar.Header
 	Body   []byte
+	// SparseSize, when set, makes the entry an old-GNU sparse file (type 'S', which archive/tar reads but
+	// cannot write) of that logical size: Body is its data at offset 0, the rest a hole.
+	SparseSize int64
 }
 
 // File is the content and metadata of a file added with WithFile. Mode carries the type too:
@@ -71,6 +74,17 @@ func TarBytes(entries []Entry) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for i := range entries {
+		if entries[i].SparseSize > 0 {
+			// Between entries the writer has nothing buffered once flushed: the raw entry goes straight
+			// into the stream.
+			if err := tw.Flush(); err != nil {
+				return nil, fmt.Errorf("write tar: %w", err)
+			}
+			if err := writeGNUSparse(&buf, entries[i]); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		hdr := entries[i].Header
 		hdr.Size = int64(len(entries[i].Body))
 		if hdr.ModTime.IsZero() {
@@ -90,6 +104,60 @@ func TarBytes(entries []Entry) ([]byte, error) {
 		return nil, fmt.Errorf("close tar: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// writeGNUSparse writes e as an old-GNU sparse entry: one data fragment (Body at offset 0) and, as GNU
+// tar writes it, an empty fragment at the end of the file that makes the rest a hole.
+func writeGNUSparse(w *bytes.Buffer, e Entry) error {
+	if len(e.Header.Name) > 100 {
+		return fmt.Errorf("sparse entry %q: name too long for a GNU header", e.Header.Name)
+	}
+	if int64(len(e.Body)) > e.SparseSize {
+		return fmt.Errorf("sparse entry %q: %d bytes of data in a file of %d", e.Header.Name, len(e.Body), e.SparseSize)
+	}
+	var blk [512]byte
+	// A number is octal, NUL-terminated, where it fits; else GNU's base-256 (sizes past 8 GiB).
+	octal := func(b []byte, v int64) {
+		if digits := fmt.Sprintf("%0*o", len(b)-1, v); len(digits) < len(b) {
+			copy(b, digits)
+			return
+		}
+		for i := len(b) - 1; i > 0; i-- {
+			b[i] = byte(v)
+			v >>= 8
+		}
+		b[0] = 0x80
+	}
+	mtime := e.Header.ModTime
+	if mtime.IsZero() {
+		mtime = Epoch
+	}
+	copy(blk[0:100], e.Header.Name)
+	octal(blk[100:108], e.Header.Mode&0o7777)
+	octal(blk[108:116], int64(e.Header.Uid))
+	octal(blk[116:124], int64(e.Header.Gid))
+	octal(blk[124:136], int64(len(e.Body)))
+	octal(blk[136:148], mtime.Unix())
+	blk[156] = tar.TypeGNUSparse
+	copy(blk[257:265], "ustar  \x00")
+	// The sparse map: {0, len(Body)}, {SparseSize, 0}.
+	octal(blk[386:398], 0)
+	octal(blk[398:410], int64(len(e.Body)))
+	octal(blk[410:422], e.SparseSize)
+	octal(blk[422:434], 0)
+	octal(blk[483:495], e.SparseSize)
+	copy(blk[148:156], "        ")
+	sum := 0
+	for _, c := range blk {
+		sum += int(c)
+	}
+	copy(blk[148:156], fmt.Sprintf("%06o\x00 ", sum))
+	w.Write(blk[:])
+	w.Write(e.Body)
+	if pad := len(e.Body) % 512; pad != 0 {
+		w.Write(make([]byte, 512-pad))
+	}
+	return nil
 }
 
 // filesLayer turns path -> File into a layer, creating missing parent directories (0755 root:root) and

@@ -17,6 +17,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // Registry is an in-memory OCI distribution registry served over plain HTTP on a loopback address.
@@ -38,6 +40,7 @@ type registryConfig struct {
 	tokenAuth    bool
 	refreshToken string
 	hook         func(*http.Request)
+	wrap         func(http.Handler) http.Handler
 	logger       *log.Logger
 }
 
@@ -66,6 +69,13 @@ func WithRequestHook(hook func(*http.Request)) RegistryOption {
 	return func(c *registryConfig) { c.hook = hook }
 }
 
+// WithHandler puts wrap's handler in front of the registry: a test can answer some requests itself (a
+// blob whose content does not match its digest, a manifest larger than any registry would store) and
+// pass the rest on.
+func WithHandler(wrap func(next http.Handler) http.Handler) RegistryOption {
+	return func(c *registryConfig) { c.wrap = wrap }
+}
+
 // WithLogger logs each request to l (by default the registry is silent).
 func WithLogger(l *log.Logger) RegistryOption { return func(c *registryConfig) { c.logger = l } }
 
@@ -83,7 +93,11 @@ func StartRegistry(opts ...RegistryOption) (*Registry, error) {
 	inner := registry.New(registry.Logger(cfg.logger))
 	mux := http.NewServeMux()
 	mux.HandleFunc("/token", r.serveToken)
-	mux.Handle("/", r.authenticate(inner))
+	served := inner
+	if cfg.wrap != nil {
+		served = cfg.wrap(inner)
+	}
+	mux.Handle("/", r.authenticate(served))
 	var h http.Handler = mux
 	if cfg.hook != nil {
 		h = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -134,6 +148,41 @@ func (r *Registry) Push(ref string, obj any) (string, error) {
 	}
 	return full, nil
 }
+
+// PushBlob uploads data as a blob of repository repo ("hostile") and returns its digest.
+func (r *Registry) PushBlob(repo string, data []byte) (v1.Hash, error) {
+	parsed, err := name.NewRepository(r.Ref(repo), name.Insecure)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("push blob to %q: %w", repo, err)
+	}
+	l := static.NewLayer(data, types.OCILayer)
+	if err := remote.WriteLayer(parsed, l, remote.WithAuth(r.clientAuth())); err != nil {
+		return v1.Hash{}, fmt.Errorf("push blob to %q: %w", repo, err)
+	}
+	return l.Digest()
+}
+
+// PushManifest uploads raw as a manifest of media type mediaType under ref (a path on this registry) as it
+// is, whatever it says: the registry checks nothing. It returns the full ref pushed.
+func (r *Registry) PushManifest(ref string, mediaType types.MediaType, raw []byte) (string, error) {
+	full := r.Ref(ref)
+	parsed, err := name.ParseReference(full, name.Insecure)
+	if err != nil {
+		return "", fmt.Errorf("push manifest %q: %w", ref, err)
+	}
+	if err := remote.Put(parsed, rawManifest{raw: raw, mediaType: mediaType}, remote.WithAuth(r.clientAuth())); err != nil {
+		return "", fmt.Errorf("push manifest %q: %w", ref, err)
+	}
+	return full, nil
+}
+
+type rawManifest struct {
+	raw       []byte
+	mediaType types.MediaType
+}
+
+func (m rawManifest) RawManifest() ([]byte, error)        { return m.raw, nil }
+func (m rawManifest) MediaType() (types.MediaType, error) { return m.mediaType, nil }
 
 // Close stops serving at once, dropping open connections (a graceful shutdown would wait seconds for
 // clients' idle probes), and waits for the server goroutine to end.

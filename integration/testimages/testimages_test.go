@@ -215,3 +215,49 @@ func TestArchives(t *testing.T) {
 		t.Error("WriteOCILayout accepted a non-image")
 	}
 }
+
+// A sparse entry reads back, between ordinary entries, as a file of its full size with its data first.
+func TestTarBytesSparse(t *testing.T) {
+	raw, err := TarBytes([]Entry{
+		{Header: tar.Header{Name: "before", Typeflag: tar.TypeReg, Mode: 0o644}, Body: []byte("b")},
+		{Header: tar.Header{Name: "sparse", Mode: 0o600}, Body: []byte("hello"), SparseSize: 1 << 20},
+		{Header: tar.Header{Name: "after", Typeflag: tar.TypeReg, Mode: 0o644}, Body: []byte("a")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(bytes.NewReader(raw))
+	var got []string
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, hdr.Name)
+		if hdr.Name == "sparse" {
+			if hdr.Typeflag != tar.TypeGNUSparse || hdr.Size != 1<<20 || len(data) != 1<<20 ||
+				string(data[:5]) != "hello" || !bytes.Equal(data[5:], make([]byte, 1<<20-5)) {
+				t.Errorf("sparse entry: type %c size %d, %d bytes read", hdr.Typeflag, hdr.Size, len(data))
+			}
+		}
+	}
+	if !slices.Equal(got, []string{"before", "sparse", "after"}) {
+		t.Errorf("entries %q", got)
+	}
+	// Past 8 GiB the sizes no longer fit the octal fields.
+	raw, err = TarBytes([]Entry{{Header: tar.Header{Name: "huge", Mode: 0o600}, Body: []byte("x"), SparseSize: 64 << 30}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr, err := tar.NewReader(bytes.NewReader(raw)).Next()
+	if err != nil || hdr.Size != 64<<30 {
+		t.Errorf("huge sparse entry: %+v, %v", hdr, err)
+	}
+}
