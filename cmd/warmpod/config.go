@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+	units "github.com/docker/go-units"
 )
 
 // Config is warmpod's configuration: defaults, then the TOML file, then
@@ -24,6 +25,7 @@ type Config struct {
 	ShimLogLevel string         `toml:"shim_log_level" json:"shimLogLevel"`
 	Network      NetworkConfig  `toml:"network" json:"network"`
 	Registry     RegistryConfig `toml:"registry" json:"registry"`
+	Image        ImageConfig    `toml:"image" json:"image"`
 	Runtime      RuntimeConfig  `toml:"runtime" json:"runtime"`
 
 	// StreamServerAddress and StreamServerPort are where the server for
@@ -54,6 +56,38 @@ type RegistryConfig struct {
 	// Mirrors maps a registry host to mirror endpoints tried in order
 	// before it.
 	Mirrors map[string][]string `toml:"mirrors" json:"mirrors"`
+}
+
+// ImageConfig bounds what one image may make the daemon read and write
+// (0: the image store's default).
+type ImageConfig struct {
+	// MaxLayerSize bounds one layer's blob, tar stream and files.
+	MaxLayerSize byteSize `toml:"max_layer_size" json:"maxLayerSize"`
+	// MaxImageSize bounds the files of all the layers one pull unpacks.
+	MaxImageSize byteSize `toml:"max_image_size" json:"maxImageSize"`
+	// MaxLayerEntries bounds the entries of one layer, MaxImageEntries
+	// those of all the layers one pull unpacks.
+	MaxLayerEntries int64 `toml:"max_layer_entries" json:"maxLayerEntries"`
+	MaxImageEntries int64 `toml:"max_image_entries" json:"maxImageEntries"`
+	// MaxManifestSize bounds each manifest, index and config.
+	MaxManifestSize byteSize `toml:"max_manifest_size" json:"maxManifestSize"`
+}
+
+// byteSize is a size in bytes, given as a number or with a binary unit
+// ("512MiB", "32GiB", "64g").
+type byteSize int64
+
+func (b byteSize) String() string { return strconv.FormatInt(int64(b), 10) }
+
+func (b *byteSize) Set(v string) error { return b.UnmarshalText([]byte(v)) }
+
+func (b *byteSize) UnmarshalText(text []byte) error {
+	n, err := units.RAMInBytes(strings.TrimSpace(string(text)))
+	if err != nil || n < 0 {
+		return fmt.Errorf("size %q: want bytes, or a number with a unit such as MiB or GiB", text)
+	}
+	*b = byteSize(n)
+	return nil
 }
 
 // RuntimeConfig configures pods and containers.
@@ -153,6 +187,11 @@ func flagSet(cfg *Config, path *string) *flag.FlagSet {
 	fs.StringVar(&cfg.Network.CNICacheDir, "cni-cache-dir", cfg.Network.CNICacheDir, "CNI cache directory (default <state>/cni)")
 	fs.Var(stringList{&cfg.Registry.Insecure}, "registry-insecure", "registries reached over plain HTTP (comma separated)")
 	fs.Var(mirrorList{&cfg.Registry.Mirrors}, "registry-mirror", "registry mirror host=endpoint[,endpoint] (repeatable)")
+	fs.Var(&cfg.Image.MaxLayerSize, "image-max-layer-size", "largest layer: blob, tar stream and files (0: 32GiB)")
+	fs.Var(&cfg.Image.MaxImageSize, "image-max-image-size", "largest total of files one pull unpacks (0: 64GiB)")
+	fs.Int64Var(&cfg.Image.MaxLayerEntries, "image-max-layer-entries", cfg.Image.MaxLayerEntries, "most entries of one layer (0: 1048576)")
+	fs.Int64Var(&cfg.Image.MaxImageEntries, "image-max-image-entries", cfg.Image.MaxImageEntries, "most entries of all the layers one pull unpacks (0: 2097152)")
+	fs.Var(&cfg.Image.MaxManifestSize, "image-max-manifest-size", "largest manifest, index or config (0: 4MiB)")
 	fs.Var(stringList{&cfg.Runtime.Handlers}, "runtime-handlers", "runtime handler names served (comma separated)")
 	fs.StringVar(&cfg.Runtime.CgroupParent, "cgroup-parent", cfg.Runtime.CgroupParent, "parent of pod cgroups")
 	fs.IntVar(&cfg.Runtime.MaxPrecreate, "max-precreate", cfg.Runtime.MaxPrecreate, "node-wide concurrent pre-creations (0: CPUs)")
@@ -210,6 +249,9 @@ func loadConfig(args []string) (Config, error) {
 		return cfg, fmt.Errorf("stream server port %q: want a number from 0 to 65535", cfg.StreamServerPort)
 	}
 	cfg.StreamServerPort = strconv.FormatUint(port, 10)
+	if cfg.Image.MaxLayerEntries < 0 || cfg.Image.MaxImageEntries < 0 {
+		return cfg, fmt.Errorf("image max layer or image entries is negative")
+	}
 	if cfg.StreamServerAddress == "" {
 		return cfg, fmt.Errorf("stream server address is empty")
 	}

@@ -103,6 +103,13 @@ func serve(cfg Config) error {
 		Root:     filepath.Join(cfg.Root, "images"),
 		Mirrors:  cfg.Registry.Mirrors,
 		Insecure: cfg.Registry.Insecure,
+		Limits: image.Limits{
+			LayerSize:    int64(cfg.Image.MaxLayerSize),
+			ImageSize:    int64(cfg.Image.MaxImageSize),
+			LayerEntries: cfg.Image.MaxLayerEntries,
+			ImageEntries: cfg.Image.MaxImageEntries,
+			ManifestSize: int64(cfg.Image.MaxManifestSize),
+		},
 	})
 	if err != nil {
 		return err

@@ -21,9 +21,6 @@ import (
 const (
 	annotationRefName       = "org.opencontainers.image.ref.name"
 	annotationContainerdRef = "io.containerd.image.name"
-	// maxMetadataFile bounds the JSON files read whole from an archive (manifest.json, index.json,
-	// manifests, configs), so a hostile archive cannot make us allocate without limit.
-	maxMetadataFile = 16 << 20
 )
 
 // Import stores the images of a `docker save` archive (manifest.json with RepoTags) or an OCI image-layout
@@ -41,7 +38,9 @@ func (s *Store) Import(ctx context.Context, r io.Reader) ([]Image, error) {
 	if _, err := io.Copy(f, &ctxReader{ctx: ctx, r: r}); err != nil {
 		return nil, fmt.Errorf("import: spool archive: %w", err)
 	}
-	idx, err := indexTar(f)
+	// The JSON files read whole from the archive (manifest.json, index.json, manifests, configs) are
+	// bounded like a registry's manifests, so a hostile archive cannot make us allocate without limit.
+	idx, err := indexTar(f, s.limits.ManifestSize)
 	if err != nil {
 		return nil, fmt.Errorf("import: %w", err)
 	}
@@ -233,6 +232,7 @@ func blobName(h v1.Hash) string { return "blobs/" + h.Algorithm + "/" + h.Hex }
 type tarIndex struct {
 	f       *os.File
 	entries map[string]tarEntry
+	maxRead int64 // the largest file read may read whole
 }
 
 type tarEntry struct {
@@ -242,7 +242,7 @@ type tarEntry struct {
 	link   string // symlink target, resolved relative to the archive root
 }
 
-func indexTar(f *os.File) (*tarIndex, error) {
+func indexTar(f *os.File, maxRead int64) (*tarIndex, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, err
 	}
@@ -250,7 +250,7 @@ func indexTar(f *os.File) (*tarIndex, error) {
 	// is the offset of the entry's data.
 	cr := &countingReader{r: f}
 	tr := tar.NewReader(cr)
-	idx := &tarIndex{f: f, entries: map[string]tarEntry{}}
+	idx := &tarIndex{f: f, entries: map[string]tarEntry{}, maxRead: maxRead}
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -310,7 +310,7 @@ func (t *tarIndex) read(name string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if e.size > maxMetadataFile {
+	if e.size > t.maxRead {
 		return nil, fmt.Errorf("archive file %q is %d bytes, more than a manifest or config can be: %w", name, e.size, ErrInvalidImage)
 	}
 	buf := make([]byte, e.size)

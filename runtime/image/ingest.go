@@ -26,6 +26,9 @@ import (
 // layerJobs bounds how many layers of one image download and unpack at once.
 const layerJobs = 3
 
+// zstdMaxWindow bounds the window of a zstd layer, and so the memory its decoder needs.
+const zstdMaxWindow = 32 << 20
+
 // source is an image on its way into the store, whatever it came from (registry, OCI layout, docker
 // archive).
 type source struct {
@@ -54,6 +57,9 @@ type layerSource struct {
 // its caller has read; layer gives the opener of each of m's layer blobs, as stored.
 func (src *source) fillFromManifest(digest v1.Hash, mraw []byte, m *v1.Manifest, cfgRaw []byte,
 	layer func(v1.Descriptor) (func() (io.ReadCloser, error), error)) error {
+	if int64(len(cfgRaw)) != m.Config.Size {
+		return fmt.Errorf("config %s is %d bytes, manifest %s says %d: %w", m.Config.Digest, len(cfgRaw), digest, m.Config.Size, ErrInvalidImage)
+	}
 	cf, err := v1.ParseConfigFile(bytes.NewReader(cfgRaw))
 	if err != nil {
 		return fmt.Errorf("parse config %s: %w: %w", m.Config.Digest, ErrInvalidImage, err)
@@ -76,14 +82,28 @@ func (src *source) fillFromManifest(digest v1.Hash, mraw []byte, m *v1.Manifest,
 
 // ingest stores src: blobs verified, each layer unpacked once, then one atomic metadata update that adds
 // the image (or merges it into the record of the same id) and moves src's names to it.
-func (s *Store) ingest(ctx context.Context, src *source) (Image, error) {
+func (s *Store) ingest(ctx context.Context, src *source) (_ Image, retErr error) {
 	if err := src.validate(); err != nil {
 		return Image{}, err
 	}
 	// Pin everything this ingest will reference before looking at what exists, so a concurrent Remove's
 	// garbage collection cannot delete a layer between our check and our commit.
 	held := &holds{s: s}
-	defer held.release()
+	defer func() {
+		held.release()
+		if retErr == nil {
+			return
+		}
+		// The layers and blobs that landed before the failure belong to no image: a failed pull leaves
+		// nothing behind.
+		s.mu.Lock()
+		trash, err := s.sweepLocked()
+		s.mu.Unlock()
+		s.removeAll(log.G(ctx), trash)
+		if err != nil {
+			log.G(ctx).WithError(err).Warn("image store: cleaning up after a failed pull")
+		}
+	}()
 	for _, b := range src.blobs {
 		held.add(b.digest.String())
 	}
@@ -99,11 +119,12 @@ func (s *Store) ingest(ctx context.Context, src *source) (Image, error) {
 		}
 	}
 	layerBlobs := make([]string, len(src.layers))
+	budget := newBudget(s.limits)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(layerJobs)
 	for i, l := range src.layers {
 		g.Go(func() error {
-			d, err := s.ensureLayer(gctx, l, held)
+			d, err := s.ensureLayer(gctx, l, held, budget)
 			layerBlobs[i] = d
 			return err
 		})
@@ -245,8 +266,10 @@ func (s *Store) writeBlob(b rawBlob) error {
 // ensureLayer makes sure the layer is unpacked under layers/ and returns the digest of its stored blob.
 // The blob is streamed once: hashed and saved as it arrives, decompressed, hashed again (the diffID) and
 // unpacked into a private temp dir that is renamed into place only when both digests check out. A layer
-// already unpacked is not fetched at all; one whose blob is already stored is unpacked from disk.
-func (s *Store) ensureLayer(ctx context.Context, l layerSource, held *holds) (string, error) {
+// already unpacked is not fetched at all; one whose blob is already stored is unpacked from disk. The
+// blob, the tar stream and the files are each bounded by the store's layer limit, the files also by img,
+// the budget of the whole pull.
+func (s *Store) ensureLayer(ctx context.Context, l layerSource, held *holds, img *budget) (string, error) {
 	diffID := l.diffID.String()
 	unlock, err := s.keys.lock(ctx, diffID)
 	if err != nil {
@@ -264,6 +287,9 @@ func (s *Store) ensureLayer(ctx context.Context, l layerSource, held *holds) (st
 		return "", nil
 	}
 
+	if l.size > s.limits.LayerSize {
+		return "", fmt.Errorf("layer blob %s is %d bytes, more than the limit of %d: %w", l.digest, l.size, s.limits.LayerSize, ErrInvalidImage)
+	}
 	open, saveBlob := l.open, true
 	if known {
 		if _, err := os.Stat(s.blobPath(l.digest.String())); err == nil {
@@ -273,7 +299,7 @@ func (s *Store) ensureLayer(ctx context.Context, l layerSource, held *holds) (st
 	}
 	rc, err := open()
 	if err != nil {
-		return "", fmt.Errorf("open layer %s: %w", diffID, err)
+		return "", fmt.Errorf("open layer %s: %w", diffID, contentErr(err))
 	}
 	defer rc.Close()
 
@@ -298,7 +324,12 @@ func (s *Store) ensureLayer(ctx context.Context, l layerSource, held *holds) (st
 		defer blobTmp.Close()
 		sinks = append(sinks, blobTmp)
 	}
-	counted := &countingReader{r: &ctxReader{ctx: ctx, r: rc}}
+	tooLong := func(what string) func() error {
+		return func() error {
+			return fmt.Errorf("layer %s: %s is longer than the limit of %d bytes: %w", diffID, what, s.limits.LayerSize, ErrInvalidImage)
+		}
+	}
+	counted := &countingReader{r: &limitReader{r: &ctxReader{ctx: ctx, r: rc}, left: s.limits.LayerSize, err: tooLong("blob")}}
 	compressed := bufio.NewReaderSize(io.TeeReader(counted, io.MultiWriter(sinks...)), 1<<16)
 	plain, closePlain, err := decompress(compressed)
 	if err != nil {
@@ -306,8 +337,8 @@ func (s *Store) ensureLayer(ctx context.Context, l layerSource, held *holds) (st
 	}
 	defer closePlain()
 	diffHash := sha256.New()
-	tarStream := io.TeeReader(plain, diffHash)
-	if err := unpack(tarStream, tmpLayer); err != nil {
+	tarStream := io.TeeReader(&limitReader{r: plain, left: s.limits.LayerSize, err: tooLong("tar stream")}, diffHash)
+	if err := unpack(tarStream, tmpLayer, s.limits, img); err != nil {
 		return "", fmt.Errorf("unpack layer %s: %w", diffID, err)
 	}
 	// The tar end marker may be followed by padding, and the compressed stream by trailing bytes: both
@@ -362,7 +393,10 @@ func decompress(r *bufio.Reader) (io.Reader, func(), error) {
 		}
 		return zr, func() { zr.Close() }, nil
 	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
+		// A window is memory the decoder holds: 32 MiB covers every zstd level short of --ultra and --long,
+		// and keeps a hostile frame from making the daemon allocate 512 MiB (the library's default).
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxWindow(zstdMaxWindow))
 		if err != nil {
 			return nil, nil, fmt.Errorf("open zstd layer: %w: %w", ErrInvalidImage, err)
 		}

@@ -55,13 +55,13 @@ func (s *Store) pullFrom(ctx context.Context, ep endpoint, r imageRef, auth *Aut
 	opts := []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuth(authenticator(auth, ep.host)),
-		remote.WithTransport(s.net.transport(ep)),
+		remote.WithTransport(&manifestLimit{base: s.net.transport(ep), max: s.limits.ManifestSize}),
 		remote.WithPlatform(s.platform),
 		remote.WithUserAgent("warmpod"),
 	}
 	desc, err := remote.Get(ref, opts...)
 	if err != nil {
-		return Image{}, fmt.Errorf("fetch manifest: %w", err)
+		return Image{}, fmt.Errorf("fetch manifest: %w", contentErr(err))
 	}
 	src := &source{}
 	var img v1.Image
@@ -69,19 +69,19 @@ func (s *Store) pullFrom(ctx context.Context, ep endpoint, r imageRef, auth *Aut
 	case desc.MediaType.IsIndex():
 		idx, err := desc.ImageIndex()
 		if err != nil {
-			return Image{}, fmt.Errorf("read index: %w", err)
+			return Image{}, fmt.Errorf("read index: %w", contentErr(err))
 		}
 		child, err := pickPlatform(idx, s.platform)
 		if err != nil {
 			return Image{}, fmt.Errorf("index %s: %w", desc.Digest, err)
 		}
 		if img, err = idx.Image(child.Digest); err != nil {
-			return Image{}, fmt.Errorf("read image %s of index %s: %w", child.Digest, desc.Digest, err)
+			return Image{}, fmt.Errorf("read image %s of index %s: %w", child.Digest, desc.Digest, contentErr(err))
 		}
 		src.blobs = append(src.blobs, rawBlob{digest: desc.Digest, data: desc.Manifest})
 	case desc.MediaType.IsImage():
 		if img, err = desc.Image(); err != nil {
-			return Image{}, fmt.Errorf("read image: %w", err)
+			return Image{}, fmt.Errorf("read image: %w", contentErr(err))
 		}
 	default:
 		return Image{}, fmt.Errorf("manifest media type %q is not supported: %w", desc.MediaType, ErrInvalidImage)
@@ -92,7 +92,7 @@ func (s *Store) pullFrom(ctx context.Context, ep endpoint, r imageRef, auth *Aut
 		src.tags = []string{r.canonical}
 		src.digests = []string{r.repo() + "@" + desc.Digest.String()}
 	}
-	if err := src.fillFromImage(img); err != nil {
+	if err := src.fillFromImage(img, s.limits); err != nil {
 		return Image{}, err
 	}
 	return s.ingest(ctx, src)
@@ -102,17 +102,19 @@ func (s *Store) pullFrom(ctx context.Context, ep endpoint, r imageRef, auth *Aut
 func pickPlatform(idx v1.ImageIndex, want v1.Platform) (v1.Descriptor, error) {
 	m, err := idx.IndexManifest()
 	if err != nil {
-		return v1.Descriptor{}, fmt.Errorf("read index: %w", err)
+		return v1.Descriptor{}, fmt.Errorf("read index: %w", contentErr(err))
 	}
 	return pickPlatformDesc(m.Manifests, want)
 }
 
 // fillFromImage takes the manifest, config and layers of img (a registry or layout image whose layers
-// are read compressed, as stored).
-func (src *source) fillFromImage(img v1.Image) error {
+// are read compressed, as stored). The config's size in the manifest is checked against the limit before
+// the config is fetched: go-containerregistry reads exactly that many bytes (or, for a size of -1, all
+// the registry sends) and checks them against the digest.
+func (src *source) fillFromImage(img v1.Image, lim Limits) error {
 	rawManifest, err := img.RawManifest()
 	if err != nil {
-		return fmt.Errorf("read manifest: %w", err)
+		return fmt.Errorf("read manifest: %w", contentErr(err))
 	}
 	digest, err := img.Digest()
 	if err != nil {
@@ -120,11 +122,15 @@ func (src *source) fillFromImage(img v1.Image) error {
 	}
 	m, err := img.Manifest()
 	if err != nil {
-		return fmt.Errorf("parse manifest: %w", err)
+		return fmt.Errorf("parse manifest: %w: %w", ErrInvalidImage, err)
+	}
+	if m.Config.Size <= 0 || m.Config.Size > lim.ManifestSize {
+		return fmt.Errorf("manifest %s gives its config %s a size of %d bytes, want 1 to %d: %w",
+			digest, m.Config.Digest, m.Config.Size, lim.ManifestSize, ErrInvalidImage)
 	}
 	rawConfig, err := img.RawConfigFile()
 	if err != nil {
-		return fmt.Errorf("read config: %w", err)
+		return fmt.Errorf("read config %s: %w", m.Config.Digest, contentErr(err))
 	}
 	return src.fillFromManifest(digest, rawManifest, m, rawConfig, func(ld v1.Descriptor) (func() (io.ReadCloser, error), error) {
 		l, err := img.LayerByDigest(ld.Digest)

@@ -70,6 +70,8 @@ type Options struct {
 	Insecure []string
 	// Platform picks the image from multi-arch indexes; default linux/<host arch>.
 	Platform *v1.Platform
+	// Limits bounds what one pull or import may read and write.
+	Limits Limits
 }
 
 // Auth is the credential for one pull, with the fields of CRI's AuthConfig. ServerAddress, when set, limits
@@ -116,6 +118,7 @@ type FsInfo struct {
 type Store struct {
 	root     string
 	platform v1.Platform
+	limits   Limits
 	net      netConfig
 	lockFile *os.File
 	keys     keyedLocks
@@ -149,6 +152,10 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new image store: %w", err)
 	}
+	limits, err := opts.Limits.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("new image store: %w", err)
+	}
 	platform := v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
 	if opts.Platform != nil {
 		platform = *opts.Platform
@@ -163,7 +170,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{
-		root: root, platform: platform, net: nc, lockFile: lf, keys: keyedLocks{m: map[string]*keyLock{}}, log: log.G(ctx),
+		root: root, platform: platform, limits: limits, net: nc, lockFile: lf, keys: keyedLocks{m: map[string]*keyLock{}}, log: log.G(ctx),
 		images: map[string]*record{}, tags: map[string]string{}, digests: map[string]string{},
 		layers: map[string]bool{}, retains: map[string]int{}, inflight: map[string]int{}, usage: map[string]usage{},
 	}

@@ -5,8 +5,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,6 +44,13 @@ func tarOf(t *testing.T, entries ...entry) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// testLimits are the store's defaults.
+var testLimits, _ = Limits{}.withDefaults()
+
+func whiteoutE(name string) entry {
+	return entry{Header: tar.Header{Name: name, Typeflag: tar.TypeReg}}
 }
 
 func lstat(t *testing.T, p string) *unix.Stat_t {
@@ -171,7 +181,7 @@ func TestUnpack(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			root := t.TempDir()
-			if err := unpack(bytes.NewReader(tarOf(t, tc.entries...)), root); err != nil {
+			if err := unpack(bytes.NewReader(tarOf(t, tc.entries...)), root, testLimits, nil); err != nil {
 				t.Fatalf("unpack: %v", err)
 			}
 			tc.check(t, root)
@@ -197,6 +207,22 @@ var escapes = []struct {
 	{"hardlink to absolute path outside", []entry{hardlinkE("passwd", "/etc/passwd")}},
 	{"hardlink through symlink", []entry{symlinkE("evil", "ESCAPE_DIR"), hardlinkE("stolen", "evil/secret")}},
 	{"hardlink to directory", []entry{dirE("d/", 0o755), hardlinkE("d2", "d")}},
+	// Issue 12: ".wh..." is a whiteout of "..": it removed the parent of the layer dir (the store's tmp/)
+	// and left a device node in its place.
+	{"whiteout of dotdot", []entry{whiteoutE(".wh...")}},
+	{"whiteout of dotdot below the root", []entry{dirE("a/", 0o755), whiteoutE("a/.wh...")}},
+	{"whiteout of dot", []entry{whiteoutE("a/.wh..")}},
+	{"whiteout of nothing", []entry{whiteoutE("/.wh.")}},
+	{"absolute whiteout of dotdot", []entry{whiteoutE("/.wh...")}},
+	{"whiteout with dotdot in its path", []entry{whiteoutE("a/../.wh.x")}},
+	{"whiteout through relative symlink", []entry{symlinkE("up", ".."), whiteoutE("up/.wh.escaped")}},
+	{"hardlink to a device node", []entry{{Header: tar.Header{Name: "null", Typeflag: tar.TypeChar, Mode: 0o666, Devmajor: 1, Devminor: 3}},
+		hardlinkE("etc/passwd", "null")}},
+	{"hardlink to a FIFO", []entry{{Header: tar.Header{Name: "fifo", Typeflag: tar.TypeFifo, Mode: 0o600}}, hardlinkE("etc/group", "fifo")}},
+	{"hardlink to a whiteout", []entry{whiteoutE(".wh.gone"), hardlinkE("etc/passwd", "gone")}},
+	{"symlink then a file through it", []entry{symlinkE("etc", "ESCAPE_DIR"), fileE("etc/passwd", "root:x:0:0::/:/bin/sh\n")}},
+	{"symlink chain then a file through it", []entry{symlinkE("a", "b"), symlinkE("b", "ESCAPE_DIR"), fileE("a/escaped", "x")}},
+	{"name longer than PATH_MAX", []entry{fileE(strings.Repeat("d/", 2100)+"f", "x")}},
 }
 
 func TestUnpackRejectsEscapes(t *testing.T) {
@@ -211,15 +237,18 @@ func TestUnpackRejectsEscapes(t *testing.T) {
 			if err := os.Mkdir(root, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			err := unpack(bytes.NewReader(tarOf(t, withEscapeDir(tc.entries, outside)...)), root)
+			err := unpack(bytes.NewReader(tarOf(t, withEscapeDir(tc.entries, outside)...)), root, testLimits, nil)
 			if !errors.Is(err, ErrInvalidImage) {
 				t.Fatalf("unpack = %v, want ErrInvalidImage", err)
 			}
 			if got := dirNames(t, outside); len(got) != 1 {
 				t.Errorf("outside dir now holds %v", got)
 			}
-			if exists(filepath.Join(filepath.Dir(root), "escaped")) {
-				t.Error("entry escaped to the parent of the layer")
+			if got := dirNames(t, filepath.Dir(root)); len(got) != 1 || got[0] != "layer" {
+				t.Errorf("parent of the layer now holds %v", got)
+			}
+			if st, err := os.Lstat(root); err != nil || !st.IsDir() {
+				t.Errorf("layer dir is no longer a directory: %v", err)
 			}
 		})
 	}
@@ -230,6 +259,8 @@ func TestUnpackRejectsEscapes(t *testing.T) {
 func TestPullRejectsEscapingLayer(t *testing.T) {
 	requireRoot(t)
 	reg := startRegistry(t)
+	good := busybox(t)
+	goodRef := push(t, reg, "good:latest", good)
 	for _, tc := range escapes {
 		t.Run(tc.name, func(t *testing.T) {
 			outside := t.TempDir()
@@ -254,6 +285,14 @@ func TestPullRejectsEscapingLayer(t *testing.T) {
 			if got := dirNames(t, outside); len(got) != 0 {
 				t.Errorf("outside dir now holds %v", got)
 			}
+			if got := dirNames(t, s.root); !slices.Equal(got, []string{"blobs", "images.json", "layers", "lock", "tmp"}) &&
+				!slices.Equal(got, []string{"blobs", "layers", "lock", "tmp"}) {
+				t.Errorf("store root holds %v", got)
+			}
+			// The failed pull poisons nothing: a good image still pulls.
+			if _, err := s.Pull(t.Context(), goodRef, nil); err != nil {
+				t.Fatalf("pull of a good image after the hostile one: %v", err)
+			}
 			// A restarted store sees no trace either.
 			s.Close()
 			s2, err := New(context.Background(), Options{Root: s.root})
@@ -261,8 +300,8 @@ func TestPullRejectsEscapingLayer(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s2.Close()
-			if len(s2.List()) != 0 {
-				t.Errorf("after restart: %v", s2.List())
+			if imgs := s2.List(); len(imgs) != 1 || imgs[0].ID != configDigest(t, good) {
+				t.Errorf("after restart: %v, want just the good image", imgs)
 			}
 		})
 	}
@@ -302,4 +341,125 @@ func TestPullRejectsCorruptContent(t *testing.T) {
 		t.Error("corrupt layer stored")
 	}
 	assertTmpEmpty(t, s)
+}
+
+// Issue 12: a GNU sparse entry was written out as zeros, so a tiny layer could fill the disk. Holes stay
+// holes, all-zero data becomes holes too, and the content reads back the same.
+func TestUnpackWritesSparse(t *testing.T) {
+	requireRoot(t)
+	const size = 1 << 30
+	zeros := make([]byte, 4<<20)
+	data := append([]byte("head"), make([]byte, copyChunk)...)
+	data = append(data, "tail"...)
+	root := t.TempDir()
+	layer := tarOf(t,
+		entry{Header: tar.Header{Name: "sparse", Mode: 0o644}, Body: []byte("hello"), SparseSize: size},
+		entry{Header: tar.Header{Name: "zeros", Typeflag: tar.TypeReg, Mode: 0o644}, Body: zeros},
+		entry{Header: tar.Header{Name: "mixed", Typeflag: tar.TypeReg, Mode: 0o644}, Body: data},
+	)
+	if len(layer) > 6<<20 {
+		t.Fatalf("test layer is %d bytes", len(layer))
+	}
+	if err := unpack(bytes.NewReader(layer), root, testLimits, nil); err != nil {
+		t.Fatalf("unpack: %v", err)
+	}
+	for name, want := range map[string]int64{"sparse": size, "zeros": int64(len(zeros)), "mixed": int64(len(data))} {
+		st := lstat(t, filepath.Join(root, name))
+		if st.Size != want {
+			t.Errorf("%s: size %d, want %d", name, st.Size, want)
+		}
+		if name != "mixed" && st.Blocks*512 > 64<<10 {
+			t.Errorf("%s: %d bytes allocated, want a hole", name, st.Blocks*512)
+		}
+	}
+	f, err := os.Open(filepath.Join(root, "sparse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 8)
+	if _, err := f.ReadAt(buf, 0); err != nil || string(buf) != "hello\x00\x00\x00" {
+		t.Errorf("sparse file starts with %q, %v", buf, err)
+	}
+	if _, err := f.ReadAt(buf, size-8); err != nil || !bytes.Equal(buf, make([]byte, 8)) {
+		t.Errorf("sparse file ends with %q, %v", buf, err)
+	}
+	if got, err := os.ReadFile(filepath.Join(root, "mixed")); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("mixed file reads back wrong (%d bytes, %v)", len(got), err)
+	}
+}
+
+// Issue 12: the unpacked size of a layer and of an image, and a layer's entries, are bounded.
+func TestUnpackLimits(t *testing.T) {
+	requireRoot(t)
+	small := Limits{LayerSize: 1 << 20, ImageSize: 3 << 20, LayerEntries: 10, ImageEntries: 25, ManifestSize: 1 << 20}
+	tests := []struct {
+		name    string
+		entries []entry
+		img     int64 // bytes of the image budget already spent by other layers
+		imgEnts int64 // and entries
+		mention string
+	}{
+		{"sparse file over the layer limit", []entry{{Header: tar.Header{Name: "big", Mode: 0o644}, Body: []byte("x"), SparseSize: 2 << 20}},
+			0, 0, `"big"`},
+		{"files over the layer limit together", []entry{fileE("a", strings.Repeat("a", 600<<10)), fileE("b", strings.Repeat("b", 600<<10))},
+			0, 0, `"b"`},
+		{"file over what the image has left", []entry{fileE("a", strings.Repeat("a", 600<<10))},
+			small.ImageSize - 100<<10, 0, "image"},
+		{"entry over what the image has left", []entry{fileE("a", ""), fileE("b", "")}, 0, 24, `"b"`},
+		{"too many entries", func() []entry {
+			var es []entry
+			for i := range 11 {
+				es = append(es, fileE(fmt.Sprintf("f%d", i), ""))
+			}
+			return es
+		}(), 0, 0, `"f10"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			img := newBudget(small)
+			img.take(tc.img)
+			for range tc.imgEnts {
+				img.takeEntry()
+			}
+			err := unpack(bytes.NewReader(tarOf(t, tc.entries...)), t.TempDir(), small, img)
+			if !errors.Is(err, ErrInvalidImage) || !strings.Contains(err.Error(), tc.mention) {
+				t.Fatalf("unpack = %v, want ErrInvalidImage mentioning %s", err, tc.mention)
+			}
+		})
+	}
+}
+
+// The fallback of openBeneath for kernels without openat2 refuses what openat2 refuses.
+func TestOpenComponents(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"a/b", "real"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("real", filepath.Join(root, "a/lnk")); err != nil {
+		t.Fatal(err)
+	}
+	rootFd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(rootFd)
+	for _, tc := range []struct {
+		rel  string
+		want error
+	}{
+		{"a/b", nil}, {".", nil}, {"a/lnk", unix.ELOOP}, {"a/../..", unix.EXDEV}, {"a/b/missing", unix.ENOENT},
+	} {
+		for name, open := range map[string]func(int, string) (int, error){"openat2": openBeneath, "components": openComponents} {
+			fd, err := open(rootFd, tc.rel)
+			if err == nil {
+				unix.Close(fd)
+			}
+			if !errors.Is(err, tc.want) && (tc.want != nil || err != nil) {
+				t.Errorf("%s(%q) = %v, want %v", name, tc.rel, err, tc.want)
+			}
+		}
+	}
 }
