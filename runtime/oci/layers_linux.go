@@ -2,6 +2,8 @@ package oci
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -9,11 +11,16 @@ import (
 	"strings"
 	"syscall"
 
+	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"golang.org/x/sys/unix"
 )
 
 // maxSymlinks bounds symlink hops while resolving a path in an image, as the kernel's MAXSYMLINKS does.
 const maxSymlinks = 40
+
+// maxImageFile bounds a file read from an image on the host (/etc/passwd, /etc/group): it is read whole
+// into the daemon's memory.
+const maxImageFile = 4 << 20
 
 var (
 	errNotInImage    = errors.New("not in the image")
@@ -41,17 +48,99 @@ func newImageFS(img *Image) imageFS {
 }
 
 // readFile returns the content of the image file at the absolute path name. A missing file wraps
-// fs.ErrNotExist.
+// fs.ErrNotExist. The file must be a regular file of at most maxImageFile bytes: the daemon reads it as
+// root, and a FIFO would block it, a device could be read without end (or be changed by being opened at
+// all), and a huge file would fill its memory. It is opened below its layer's root without following a
+// symlink or leaving the root (a handle that does not read first, then a reopen once it is known to be a
+// regular file), so nothing but a regular file of the image is ever opened for reading.
 func (f imageFS) readFile(name string) ([]byte, error) {
-	host, err := f.resolve(name)
+	hit, err := f.resolve(name)
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 	}
-	return os.ReadFile(host)
+	return readRegular(f.layers[hit.layer], hit.rel)
 }
 
-// resolve maps an image path to the host path of the file the merged view would show.
-func (f imageFS) resolve(name string) (string, error) {
+var (
+	errNotRegular = errors.New("not a regular file")
+	errTooLarge   = fmt.Errorf("larger than %d bytes", maxImageFile)
+)
+
+// readRegular reads the regular file rel of the layer directory layer.
+func readRegular(layer, rel string) ([]byte, error) {
+	root, err := os.OpenFile(layer, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	handle, err := pathrs.OpenatInRoot(root, rel)
+	if err != nil {
+		return nil, err
+	}
+	defer handle.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(handle.Fd()), &st); err != nil {
+		return nil, err
+	}
+	if err := checkRegular(&st); err != nil {
+		return nil, err
+	}
+	// O_NONBLOCK and O_NOCTTY only matter if what was checked were swapped for something else.
+	file, err := pathrs.Reopen(handle, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY)
+	if err != nil {
+		return nil, err
+	}
+	defer file.Close()
+	var again unix.Stat_t
+	if err := unix.Fstat(int(file.Fd()), &again); err != nil {
+		return nil, err
+	}
+	if again.Dev != st.Dev || again.Ino != st.Ino {
+		return nil, errors.New("changed while it was opened")
+	}
+	if err := checkRegular(&again); err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(io.LimitReader(file, maxImageFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxImageFile {
+		return nil, errTooLarge
+	}
+	return b, nil
+}
+
+func checkRegular(st *unix.Stat_t) error {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return fmt.Errorf("%w: it is %s", errNotRegular, fileType(st.Mode))
+	}
+	if st.Size > maxImageFile {
+		return fmt.Errorf("%w: it has %d", errTooLarge, st.Size)
+	}
+	return nil
+}
+
+func fileType(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		return "a directory"
+	case unix.S_IFCHR:
+		return "a character device"
+	case unix.S_IFBLK:
+		return "a block device"
+	case unix.S_IFIFO:
+		return "a FIFO"
+	case unix.S_IFSOCK:
+		return "a socket"
+	case unix.S_IFLNK:
+		return "a symlink"
+	}
+	return "of unknown type"
+}
+
+// resolve finds the file the merged view would show at an image path.
+func (f imageFS) resolve(name string) (layerHit, error) {
 	hops := 0
 	pending := splitPath(name)
 	var dir []string // resolved components of the current directory
@@ -66,41 +155,41 @@ func (f imageFS) resolve(name string) (string, error) {
 			// Going up re-resolves the parent from the root: its layer set is not remembered.
 			var err error
 			if visible, err = f.dirLayers(dir); err != nil {
-				return "", err
+				return layerHit{}, err
 			}
 			continue
 		}
 		rel := path.Join(append(append([]string{"/"}, dir...), comp)...)
 		hit, err := f.lookup(visible, rel)
 		if err != nil {
-			return "", err
+			return layerHit{}, err
 		}
 		switch {
 		case hit.mode&fs.ModeSymlink != 0:
 			if hops++; hops > maxSymlinks {
-				return "", errSymlinkLoop
+				return layerHit{}, errSymlinkLoop
 			}
 			target, err := os.Readlink(hit.host)
 			if err != nil {
-				return "", err
+				return layerHit{}, err
 			}
 			if path.IsAbs(target) {
 				dir = nil
 			}
 			pending = append(splitPath(target), pending...)
 			if visible, err = f.dirLayers(dir); err != nil {
-				return "", err
+				return layerHit{}, err
 			}
 		case len(pending) == 0:
-			return hit.host, nil
+			return hit, nil
 		case hit.mode.IsDir():
 			dir = append(dir, comp)
 			visible = hit.dirLayers
 		default:
-			return "", errNotADirectory
+			return layerHit{}, errNotADirectory
 		}
 	}
-	return "", errNotInImage
+	return layerHit{}, errNotInImage
 }
 
 // dirLayers resolves an already symlink-free directory from the root and returns the layers contributing
@@ -129,6 +218,8 @@ func (f imageFS) allLayers() []int {
 }
 
 type layerHit struct {
+	layer     int    // index in f.layers
+	rel       string // absolute path in the layer
 	host      string
 	mode      fs.FileMode
 	dirLayers []int // for a directory: the layers whose copy of it is merged, top first
@@ -148,7 +239,7 @@ func (f imageFS) lookup(visible []int, rel string) (layerHit, error) {
 		if isWhiteout(info) {
 			return layerHit{}, errNotInImage
 		}
-		hit := layerHit{host: host, mode: info.Mode()}
+		hit := layerHit{layer: l, rel: rel, host: host, mode: info.Mode()}
 		if info.IsDir() {
 			hit.dirLayers = f.mergedDir(visible[i:], rel)
 		}

@@ -119,7 +119,9 @@ func readImageFile(ifs imageFS, name string) ([]byte, error) {
 	case errors.Is(err, errNotInImage), errors.Is(err, fs.ErrNotExist), errors.Is(err, errNotADirectory):
 		return nil, nil
 	default:
-		return nil, invalidf("read image %s: %w", name, err)
+		// Everything but a missing file is the image's doing (a FIFO, a device, a huge file, a
+		// symlink loop): the image cannot run as it is.
+		return nil, invalidf("image file %s: %w", name, err)
 	}
 }
 

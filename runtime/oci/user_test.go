@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -202,5 +204,108 @@ func TestImageFSWhiteoutAndOpaque(t *testing.T) {
 	}
 	if u.UID != 1000 || u.GID != 1000 || len(u.AdditionalGids) != 0 {
 		t.Fatalf("user = %+v, want uid/gid 1000 without groups", u)
+	}
+}
+
+// Issue 12: an /etc/passwd or /etc/group that is a FIFO or a device (directly, or through a symlink in
+// the image) made CreateContainer hang, or read a device without end; a huge one was read whole. Every
+// such file is refused with an error naming it, at once, without opening what is not a regular file.
+func TestResolveUserHostileFiles(t *testing.T) {
+	type plant func(t *testing.T, layer string)
+	fifo := func(name string) plant {
+		return func(t *testing.T, layer string) {
+			if err := unix.Mkfifo(filepath.Join(layer, name), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	device := func(name string, major, minor uint32) plant {
+		return func(t *testing.T, layer string) {
+			if os.Geteuid() != 0 {
+				t.Skip("mknod of a character device needs root")
+			}
+			if err := unix.Mknod(filepath.Join(layer, name), unix.S_IFCHR|0o666, int(unix.Mkdev(major, minor))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	symlink := func(name, target string) plant {
+		return func(t *testing.T, layer string) {
+			if err := os.Symlink(target, filepath.Join(layer, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	hardlink := func(name, target string) plant {
+		return func(t *testing.T, layer string) {
+			if err := os.Link(filepath.Join(layer, target), filepath.Join(layer, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	big := func(name string, size int64) plant {
+		return func(t *testing.T, layer string) {
+			if err := os.Truncate(filepath.Join(layer, name), size); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	dir := func(name string) plant {
+		return func(t *testing.T, layer string) {
+			if err := os.Mkdir(filepath.Join(layer, name), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tests := []struct {
+		name   string
+		remove string // file of the layer to replace by plants
+		plants []plant
+		want   string
+	}{
+		{"passwd is a FIFO", "etc/passwd", []plant{fifo("etc/passwd")}, "/etc/passwd"},
+		{"group is a FIFO", "etc/group", []plant{fifo("etc/group")}, "/etc/group"},
+		{"passwd is /dev/zero", "etc/passwd", []plant{device("etc/passwd", 1, 5)}, "/etc/passwd"},
+		{"group is a tty", "etc/group", []plant{device("etc/group", 5, 0)}, "/etc/group"},
+		{"passwd links to a FIFO in the image", "etc/passwd", []plant{fifo("pipe"), symlink("etc/passwd", "/pipe")}, "/etc/passwd"},
+		{"passwd links to a device in the image", "etc/passwd", []plant{device("zero", 1, 5), symlink("etc/passwd", "../zero")}, "/etc/passwd"},
+		{"passwd is a hardlink to a device", "etc/passwd", []plant{device("zero", 1, 5), hardlink("etc/passwd", "zero")}, "/etc/passwd"},
+		{"passwd links to the host's device", "etc/passwd", []plant{symlink("etc/passwd", "/dev/zero")}, ""},
+		{"passwd is a directory", "etc/passwd", []plant{dir("etc/passwd")}, "/etc/passwd"},
+		{"passwd is huge", "", []plant{big("etc/passwd", maxImageFile+1)}, "/etc/passwd"},
+		{"group is huge and sparse", "", []plant{big("etc/group", 1<<40)}, "/etc/group"},
+		{"passwd is a symlink loop", "etc/passwd", []plant{symlink("etc/passwd", "passwd")}, "/etc/passwd"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			layer := writeLayer(t, map[string]string{"etc/passwd": testPasswd, "etc/group": testGroup})
+			if tt.remove != "" {
+				if err := os.Remove(filepath.Join(layer, tt.remove)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, p := range tt.plants {
+				p(t, layer)
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := resolveUser(&Security{RunAsUsername: "app"}, &Image{Layers: []string{layer}})
+				done <- err
+			}()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(30 * time.Second):
+				t.Fatal("resolveUser still reading after 30 s")
+			}
+			if tt.want == "" {
+				// The host's /dev/zero is not the image's: the image has no /dev/zero, so no passwd.
+				if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), `user "app"`) {
+					t.Fatalf("err = %v, want the user unknown", err)
+				}
+				return
+			}
+			wantInvalid(t, err, tt.want)
+		})
 	}
 }
