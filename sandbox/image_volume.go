@@ -150,8 +150,19 @@ func (v *imageVolumes) get(podID string, img *image.Image) (string, error) {
 }
 
 // mountView mounts layers at p, unless a daemon before this one already did.
+// The pod's directory of views is root's alone (0700): a view shows the
+// image's files, setuid binaries included, and host users must not reach
+// it. Containers need not: the runtime opens bind mount sources as host root.
 func (v *imageVolumes) mountView(p string, layers []string) error {
-	if err := os.MkdirAll(p, 0o755); err != nil {
+	podDir := filepath.Dir(p)
+	if err := os.MkdirAll(podDir, 0o700); err != nil {
+		return fmt.Errorf("create image volume dir: %w", err)
+	}
+	// A daemon before this one may have made the directory open.
+	if err := os.Chmod(podDir, 0o700); err != nil {
+		return fmt.Errorf("close image volume dir: %w", err)
+	}
+	if err := os.Mkdir(p, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("create image volume dir: %w", err)
 	}
 	if done, err := v.mnt.mounted(p); err != nil {

@@ -67,8 +67,11 @@ func (m *Manager) RunPod(ctx context.Context, cfg PodConfig) (string, error) {
 		RootDir:   m.podRootDir(id),
 	}
 	for _, d := range []string{meta.StateDir, meta.RootDir} {
-		if err := os.MkdirAll(d, 0o711); err != nil {
+		if err := os.MkdirAll(d, 0o700); err != nil {
 			return "", fmt.Errorf("create pod dir: %w", err)
+		}
+		if err := closePodDir(d, userNS); err != nil {
+			return "", err
 		}
 	}
 	undo.add(func(context.Context) {
@@ -255,6 +258,31 @@ func probeUserNS(rootDir, stateDir string) (retErr error) {
 	}()
 	if err := rootfs.CheckUserNS(rootDir, &rootfs.UserNS{Path: ns.User, UID: probeHostID, GID: probeHostID}); err != nil {
 		return fmt.Errorf("id-mapped root filesystem: %w", err)
+	}
+	return nil
+}
+
+// closePodDir makes a pod's directory (its root filesystems, writable
+// layers, /dev/shm, pinned namespaces) unreachable for host users: root's,
+// mode 0700. In a pod with a user namespace of its own, the containers'
+// root is an unprivileged host user that must reach its root filesystem
+// below it: the directory's group is then that user's, who may search it
+// but not list it (0710). The directories above it only need to be
+// searchable (see searchable); this one is the gate. Without it, any host
+// user could run the setuid binaries of any image (CVE-2021-41091) or read
+// a pod's /dev/shm.
+func closePodDir(dir string, userNS *netns.UserNS) error {
+	gid, mode := uint32(0), os.FileMode(0o700)
+	if userNS != nil {
+		if g, ok := userNS.RootGID(); ok {
+			gid, mode = g, 0o710
+		}
+	}
+	if err := os.Chown(dir, 0, int(gid)); err != nil {
+		return fmt.Errorf("close pod dir %s to other users: %w", dir, err)
+	}
+	if err := os.Chmod(dir, mode); err != nil {
+		return fmt.Errorf("close pod dir %s to other users: %w", dir, err)
 	}
 	return nil
 }

@@ -3,6 +3,8 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io/fs"
 
 	"github.com/containerd/log"
 	"github.com/warmpod/warmpod/runtime/shim"
@@ -54,6 +56,14 @@ func (m *Manager) recover(ctx context.Context) error {
 		log.G(ctx).WithError(err).Warn("recover container")
 	}
 	for _, p := range m.pods {
+		// A daemon before this one may have left the pod's directories open
+		// to host users.
+		userNS, _ := podUserNS(&p.meta.Config)
+		for _, d := range []string{p.meta.StateDir, p.meta.RootDir} {
+			if err := closePodDir(d, userNS); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				m.log.WithError(err).WithField("pod", p.meta.ID).Warn("recover pod")
+			}
+		}
 		if p.meta.Stopped {
 			m.syncFromRecords(ctx, p)
 			continue
