@@ -214,6 +214,11 @@ func (e *Embedded) ensureInfraLocked(verify bool) (mtu int, _ error) {
 	if err := e.links.ensureBridge(e.cfg.Bridge, e.mtu, gws); err != nil {
 		return 0, err
 	}
+	// The firewall first: its INPUT rule must be in place before
+	// route_localnet lets pods address the node's loopback.
+	if err := e.fw.ensure(subnets); err != nil {
+		return 0, err
+	}
 	// Pods reach beyond the node only if the node forwards; host ports
 	// reached as 127.0.0.1 need loopback sources allowed on the bridge.
 	for _, sc := range []struct{ key, value string }{
@@ -223,9 +228,6 @@ func (e *Embedded) ensureInfraLocked(verify bool) (mtu int, _ error) {
 		if err := e.links.setSysctl(sc.key, sc.value); err != nil {
 			return 0, err
 		}
-	}
-	if err := e.fw.ensure(subnets); err != nil {
-		return 0, err
 	}
 	e.infraOK = true
 	return e.mtu, nil

@@ -310,6 +310,91 @@ func TestRealHostPort(t *testing.T) {
 	}
 }
 
+// Issue 12 (CVE-2020-8558): route_localnet on the bridge, which host ports reached as 127.0.0.1 need,
+// must not let a pod reach a service bound to the node's loopback. The pod here routes 127.0.0.0/8 to
+// its gateway, which root in a pod's network namespace (or CAP_NET_RAW, with crafted packets) can do.
+func TestRealPodCannotReachNodeLoopback(t *testing.T) {
+	n := newRealNet(t)
+	nsA := newPodNS(t)
+	pod := Pod{ID: "lo" + randHex(8), NetNS: nsA}
+	res, err := n.e.Setup(ctx, pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := n.e.Teardown(ctx, pod); err != nil {
+			t.Errorf("teardown: %v", err)
+		}
+	})
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, "node loopback\n")
+			c.Close()
+		}
+	}()
+	if got, err := ask(ln.Addr().String()); err != nil || got != "node loopback" {
+		t.Fatalf("the node itself cannot reach its listener: %q, %v", got, err)
+	}
+	err = netns.Do(nsA, func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		eth0, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		// The pod's own loopback address goes (and with it its local
+		// routes), and 127.0.0.0/8 leaves through eth0 to the node.
+		loAddr, err := netlink.ParseAddr("127.0.0.1/8")
+		if err != nil {
+			return err
+		}
+		if err := netlink.AddrDel(lo, loAddr); err != nil {
+			return fmt.Errorf("delete the pod's loopback address: %w", err)
+		}
+		_, loNet, _ := net.ParseCIDR("127.0.0.0/8")
+		for _, dev := range []string{"all", "eth0"} {
+			if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+dev+"/route_localnet", []byte("1"), 0); err != nil {
+				return err
+			}
+		}
+		if err := netlink.RouteAdd(&netlink.Route{Dst: loNet, Gw: res.Gateway, LinkIndex: eth0.Attrs().Index}); err != nil {
+			return fmt.Errorf("route 127.0.0.0/8 to the node: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := askFrom(nsA, ln.Addr().String()); err == nil {
+		t.Fatalf("pod reached the node's loopback listener at %s: %q", ln.Addr(), got)
+	}
+	// Without the drop rule the pod gets through: the route above does reach
+	// the node, and the refusal was the rule's.
+	var jump []string
+	for _, r := range n.e.fw.baseRules() {
+		if r.table == "filter" && r.chain == "INPUT" {
+			jump = r.spec
+		}
+	}
+	if err := n.e.fw.ipt.DeleteIfExists("filter", "INPUT", jump...); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := askFrom(nsA, ln.Addr().String()); err != nil || got != "node loopback" {
+		t.Fatalf("without the drop rule the pod does not reach the node's loopback either (%q, %v): the check above proves nothing", got, err)
+	}
+}
+
 func randByte() byte {
 	b := make([]byte, 1)
 	_, _ = rand.Read(b)

@@ -32,6 +32,7 @@ type iptables interface {
 //	nat PREROUTING, OUTPUT -(local destination)-> <prefix>-HOSTPORTS -> <prefix>-HP-<pod hash> (DNAT rules of one pod)
 //	nat POSTROUTING -> <prefix>-POSTROUTING (masquerading)
 //	filter FORWARD -> <prefix>-FORWARD (accept traffic to and from the bridge)
+//	filter INPUT -> <prefix>-INPUT (drop what pods send to the node's loopback addresses)
 //
 // One chain per pod makes Teardown exact without parsing rules back: the
 // chain and the jump to it are named by the pod ID alone.
@@ -55,6 +56,7 @@ func (f *firewall) check() error {
 func (f *firewall) hostportsChain() string   { return f.prefix + "-HOSTPORTS" }
 func (f *firewall) postroutingChain() string { return f.prefix + "-POSTROUTING" }
 func (f *firewall) forwardChain() string     { return f.prefix + "-FORWARD" }
+func (f *firewall) inputChain() string       { return f.prefix + "-INPUT" }
 
 // podChainInfix marks per-pod chains.
 const podChainInfix = "-HP-"
@@ -102,6 +104,14 @@ func (f *firewall) baseRules() []rule {
 		// bridge with a loopback source (allowed by route_localnet on the
 		// bridge); the pod could not answer it without masquerading.
 		{table: "nat", chain: f.postroutingChain(), spec: []string{"-s", "127.0.0.0/8", "-o", f.bridge, "-j", "MASQUERADE"}},
+		// route_localnet also makes the node take packets for 127.0.0.0/8
+		// that arrive on the bridge: a pod with CAP_NET_RAW (which pods have
+		// by default) could reach every service the node binds to its
+		// loopback address (CVE-2020-8558). Drop them unless they answer a
+		// connection the node opened, as kube-proxy does.
+		{table: "filter", chain: "INPUT", insert: true, spec: slices.Concat(comment, []string{"-j", f.inputChain()})},
+		{table: "filter", chain: f.inputChain(), spec: []string{"-i", f.bridge, "-d", "127.0.0.0/8",
+			"-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP"}},
 	}
 }
 
@@ -123,7 +133,7 @@ func (f *firewall) ensure(subnets []netip.Prefix) error {
 		return err
 	}
 	for _, c := range []struct{ table, chain string }{
-		{"nat", f.hostportsChain()}, {"nat", f.postroutingChain()}, {"filter", f.forwardChain()},
+		{"nat", f.hostportsChain()}, {"nat", f.postroutingChain()}, {"filter", f.forwardChain()}, {"filter", f.inputChain()},
 	} {
 		if err := f.ensureChain(c.table, c.chain); err != nil {
 			return err
@@ -147,17 +157,27 @@ func (f *firewall) ensure(subnets []netip.Prefix) error {
 	return nil
 }
 
-// present reports whether the base rules still look installed: the jump
-// into our host port chain is the first thing a flush would remove.
+// present reports whether the base rules still look installed: the jumps
+// into our host port and input chains are the first things a flush would
+// remove.
 func (f *firewall) present() (bool, error) {
 	if err := f.check(); err != nil {
 		return false, err
 	}
-	ok, err := f.ipt.ChainExists("nat", f.hostportsChain())
-	if err != nil || !ok {
-		return false, err
+	for _, r := range f.baseRules() {
+		if r.chain != "PREROUTING" && r.chain != "INPUT" {
+			continue
+		}
+		target := r.spec[len(r.spec)-1]
+		ok, err := f.ipt.ChainExists(r.table, target)
+		if err != nil || !ok {
+			return false, err
+		}
+		if ok, err := f.ipt.Exists(r.table, r.chain, r.spec...); err != nil || !ok {
+			return false, err
+		}
 	}
-	return f.ipt.Exists("nat", "PREROUTING", f.baseRules()[0].spec...)
+	return true, nil
 }
 
 func (f *firewall) podJump(podID string) []string {
@@ -242,7 +262,7 @@ func (f *firewall) uninstall() error {
 		return err
 	}
 	for _, r := range f.baseRules() {
-		if r.chain == f.forwardChain() || r.chain == f.postroutingChain() {
+		if r.chain == f.forwardChain() || r.chain == f.postroutingChain() || r.chain == f.inputChain() {
 			continue // go with their chain
 		}
 		// The jump can only exist, and only be checked, while its target does.
@@ -265,7 +285,7 @@ func (f *firewall) uninstall() error {
 		}
 		var ours []string
 		for _, c := range chains {
-			if c == f.hostportsChain() || c == f.postroutingChain() || c == f.forwardChain() ||
+			if c == f.hostportsChain() || c == f.postroutingChain() || c == f.forwardChain() || c == f.inputChain() ||
 				strings.HasPrefix(c, f.prefix+podChainInfix) {
 				ours = append(ours, c)
 			}

@@ -21,6 +21,10 @@ func TestFirewallEnsureIsIdempotent(t *testing.T) {
 		"nat/OUTPUT":      {"-m addrtype --dst-type LOCAL -m comment --comment warmpod br-test -j WPT-HOSTPORTS"},
 		"nat/POSTROUTING": {"-m comment --comment warmpod br-test -j WPT-POSTROUTING"},
 		"filter/FORWARD":  {"-m comment --comment warmpod br-test -j WPT-FORWARD"},
+		"filter/INPUT":    {"-m comment --comment warmpod br-test -j WPT-INPUT"},
+		"filter/WPT-INPUT": {
+			"-i br-test -d 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP",
+		},
 		"filter/WPT-FORWARD": {
 			"-i br-test -j ACCEPT",
 			"-o br-test -j ACCEPT",
@@ -57,6 +61,34 @@ func TestFirewallForwardJumpFirst(t *testing.T) {
 	}
 }
 
+// Issue 12 (CVE-2020-8558): route_localnet on the bridge lets pods address the node's loopback; the
+// drop rule must come before ACCEPT rules others put in INPUT, and go with the network.
+func TestFirewallDropsPodsToLoopback(t *testing.T) {
+	ipt := newFakeIPT()
+	ipt.tables["filter"]["INPUT"] = []string{"-i br -j ACCEPT"}
+	f := &firewall{ipt: ipt, bridge: "br", prefix: "WPT"}
+	if err := f.ensure(nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := ipt.rules("filter", "INPUT"); len(got) != 2 || !strings.HasSuffix(got[0], "-j WPT-INPUT") {
+		t.Fatalf("INPUT = %q", got)
+	}
+	if ok, err := f.present(); err != nil || !ok {
+		t.Fatalf("present = %t, %v", ok, err)
+	}
+	// A flush of INPUT alone (a firewall reload) is noticed and repaired.
+	ipt.tables["filter"]["INPUT"] = nil
+	if ok, err := f.present(); err != nil || ok {
+		t.Fatalf("present after INPUT was flushed = %t, %v", ok, err)
+	}
+	if err := f.uninstall(); err != nil {
+		t.Fatal(err)
+	}
+	if ipt.hasChain("filter", "WPT-INPUT") || slices.ContainsFunc(ipt.rules("filter", "INPUT"), func(r string) bool { return strings.Contains(r, "WPT") }) {
+		t.Errorf("input chain or jump left: %q", ipt.rules("filter", "INPUT"))
+	}
+}
+
 func TestDNATRule(t *testing.T) {
 	ip := netip.MustParseAddr("10.88.0.7")
 	for _, tc := range []struct {
@@ -75,7 +107,7 @@ func TestDNATRule(t *testing.T) {
 
 func TestChainNamesFitIPTables(t *testing.T) {
 	f := &firewall{prefix: strings.Repeat("P", maxChainPrefix)}
-	for _, c := range []string{f.hostportsChain(), f.postroutingChain(), f.forwardChain(), f.podChain("some-pod-id")} {
+	for _, c := range []string{f.hostportsChain(), f.postroutingChain(), f.forwardChain(), f.inputChain(), f.podChain("some-pod-id")} {
 		if len(c) > 28 {
 			t.Errorf("chain %q is %d characters, iptables allows 28", c, len(c))
 		}
