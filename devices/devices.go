@@ -108,8 +108,8 @@ func (r *Resolver) Close() error {
 
 // Requested collects the CDI devices a container asks for: the names of the
 // CRI cdi_devices field first, then those of cdi.k8s.io/* annotations of
-// each map in turn (the container's, then the pod's), each annotation map
-// in key order. Duplicates are dropped. The order is deterministic, so the
+// each map in turn, each in key order. Pass only maps the kubelet writes
+// (a container's annotations), never a pod's: any pod author writes those. Duplicates are dropped. The order is deterministic, so the
 // same request always gives the same spec.
 func Requested(names []string, annotations ...map[string]string) ([]string, error) {
 	var out []string
@@ -127,14 +127,7 @@ func Requested(names []string, annotations ...map[string]string) ([]string, erro
 		add(n)
 	}
 	for _, ann := range annotations {
-		keys := make([]string, 0, len(ann))
-		for k := range ann {
-			if strings.HasPrefix(k, cdi.AnnotationPrefix) {
-				keys = append(keys, k)
-			}
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
+		for _, k := range AnnotationKeys(ann) {
 			// One key at a time keeps the order of the value's list.
 			// ParseAnnotations rejects any name that is not qualified.
 			_, devs, err := cdi.ParseAnnotations(map[string]string{k: ann[k]})
@@ -147,6 +140,19 @@ func Requested(names []string, annotations ...map[string]string) ([]string, erro
 		}
 	}
 	return out, nil
+}
+
+// AnnotationKeys lists the keys of ann that name CDI devices
+// (cdi.k8s.io/*), sorted.
+func AnnotationKeys(ann map[string]string) []string {
+	var keys []string
+	for k := range ann {
+		if strings.HasPrefix(k, cdi.AnnotationPrefix) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // setKey identifies a device set; order matters, since later edits win.

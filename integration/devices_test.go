@@ -290,9 +290,8 @@ func TestDevices(t *testing.T) {
 
 	t.Run("kubelet restarts reuse the pod's device edits", func(t *testing.T) {
 		podCfg := newPodConfig("devices-kubelet")
-		podCfg.Annotations["cdi.k8s.io/pod"] = e.dev("fake1")
 		podID := runPod(t, podCfg)
-		ctrCfg := e.container(false)
+		ctrCfg := e.container(true)
 		ctrID := runContainer(t, podID, podCfg, ctrCfg)
 		checkDevices(t, ctrID, "1")
 		for i := range deviceResets {
@@ -301,6 +300,21 @@ func TestDevices(t *testing.T) {
 			if i%10 == 9 {
 				checkDevices(t, ctrID, "1")
 			}
+		}
+	})
+
+	// Issue 12: the pod's cdi.k8s.io/* annotations are any pod author's to
+	// write; only the kubelet (the CRI field, container annotations from
+	// device plugins) requests devices.
+	t.Run("pod annotations request no devices", func(t *testing.T) {
+		podCfg := newPodConfig("devices-pod-annotation")
+		podCfg.Annotations["cdi.k8s.io/pod"] = e.dev("fake1")
+		podCfg.Annotations["cdi.k8s.io/bad"] = "not-a-device"
+		podID := runPod(t, podCfg)
+		ctrID := runContainer(t, podID, podCfg, e.container(false))
+		out, _, _ := execSync(t, ctrID, "sh", "-c", `ls /dev/fake0 /dev/fake1; tr '\0' '\n' < /proc/1/environ | grep ^FAKE | sort`)
+		if !strings.Contains(out, "/dev/fake0") || !strings.Contains(out, "FAKE0=1") || strings.Contains(out, "/dev/fake1") || strings.Contains(out, "FAKE1") {
+			t.Errorf("container of a pod annotated with device fake1 has %q; want fake0 only", out)
 		}
 	})
 

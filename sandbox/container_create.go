@@ -279,11 +279,15 @@ func containerUserNS(ns *oci.NamespaceOptions, p *pod) error {
 }
 
 // injectDevices adds the CDI devices the container asks for (the CRI
-// field, then cdi.k8s.io/* annotations of the container and of the pod).
-// Their edits are resolved once per pod and device set, so every
-// generation of the container gets the same spec.
+// field, then cdi.k8s.io/* annotations of the container). Their edits are
+// resolved once per pod and device set, so every generation of the
+// container gets the same spec.
 func (m *Manager) injectDevices(p *pod, cfg *ContainerConfig, spec *specs.Spec) error {
-	names, err := devices.Requested(cfg.CDIDevices, cfg.Annotations, p.meta.Config.Annotations)
+	names, ignored, err := requestedDevices(cfg, p.meta.Config.Annotations)
+	if len(ignored) > 0 {
+		m.log.WithFields(log.Fields{"pod": p.meta.ID, "container": cfg.Name, "annotations": ignored}).
+			Debug("CDI device annotations of the pod are ignored: only the kubelet requests devices")
+	}
 	if err != nil {
 		return fmt.Errorf("container %q: %w", cfg.Name, err)
 	}
@@ -297,6 +301,17 @@ func (m *Manager) injectDevices(p *pod, cfg *ContainerConfig, spec *specs.Spec) 
 		return fmt.Errorf("container %q: %w", cfg.Name, err)
 	}
 	return nil
+}
+
+// requestedDevices lists the CDI devices a container requests: those of the
+// CRI cdi_devices field and of the container's cdi.k8s.io/* annotations,
+// both of which the kubelet sets from device plugins' answers. The pod's
+// own cdi.k8s.io/* annotations are any pod author's to write: they request
+// nothing (a pod could otherwise take every GPU of the node past the device
+// plugin) and are returned as ignored.
+func requestedDevices(cfg *ContainerConfig, podAnnotations map[string]string) (names, ignored []string, err error) {
+	names, err = devices.Requested(cfg.CDIDevices, cfg.Annotations)
+	return names, devices.AnnotationKeys(podAnnotations), err
 }
 
 // imageName is the name ContainerStatus reports for the image: the name the
