@@ -45,6 +45,12 @@ func podConfig(c *runtime.PodSandboxConfig, handler string) (sandbox.PodConfig, 
 			return sandbox.PodConfig{}, invalid("config.metadata.%s is required", field)
 		}
 	}
+	// The shim writes every container log below the log directory, as root:
+	// it must be a plain absolute path, which the container log paths are
+	// then kept below.
+	if d := c.LogDirectory; d != "" && (!filepath.IsAbs(d) || filepath.Clean(d) != d || strings.ContainsRune(d, 0)) {
+		return sandbox.PodConfig{}, invalid("config.log_directory %q is not an absolute, clean path", d)
+	}
 	pc := sandbox.PodConfig{
 		Name:           md.Name,
 		Namespace:      md.Namespace,

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -109,5 +110,27 @@ func TestContainerConfigUserNS(t *testing.T) {
 	})
 	if status.Code(errgrpc.ToGRPC(err)) != codes.InvalidArgument || !strings.Contains(err.Error(), "mode CONTAINER is not supported") {
 		t.Fatalf("err = %v, want InvalidArgument naming the mode", err)
+	}
+}
+
+// Issue 12: log_directory is where the shim writes logs as root; it must be a plain absolute path.
+func TestPodConfigLogDirectory(t *testing.T) {
+	for _, tc := range []struct {
+		dir string
+		ok  bool
+	}{
+		{"", true}, {"/var/log/pods/ns_p_u", true},
+		{"var/log/pods", false}, {"/var/log/pods/../../etc", false}, {"/var/log//pods", false}, {"/var/log/pods/", false},
+		{"/var/log/\x00pods", false},
+	} {
+		cfg := usernsPod(nil)
+		cfg.LogDirectory = tc.dir
+		_, err := podConfig(cfg, "")
+		if tc.ok != (err == nil) {
+			t.Errorf("log directory %q: %v, want ok %t", tc.dir, err, tc.ok)
+		}
+		if err != nil && (!errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "log_directory")) {
+			t.Errorf("log directory %q: %v, want InvalidArgument naming log_directory", tc.dir, err)
+		}
 	}
 }

@@ -61,6 +61,12 @@ func TestBadPodConfig(t *testing.T) {
 		{"container port 0", func(r *runtimeapi.RunPodSandboxRequest) {
 			r.Config.PortMappings = []*runtimeapi.PortMapping{{ContainerPort: 0, HostPort: 8080}}
 		}, []string{"port_mappings[0]"}},
+		// Issue 12: log_directory was not validated.
+		{"relative log directory", func(r *runtimeapi.RunPodSandboxRequest) { r.Config.LogDirectory = "logs/x" },
+			[]string{"log_directory", "logs/x"}},
+		{"log directory with dotdot", func(r *runtimeapi.RunPodSandboxRequest) {
+			r.Config.LogDirectory = d.base + "/logs/../../etc"
+		}, []string{"log_directory"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pods, ctrs := counts(t)
@@ -86,6 +92,12 @@ func TestBadContainerConfig(t *testing.T) {
 	pullImage(t, images.noCmd)
 	podCfg := newPodConfig("bad-containers")
 	podID := runPod(t, podCfg)
+	otherCfg := newPodConfig("bad-containers-other")
+	otherPod := runPod(t, otherCfg)
+	otherCtr := runContainer(t, otherPod, otherCfg, newContainerConfig("target", "sleep", "3600"))
+	// Its next generation is pre-created in the background: wait for it, so
+	// the host is quiet when each case compares it before and after.
+	waitWarm(t, otherPod, otherCtr)
 	missingHostPath := "/nonexistent-" + randomHex(8) + "/data"
 	for _, tc := range []struct {
 		name     string
@@ -107,7 +119,15 @@ func TestBadContainerConfig(t *testing.T) {
 			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "data", HostPath: d.base}}
 		}, codes.InvalidArgument, []string{"data"}},
 		{"log path outside the pod's log directory", podID, func(c *runtimeapi.ContainerConfig) { c.LogPath = "../escape.log" },
-			codes.InvalidArgument, []string{"../escape.log"}},
+			codes.InvalidArgument, []string{"log_path", "../escape.log"}},
+		{"absolute log path", podID, func(c *runtimeapi.ContainerConfig) { c.LogPath = "/etc/cron.d/x" },
+			codes.InvalidArgument, []string{"log_path", "/etc/cron.d/x"}},
+		// Issue 12: target_id could name any pod's container.
+		{"pid namespace of another pod's container", podID, func(c *runtimeapi.ContainerConfig) {
+			c.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{
+				Pid: runtimeapi.NamespaceMode_TARGET, TargetId: otherCtr,
+			}}
+		}, codes.InvalidArgument, []string{"target_id", otherCtr}},
 		{"unknown pod", "0123456789abcdef", func(*runtimeapi.ContainerConfig) {}, codes.NotFound, []string{"0123456789abcdef"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -127,6 +147,27 @@ func TestBadContainerConfig(t *testing.T) {
 	id := runContainer(t, podID, podCfg, newContainerConfig("good", "sleep", "3600"))
 	if out, _, _ := execSync(t, id, "echo", "fine"); out != "fine\n" {
 		t.Errorf("exec in a container created after the failures: %q", out)
+	}
+}
+
+// Issue 12: names were joined with "_" into the keys that make a retried
+// RunPodSandbox or CreateContainer return the first one's id, so two
+// different pods ("a_b" in namespace "c", "a" in namespace "b_c") were
+// taken for one.
+func TestNamesDoNotCollide(t *testing.T) {
+	begin(t)
+	uid := randomHex(16)
+	first := newPodConfig("a_b")
+	first.Metadata.Namespace, first.Metadata.Uid, first.Hostname = "c", "u_"+uid, "first"
+	second := newPodConfig("a")
+	second.Metadata.Namespace, second.Metadata.Uid, second.Hostname = "b_c", "u_"+uid, "second"
+	idA, idB := runPod(t, first), runPod(t, second)
+	if idA == idB {
+		t.Fatalf("pods %s/%s and %s/%s got the same id %s", first.Metadata.Namespace, first.Metadata.Name,
+			second.Metadata.Namespace, second.Metadata.Name, idA)
+	}
+	if got := podStatus(t, idB).Metadata; got.Name != "a" || got.Namespace != "b_c" {
+		t.Errorf("second pod's status shows %s/%s", got.Namespace, got.Name)
 	}
 }
 

@@ -48,8 +48,10 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg Contain
 	if cfg.Image == "" {
 		return "", fmt.Errorf("container %q: image is required: %w", cfg.Name, errdefs.ErrInvalidArgument)
 	}
-	if strings.Contains(cfg.LogPath, "..") || filepath.IsAbs(cfg.LogPath) {
-		return "", fmt.Errorf("container %q: log path %q must be relative to the pod's log directory: %w", cfg.Name, cfg.LogPath, errdefs.ErrInvalidArgument)
+	// The log file is opened as root: its path may not leave the pod's log
+	// directory ("..", absolute, or NUL in it).
+	if cfg.LogPath != "" && (!filepath.IsLocal(cfg.LogPath) || strings.ContainsRune(cfg.LogPath, 0)) {
+		return "", fmt.Errorf("container %q: log_path %q must be a path below the pod's log directory: %w", cfg.Name, cfg.LogPath, errdefs.ErrInvalidArgument)
 	}
 	id := newID()
 	key := ctrKey(p.meta.ID, &cfg)
@@ -224,6 +226,12 @@ func (m *Manager) buildSpec(p *pod, id string, cfg *ContainerConfig, img *image.
 		target, err := m.getContainer(oc.Security.Namespaces.TargetID)
 		if err != nil {
 			return nil, fmt.Errorf("target of container %q's pid namespace: %w", cfg.Name, err)
+		}
+		// A container may only join a pid namespace of its own pod: another
+		// pod's processes are not its to see or signal.
+		if target.meta.PodID != p.meta.ID {
+			return nil, fmt.Errorf("container %q: namespace_options.target_id %q names a container of another pod: %w",
+				cfg.Name, oc.Security.Namespaces.TargetID, errdefs.ErrInvalidArgument)
 		}
 		st := target.Status().Record
 		if st.State != shim.StateRunning || st.Pid == 0 {

@@ -152,12 +152,16 @@ func newID() string {
 func (m *Manager) podStateDir(id string) string { return filepath.Join(m.opts.StateDir, "pods", id) }
 func (m *Manager) podRootDir(id string) string  { return filepath.Join(m.opts.RootDir, "pods", id) }
 
+// podKey and ctrKey name a pod or container for the registrars: one
+// object per key. Each field is quoted, so no value can run into the next
+// whatever it holds ("a_b" in one name and "b_c" in the next made
+// different pods share a key when fields were joined with "_").
 func podKey(c *PodConfig) string {
-	return fmt.Sprintf("%s_%s_%s_%d", c.Name, c.Namespace, c.UID, c.Attempt)
+	return fmt.Sprintf("%q %q %q %d", c.Name, c.Namespace, c.UID, c.Attempt)
 }
 
 func ctrKey(podID string, c *ContainerConfig) string {
-	return fmt.Sprintf("%s_%s_%d", podID, c.Name, c.Attempt)
+	return fmt.Sprintf("%q %q %d", podID, c.Name, c.Attempt)
 }
 
 // getPod finds a pod by id or by a unique id prefix.
