@@ -20,6 +20,7 @@ import (
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/warmpod/warmpod/runtime/fsusage"
 	"github.com/warmpod/warmpod/sandbox/cgroup"
 )
 
@@ -499,36 +500,17 @@ func (hostStats) links(nsPath string) ([]InterfaceStats, error) {
 	return out, nil
 }
 
-// diskUsage walks dir without following symlinks, counting each inode once
-// (hard links) and the blocks it occupies. Entries that vanish during the
-// walk are skipped: the container is writing.
+// layerWalk bounds the measurement of a writable layer: a container may
+// create millions of files, and walking them all every layerTTL would cost
+// the daemon without end. Past the bound the layer's usage is what the
+// walk counted, a lower bound (which then already holds a million inodes).
+var layerWalk = fsusage.Limits{Entries: 1 << 20, Duration: 5 * time.Second}
+
+// diskUsage measures dir like du, within layerWalk. Entries that vanish
+// during the walk are skipped: the container is writing.
 func (hostStats) diskUsage(dir string) (bytes, inodes uint64, _ error) {
-	type inode struct{ dev, ino uint64 }
-	seen := make(map[inode]bool)
-	err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) && p != dir {
-				return nil
-			}
-			return err
-		}
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			if errors.Is(err, unix.ENOENT) {
-				return nil
-			}
-			return &fs.PathError{Op: "lstat", Path: p, Err: err}
-		}
-		k := inode{uint64(st.Dev), st.Ino}
-		if seen[k] {
-			return nil
-		}
-		seen[k] = true
-		inodes++
-		bytes += uint64(st.Blocks) * 512
-		return nil
-	})
-	return bytes, inodes, err
+	u, err := fsusage.Measure(dir, layerWalk)
+	return u.Bytes, u.Inodes, err
 }
 
 // fsInfo finds the mount holding dir (the deepest mount above it) and its

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/warmpod/warmpod/runtime/fsusage"
 )
 
 // usage is the disk footprint of a tree: allocated bytes and distinct inodes (hardlinks count once).
@@ -58,36 +60,15 @@ func (u *usage) add(o usage) {
 	u.inodes += o.inodes
 }
 
-// diskUsage walks root without following symlinks. Entries that vanish during the walk (a concurrent
-// garbage collection) are skipped.
+// diskUsage measures root like du. Entries that vanish during the walk (a concurrent garbage collection)
+// are skipped, a root that vanished is empty. The walk needs no bound of its own: the unpack limits bound
+// every layer's entries, and a layer is measured once.
 func diskUsage(root string) (usage, error) {
-	type inode struct{ dev, ino uint64 }
-	seen := map[inode]bool{}
-	var u usage
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				return nil
-			}
-			return err
-		}
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			if errors.Is(err, unix.ENOENT) {
-				return nil
-			}
-			return err
-		}
-		key := inode{dev: st.Dev, ino: st.Ino}
-		if seen[key] {
-			return nil
-		}
-		seen[key] = true
-		u.inodes++
-		u.bytes += uint64(st.Blocks) * 512
-		return nil
-	})
-	return u, err
+	u, err := fsusage.Measure(root, fsusage.Limits{})
+	if errors.Is(err, fs.ErrNotExist) {
+		return usage{}, nil
+	}
+	return usage{bytes: u.Bytes, inodes: u.Inodes}, err
 }
 
 // syncfs flushes the store's filesystem.
