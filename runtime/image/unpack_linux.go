@@ -180,6 +180,9 @@ func (u *unpacker) entry(hdr *tar.Header, body io.Reader) error {
 			return err
 		}
 	case tar.TypeSymlink:
+		if hdr.Linkname == "" || strings.ContainsRune(hdr.Linkname, 0) || len(hdr.Linkname) > maxNameLen {
+			return reject(hdr.Name, "is a symlink to no path the kernel takes")
+		}
 		if err := u.replace(parent, rel, base); err != nil {
 			return err
 		}
