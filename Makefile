@@ -27,7 +27,7 @@ GOLANGCI_LINT := $(CURDIR)/bin/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)/gola
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build run test test-unit test-integration lint proto clean e2e
+.PHONY: all build run test test-unit test-integration fuzz lint proto clean e2e
 
 all: build
 
@@ -52,6 +52,23 @@ test-unit:
 # -v shows each test and the latency report.
 test-integration:
 	$(GO) test -tags $(TAGS) -count=1 -v -timeout $(INTEGRATION_TIMEOUT) $(TEST_FLAGS) ./integration/
+
+# Native Go fuzz targets, each run for FUZZTIME; CI runs them after "make test". Longer runs:
+# "make fuzz FUZZTIME=10m", or one target as the README shows.
+FUZZTIME ?= 20s
+FUZZ_TARGETS = \
+	./runtime/image:FuzzUnpack \
+	./runtime/oci:FuzzResolveUser \
+	./runtime/oci:FuzzBuild \
+	./runtime/journal:FuzzReplay \
+	./runtime/shim:FuzzParseRestartRules
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$fn in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -tags $(TAGS) -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 # The layering rules (depguard), staticcheck, errorlint, govet and gofmt; see .golangci.yml.
 lint: $(GOLANGCI_LINT)
