@@ -32,7 +32,9 @@ var hostOOMScoreAdjRange = sync.OnceValues(func() (int, int) { return oci.HostOO
 // CreateContainer creates a container in pod podID and returns its id. When
 // the pod's shim holds a pre-created generation of a container with the same
 // name and process shape, the container is served from it. A retry for a
-// container that already exists (same pod, name and attempt) returns its id.
+// container that already exists (same pod, name and attempt) returns its id;
+// one that comes while the first request is still creating it waits for
+// that request's result.
 func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg ContainerConfig) (string, error) {
 	p, err := m.getPod(podID)
 	if err != nil {
@@ -55,12 +57,13 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg Contain
 	}
 	id := newID()
 	key := ctrKey(p.meta.ID, &cfg)
-	if err := m.ctrNames.reserve(key, id); err != nil {
-		if c := m.containerByKey(key); c != nil {
-			return c.meta.ID, nil
-		}
-		return "", fmt.Errorf("container %q is being created: %w", cfg.Name, err)
+	existing, settle, err := m.claimContainerName(ctx, key, cfg.Name, id)
+	if err != nil || existing != "" {
+		return existing, err
 	}
+	// Deferred before the rollback, so it runs after it: a retry waiting
+	// for this request looks again once everything is rolled back.
+	defer settle()
 	var undo cleanups
 	defer undo.run(ctx)
 	undo.add(func(context.Context) { m.ctrNames.release(key) })
@@ -154,6 +157,33 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg Contain
 	log.G(ctx).WithField("pod", p.meta.ID).WithField("container", id).
 		WithField("warm", resp.Warm).Infof("container %q created", cfg.Name)
 	return id, nil
+}
+
+// claimContainerName reserves key for the new container id. When a
+// container of that key exists, it returns its id instead: a retry of a
+// finished create gets the first result. When one is being created, it
+// waits for that request to end and looks again, so a retry never answers
+// with a container that may yet be rolled back; after a rollback it
+// reserves the name and the retry creates the container anew. The caller
+// calls settle when its request ends.
+func (m *Manager) claimContainerName(ctx context.Context, key, name, id string) (existing string, settle func(), err error) {
+	for {
+		settle, busy, err := m.ctrNames.create(key, id)
+		if err == nil {
+			return "", settle, nil
+		}
+		if busy == nil {
+			if c := m.containerByKey(key); c != nil {
+				return c.meta.ID, nil, nil
+			}
+			return "", nil, fmt.Errorf("container %q: %w", name, err)
+		}
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return "", nil, fmt.Errorf("container %q is being created by an earlier request: %w", name, ctx.Err())
+		}
+	}
 }
 
 func (m *Manager) containerByKey(key string) *container {

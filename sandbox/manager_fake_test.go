@@ -5,7 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -210,58 +210,121 @@ func TestCreateContainerRollsBackAndRetries(t *testing.T) {
 }
 
 // A retry that comes while the first CreateContainer is still in the shim
-// creates nothing: it answers with the container being created (which is
-// indexed before the shim is asked, so that the shim's created event finds
-// it).
+// waits for the first to end and answers with its result: the container
+// when the first created it, a container created anew when the first was
+// rolled back (never the id of a container that no longer exists), and
+// the retry's own context error when that ends first.
 func TestCreateContainerRetryWhileInFlight(t *testing.T) {
-	w := newFakeWorld(t)
-	ctx := context.Background()
-	podID, err := w.m.RunPod(ctx, podConfig("web"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := w.shims.get(w.m.podStateDir(podID))
-	entered, proceed := make(chan struct{}), make(chan struct{})
-	s.createHook = func(*shimv1.CreateContainerRequest) error {
-		close(entered)
-		<-proceed
-		return nil
-	}
-	cfg := containerConfig("app")
-	var (
-		wg    sync.WaitGroup
-		id    string
-		idErr error
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		id, idErr = w.m.CreateContainer(ctx, podID, cfg)
-	}()
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-entered:
-	case <-done:
-		t.Fatalf("CreateContainer ended before it reached the shim: %v", idErr)
-	}
-	during, err := w.m.CreateContainer(ctx, podID, cfg)
-	close(proceed)
-	wg.Wait()
-	if idErr != nil {
-		t.Fatal(idErr)
-	}
-	if err != nil || during != id {
-		t.Errorf("CreateContainer during the first = %q, %v; want %q", during, err, id)
-	}
-	if again, err := w.m.CreateContainer(ctx, podID, cfg); err != nil || again != id {
-		t.Errorf("CreateContainer after the first = %q, %v; want %q", again, err, id)
-	}
-	if n := s.called("CreateContainer"); n != 1 {
-		t.Errorf("the shim was asked to create %d times, want 1", n)
-	}
-	if cs := w.m.ListContainers(); len(cs) != 1 {
-		t.Errorf("%d containers listed, want 1", len(cs))
+	for _, tc := range []struct {
+		name string
+		// firstFails makes the shim fail the first create.
+		firstFails bool
+		// cancelRetry ends the retry's context while it waits.
+		cancelRetry bool
+	}{
+		{name: "the first succeeds"},
+		{name: "the first fails", firstFails: true},
+		{name: "the retry gives up", cancelRetry: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newFakeWorld(t)
+			ctx := context.Background()
+			podID, err := w.m.RunPod(ctx, podConfig("web"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := w.shims.get(w.m.podStateDir(podID))
+			entered, proceed := make(chan struct{}), make(chan struct{})
+			var calls atomic.Int32
+			s.createHook = func(*shimv1.CreateContainerRequest) error {
+				if calls.Add(1) > 1 {
+					return nil
+				}
+				close(entered)
+				<-proceed
+				if tc.firstFails {
+					return errInjected
+				}
+				return nil
+			}
+			waiting := make(chan struct{}, 1)
+			w.m.ctrNames.waiting = func(string) { waiting <- struct{}{} }
+			cfg := containerConfig("app")
+
+			type result struct {
+				id  string
+				err error
+			}
+			first := make(chan result, 1)
+			go func() {
+				id, err := w.m.CreateContainer(ctx, podID, cfg)
+				first <- result{id, err}
+			}()
+			select {
+			case <-entered:
+			case r := <-first:
+				t.Fatalf("CreateContainer ended before it reached the shim: %q, %v", r.id, r.err)
+			}
+			retryCtx, cancelRetry := context.WithCancel(ctx)
+			defer cancelRetry()
+			retry := make(chan result, 1)
+			go func() {
+				id, err := w.m.CreateContainer(retryCtx, podID, cfg)
+				retry <- result{id, err}
+			}()
+			select {
+			case <-waiting:
+			case r := <-retry:
+				t.Fatalf("the retry answered %q, %v while the first was in the shim; want it to wait", r.id, r.err)
+			}
+
+			if tc.cancelRetry {
+				cancelRetry()
+				if r := <-retry; !errors.Is(r.err, context.Canceled) || r.id != "" {
+					t.Errorf("retry whose context ended = %q, %v; want context.Canceled", r.id, r.err)
+				}
+			}
+			close(proceed)
+			f := <-first
+			if tc.firstFails != errors.Is(f.err, errInjected) {
+				t.Fatalf("first CreateContainer = %q, %v", f.id, f.err)
+			}
+			if tc.cancelRetry {
+				if n := s.called("CreateContainer"); n != 1 {
+					t.Errorf("the shim was asked to create %d times, want 1", n)
+				}
+				if _, err := w.m.ContainerStatus(f.id); err != nil {
+					t.Errorf("the first's container after the retry gave up: %v", err)
+				}
+				return
+			}
+			r := <-retry
+			if r.err != nil {
+				t.Fatalf("retry = %v", r.err)
+			}
+			wantCreates := 1
+			if tc.firstFails {
+				wantCreates = 2
+			} else if r.id != f.id {
+				t.Errorf("retry = %q, want the first's container %q", r.id, f.id)
+			}
+			if n := s.called("CreateContainer"); n != wantCreates {
+				t.Errorf("the shim was asked to create %d times, want %d", n, wantCreates)
+			}
+			info, err := w.m.ContainerStatus(r.id)
+			if err != nil || info.Status.State != shim.StateCreated {
+				t.Errorf("ContainerStatus of the retry's answer %q = %+v, %v; want created", r.id, info.Status, err)
+			}
+			if again, err := w.m.CreateContainer(ctx, podID, cfg); err != nil || again != r.id {
+				t.Errorf("CreateContainer after both = %q, %v; want %q", again, err, r.id)
+			}
+			if cs := w.m.ListContainers(); len(cs) != 1 {
+				t.Errorf("%d containers listed, want 1", len(cs))
+			}
+			if h := w.images.holds[busybox.ID]; h != 1 {
+				t.Errorf("image held %d times, want 1", h)
+			}
+		})
 	}
 }
 

@@ -222,13 +222,26 @@ func (s *metaStore) close() {
 
 // registrar reserves names so that two objects never get the same one;
 // a name is reserved before anything is created and released on failure.
+// A name reserved with create is "being created" until its request
+// settles it, so that a retry can wait for the first request's result
+// instead of answering with an object that may yet be rolled back.
 type registrar struct {
 	mu    sync.Mutex
 	names map[string]string // name -> id
+	// creating holds, for each name whose object is being created, a
+	// channel closed when that request ends.
+	creating map[string]chan struct{}
+	// waiting, when set, is called as a request starts waiting for a
+	// creation in flight (a test seam).
+	waiting func(name string)
 }
 
-func newRegistrar() *registrar { return &registrar{names: make(map[string]string)} }
+func newRegistrar() *registrar {
+	return &registrar{names: make(map[string]string), creating: make(map[string]chan struct{})}
+}
 
+// reserve reserves name for id, an object that exists already (one
+// recovered from disk).
 func (r *registrar) reserve(name, id string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -237,6 +250,38 @@ func (r *registrar) reserve(name, id string) error {
 	}
 	r.names[name] = id
 	return nil
+}
+
+// create reserves name for id, an object about to be created. The caller
+// calls settle once its request ends, created or rolled back (after the
+// rollback released the name). When another id holds the name, create
+// fails with errdefs.ErrAlreadyExists and, while that id's request is
+// still creating it, returns busy, closed when that request ends.
+func (r *registrar) create(name, id string) (settle func(), busy <-chan struct{}, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if owner, ok := r.names[name]; ok && owner != id {
+		if ch, ok := r.creating[name]; ok {
+			busy = ch
+			if r.waiting != nil {
+				r.waiting(name)
+			}
+		}
+		return nil, busy, fmt.Errorf("name %q is reserved by %s: %w", name, owner, errdefs.ErrAlreadyExists)
+	}
+	r.names[name] = id
+	ch := make(chan struct{})
+	r.creating[name] = ch
+	return func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		// After a rollback another request may have reserved the name
+		// anew; its creation is not this one's to end.
+		if r.creating[name] == ch {
+			delete(r.creating, name)
+		}
+		close(ch)
+	}, nil, nil
 }
 
 func (r *registrar) release(name string) {
