@@ -91,6 +91,8 @@ func TestErrorCodes(t *testing.T) {
 			"delete cgroup /p1: cgroup still has processes (pids [7])"},
 		{"a shim's answer", fmt.Errorf("start container c1: %w", errgrpc.ToNative(status.Error(codes.FailedPrecondition, `container "c1" is exited: failed precondition`))), codes.FailedPrecondition,
 			`start container c1: container "c1" is exited: failed precondition`},
+		{"an unusable CNI configuration", fmt.Errorf("set up network of pod p1: %w: %s: unexpected end of JSON input", network.ErrCNIConfig, "/etc/cni/net.d/00-broken.conflist"), codes.FailedPrecondition,
+			"set up network of pod p1: unusable CNI configuration: /etc/cni/net.d/00-broken.conflist: unexpected end of JSON input"},
 		{"an exhausted subnet", fmt.Errorf("allocate IP for pod p1: %w", network.ErrNoAddresses), codes.ResourceExhausted,
 			"allocate IP for pod p1: no free pod IP address"},
 		{"no streaming server", streamsErr, codes.Unavailable, "the streaming server is not running"},

@@ -316,7 +316,12 @@ func TestCNI(t *testing.T) {
 		}
 		cfg := newPodConfig("cni-broken")
 		_, err := d.rt.RunPodSandbox(testCtx(t), &runtimeapi.RunPodSandboxRequest{Config: cfg})
-		// The node, not the request, is at fault: FailedPrecondition.
+		// FailedPrecondition: the node, not the request, is at fault, and
+		// retrying is in vain until the configuration is fixed. containerd
+		// and CRI-O answer Unknown here only because they leave network
+		// errors unclassified; the kubelet handles every RunPodSandbox
+		// failure alike (an event, a retry with back-off) and learns of the
+		// node's state from NetworkReady.
 		wantCode(t, err, codes.FailedPrecondition, bad)
 		pods, err := d.rt.ListPodSandbox(testCtx(t), &runtimeapi.ListPodSandboxRequest{
 			Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{"io.kubernetes.pod.name": "cni-broken"}}})
