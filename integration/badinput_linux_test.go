@@ -27,11 +27,11 @@ func assertUnchanged(t *testing.T, before snapshot, pods, ctrs int) {
 func counts(t *testing.T) (pods, ctrs int) {
 	t.Helper()
 	ctx := testCtx(t)
-	p, err := d.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	p, err := d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := d.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+	c, err := d.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestBadPodConfig(t *testing.T) {
 			cfg := newPodConfig("bad-pod")
 			req := &runtimeapi.RunPodSandboxRequest{Config: cfg}
 			tc.change(req)
-			resp, err := d.rt.RunPodSandbox(ctx, req)
+			resp, err := d.Runtime.RunPodSandbox(ctx, req)
 			if err == nil {
 				removePod(t, resp.PodSandboxId, cfg)
 			}
@@ -138,7 +138,7 @@ func TestBadContainerConfig(t *testing.T) {
 			}
 			cfg := newContainerConfig("bad", "sleep", "3600")
 			tc.change(cfg)
-			_, err = d.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: tc.podID, Config: cfg, SandboxConfig: podCfg})
+			_, err = d.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: tc.podID, Config: cfg, SandboxConfig: podCfg})
 			wantCode(t, err, tc.code, tc.mentions...)
 			assertUnchanged(t, before, pods, ctrs)
 		})
@@ -183,35 +183,35 @@ func TestUnknownIDs(t *testing.T) {
 		code codes.Code
 	}{
 		{"PodSandboxStatus", func() error {
-			_, err := d.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id})
+			_, err := d.Runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id})
 			return err
 		}, codes.NotFound},
 		{"ContainerStatus", func() error {
-			_, err := d.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
+			_, err := d.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
 			return err
 		}, codes.NotFound},
 		{"StartContainer", func() error {
-			_, err := d.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
+			_, err := d.Runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
 			return err
 		}, codes.NotFound},
 		{"ExecSync", func() error {
-			_, err := d.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"true"}})
+			_, err := d.Runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"true"}})
 			return err
 		}, codes.NotFound},
 		{"StopPodSandbox", func() error {
-			_, err := d.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id})
+			_, err := d.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id})
 			return err
 		}, codes.OK},
 		{"RemovePodSandbox", func() error {
-			_, err := d.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id})
+			_, err := d.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id})
 			return err
 		}, codes.OK},
 		{"StopContainer", func() error {
-			_, err := d.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id})
+			_, err := d.Runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id})
 			return err
 		}, codes.OK},
 		{"RemoveContainer", func() error {
-			_, err := d.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id})
+			_, err := d.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id})
 			return err
 		}, codes.OK},
 	} {

@@ -14,6 +14,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/warmpod/warmpod/integration/launch"
 )
 
 // The device and CNI tests need daemons started with flags of their own
@@ -28,33 +30,26 @@ import (
 // it left.
 func startExtraDaemon(t testing.TB, name string, extra ...string) *daemon {
 	t.Helper()
-	suffix := randomHex(6)
-	base := filepath.Join(d.base, name+"-"+suffix)
+	base := filepath.Join(d.base, name+"-"+randomHex(6))
 	if err := os.MkdirAll(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	subnet, err := freeSubnet()
-	if err != nil {
 		t.Fatal(err)
 	}
 	// A binary of its own: the harness tells the run's processes by their
 	// executable, and this daemon's must not be taken for the main one's.
 	bin := filepath.Join(base, "warmpod")
-	if err := copyFile(d.bin, bin); err != nil {
+	if err := copyFile(d.Bin, bin); err != nil {
 		t.Fatal(err)
 	}
-	state := "/run/wpx-" + suffix
-	x := &daemon{
-		bin: bin, base: base, root: filepath.Join(base, "root"), state: state,
-		socket: filepath.Join(state, "warmpod.sock"), logPath: filepath.Join(base, "daemon.log"),
-		configPath: filepath.Join(base, "config.toml"), bridge: "wpx" + suffix, subnet: subnet,
-		chainPrefix: "WPX" + strings.ToUpper(suffix), cgroupParent: "/warmpod-x-" + suffix,
-		extraArgs: extra,
-	}
-	if err := x.writeConfig(reg.Addr()); err != nil {
+	cfg, err := launch.Private(bin, base, "x")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := x.start(); err != nil {
+	// A short state directory, unlike the main daemon's deep one.
+	cfg.State = "/run/" + cfg.Bridge
+	cfg.Mirrors, cfg.Insecure, cfg.Args = d.Mirrors, d.Insecure, extra
+	x := &daemon{Daemon: &launch.Daemon{Config: cfg}, base: base}
+	if err := x.Start(); err != nil {
+		_ = x.Remove()
 		t.Fatal(err)
 	}
 	baseline, err := x.takeSnapshot()
@@ -65,10 +60,10 @@ func startExtraDaemon(t testing.TB, name string, extra ...string) *daemon {
 	d = x
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("log of the %s daemon:\n%s\nshim logs:\n%s", name, x.logTail(20000), x.allShimLogs())
+			t.Logf("log of the %s daemon:\n%s\nshim logs:\n%s", name, x.LogTail(20000), x.allShimLogs())
 		}
 		var errs []error
-		if x.pid() > 0 {
+		if x.PID() > 0 {
 			if err := removeAllPods(); err != nil {
 				errs = append(errs, fmt.Errorf("remove pods: %w", err))
 			}
@@ -76,13 +71,12 @@ func startExtraDaemon(t testing.TB, name string, extra ...string) *daemon {
 			if diff, err := x.awaitNoLeaks(baseline, kindFDs); err != nil || len(diff) > 0 {
 				errs = append(errs, fmt.Errorf("the %s daemon left: %v %v", name, diff, err)) //nolint:errorlint // err may be nil: it only adds to the message
 			}
-			if err := x.stop(); err != nil {
+			if err := x.Stop(); err != nil {
 				errs = append(errs, err)
 			}
 		}
 		d = main
-		errs = append(errs, x.removeLeftovers()...)
-		errs = append(errs, x.uninstallNetwork(), x.removeCgroupParent(), os.RemoveAll(x.state), os.RemoveAll(base))
+		errs = append(errs, x.Remove(), os.RemoveAll(base))
 		for _, err := range errs {
 			if err != nil {
 				t.Error(err)
@@ -135,7 +129,7 @@ func (e *cniEnv) install(t testing.TB, x *daemon) {
 	conf := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": %q, "plugins": [
   {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false,
    "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}], "dataDir": %q}}]}`,
-		e.network, x.bridge, x.subnet, e.ipamDir)
+		e.network, x.Bridge, x.Subnet, e.ipamDir)
 	if err := os.WriteFile(filepath.Join(e.confDir, "10-test.conflist"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +157,7 @@ func (e *cniEnv) allocated(t testing.TB) []string {
 // networkReady returns the NetworkReady condition.
 func networkReady(t testing.TB) *runtimeapi.RuntimeCondition {
 	t.Helper()
-	resp, err := d.rt.Status(testCtx(t), &runtimeapi.StatusRequest{})
+	resp, err := d.Runtime.Status(testCtx(t), &runtimeapi.StatusRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,10 +241,10 @@ func TestCNI(t *testing.T) {
 		podA, ctrA := webPod(t, "cni-a")
 		podB, ctrB := webPod(t, "cni-b")
 		ipA, ipB := podIP(t, podA), podIP(t, podB)
-		_, subnet, _ := net.ParseCIDR(x.subnet)
+		_, subnet, _ := net.ParseCIDR(x.Subnet)
 		for _, ip := range []string{ipA, ipB} {
 			if p := net.ParseIP(ip); p == nil || !subnet.Contains(p) {
-				t.Fatalf("pod IP %q is not in the network's subnet %s", ip, x.subnet)
+				t.Fatalf("pod IP %q is not in the network's subnet %s", ip, x.Subnet)
 			}
 		}
 		if got := e.allocated(t); len(got) != 2 {
@@ -277,7 +271,7 @@ func TestCNI(t *testing.T) {
 			t.Errorf("pod b asking pod a after the resets got %q", got)
 		}
 		// DEL at StopPodSandbox releases the address.
-		if _, err := d.rt.StopPodSandbox(testCtx(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: podA}); err != nil {
+		if _, err := d.Runtime.StopPodSandbox(testCtx(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: podA}); err != nil {
 			t.Fatal(err)
 		}
 		if got := e.allocated(t); len(got) != 1 || got[0] != ipB {
@@ -289,13 +283,13 @@ func TestCNI(t *testing.T) {
 		cfg := newPodConfig("cni-restart")
 		podID := runPod(t, cfg)
 		ip := podIP(t, podID)
-		if err := x.restart(false); err != nil {
+		if err := x.Restart(false); err != nil {
 			t.Fatal(err)
 		}
 		if got := podIP(t, podID); got != ip {
 			t.Errorf("pod IP after the restart %q, was %q", got, ip)
 		}
-		if _, err := d.rt.StopPodSandbox(testCtx(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
+		if _, err := d.Runtime.StopPodSandbox(testCtx(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
 			t.Fatal(err)
 		}
 		for _, a := range e.allocated(t) {
@@ -315,7 +309,7 @@ func TestCNI(t *testing.T) {
 			t.Errorf("NetworkReady with a broken config: %v, %q; want false naming %s", c.Status, c.Message, bad)
 		}
 		cfg := newPodConfig("cni-broken")
-		_, err := d.rt.RunPodSandbox(testCtx(t), &runtimeapi.RunPodSandboxRequest{Config: cfg})
+		_, err := d.Runtime.RunPodSandbox(testCtx(t), &runtimeapi.RunPodSandboxRequest{Config: cfg})
 		// FailedPrecondition: the node, not the request, is at fault, and
 		// retrying is in vain until the configuration is fixed. containerd
 		// and CRI-O answer Unknown here only because they leave network
@@ -323,7 +317,7 @@ func TestCNI(t *testing.T) {
 		// failure alike (an event, a retry with back-off) and learns of the
 		// node's state from NetworkReady.
 		wantCode(t, err, codes.FailedPrecondition, bad)
-		pods, err := d.rt.ListPodSandbox(testCtx(t), &runtimeapi.ListPodSandboxRequest{
+		pods, err := d.Runtime.ListPodSandbox(testCtx(t), &runtimeapi.ListPodSandboxRequest{
 			Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{"io.kubernetes.pod.name": "cni-broken"}}})
 		if err != nil || len(pods.GetItems()) != 0 {
 			t.Errorf("pods after the failed RunPodSandbox: %v, %v", pods.GetItems(), err)
@@ -367,7 +361,7 @@ func timeRunPods(t testing.TB, name string, n int) []time.Duration {
 	for i := range n {
 		cfg := newPodConfig(fmt.Sprintf("runpod-%s-%d", name, i))
 		start := time.Now()
-		resp, err := d.rt.RunPodSandbox(testCtx(t), &runtimeapi.RunPodSandboxRequest{Config: cfg})
+		resp, err := d.Runtime.RunPodSandbox(testCtx(t), &runtimeapi.RunPodSandboxRequest{Config: cfg})
 		out = append(out, time.Since(start))
 		if err != nil {
 			t.Fatalf("RunPodSandbox: %v", err)
@@ -383,7 +377,7 @@ func BenchmarkRunPodSandboxNetworks(b *testing.B) {
 	bench := func(b *testing.B) {
 		for i := 0; b.Loop(); i++ {
 			cfg := newPodConfig(fmt.Sprintf("bench-runpod-%d", i))
-			resp, err := d.rt.RunPodSandbox(testCtx(b), &runtimeapi.RunPodSandboxRequest{Config: cfg})
+			resp, err := d.Runtime.RunPodSandbox(testCtx(b), &runtimeapi.RunPodSandboxRequest{Config: cfg})
 			if err != nil {
 				b.Fatal(err)
 			}

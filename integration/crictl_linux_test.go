@@ -28,7 +28,7 @@ func newCrictl(t *testing.T) *crictl {
 	// A config file of its own keeps crictl from reading /etc/crictl.yaml
 	// and warning that it is missing.
 	cfg := filepath.Join(t.TempDir(), "crictl.yaml")
-	data := fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n", d.socket, d.socket)
+	data := fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n", d.SocketPath(), d.SocketPath())
 	if err := os.WriteFile(cfg, []byte(data), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func newCrictl(t *testing.T) *crictl {
 
 func (c *crictl) cmd(args ...string) *exec.Cmd {
 	full := append([]string{"--config", c.cfg,
-		"--runtime-endpoint", "unix://" + d.socket, "--image-endpoint", "unix://" + d.socket}, args...)
+		"--runtime-endpoint", "unix://" + d.SocketPath(), "--image-endpoint", "unix://" + d.SocketPath()}, args...)
 	return exec.Command(c.path, full...)
 }
 

@@ -350,10 +350,10 @@ func TestDevices(t *testing.T) {
 		} {
 			c := e.container(true)
 			tc.edit(c)
-			_, err := d.rt.CreateContainer(testCtx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: c, SandboxConfig: podCfg})
+			_, err := d.Runtime.CreateContainer(testCtx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: c, SandboxConfig: podCfg})
 			wantCode(t, err, codes.InvalidArgument, tc.mentions...)
 		}
-		list, err := d.rt.ListContainers(testCtx(t), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: podID}})
+		list, err := d.Runtime.ListContainers(testCtx(t), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: podID}})
 		if err != nil || len(list.Containers) != 0 {
 			t.Errorf("containers after failed creates: %v, %v", list.GetContainers(), err)
 		}
@@ -396,10 +396,10 @@ func TestDevices(t *testing.T) {
 func cdiKubeletRestart(t testing.TB, podID string, podCfg *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig, old string, e *deviceEnv) string {
 	t.Helper()
 	ctx := testCtx(t)
-	if _, err := d.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: old, Timeout: 0}); err != nil {
+	if _, err := d.Runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: old, Timeout: 0}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: old}); err != nil {
+	if _, err := d.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: old}); err != nil {
 		t.Fatal(err)
 	}
 	cfg.Metadata.Attempt++

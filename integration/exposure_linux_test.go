@@ -78,7 +78,7 @@ func TestHostUsersCannotReachPods(t *testing.T) {
 
 			var reachable []string
 			rootfses, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
-				return m.FSType != "overlay" || !strings.HasPrefix(m.Mountpoint, filepath.Join(d.root, "pods", podID)+"/"), false
+				return m.FSType != "overlay" || !strings.HasPrefix(m.Mountpoint, filepath.Join(d.Root, "pods", podID)+"/"), false
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -89,9 +89,9 @@ func TestHostUsersCannotReachPods(t *testing.T) {
 			for _, m := range rootfses {
 				reachable = append(reachable, m.Mountpoint+"/bin", filepath.Join(filepath.Dir(m.Mountpoint), "upper"))
 			}
-			reachable = append(reachable, filepath.Join(d.state, "pods", podID, "shm"))
+			reachable = append(reachable, filepath.Join(d.State, "pods", podID, "shm"))
 			if !userns {
-				views, err := filepath.Glob(filepath.Join(d.state, "image-volumes", podID, "*"))
+				views, err := filepath.Glob(filepath.Join(d.State, "image-volumes", podID, "*"))
 				if err != nil || len(views) == 0 {
 					t.Fatalf("no image volume view of the pod found: %v", err)
 				}

@@ -59,7 +59,7 @@ func newContainerConfig(name string, command ...string) *runtimeapi.ContainerCon
 // first when the test failed) and deletes its log directory.
 func runPod(t testing.TB, cfg *runtimeapi.PodSandboxConfig) string {
 	t.Helper()
-	resp, err := d.rt.RunPodSandbox(testCtx(t), &runtimeapi.RunPodSandboxRequest{Config: cfg})
+	resp, err := d.Runtime.RunPodSandbox(testCtx(t), &runtimeapi.RunPodSandboxRequest{Config: cfg})
 	if err != nil {
 		t.Fatalf("RunPodSandbox %s: %v", cfg.Metadata.Name, err)
 	}
@@ -76,10 +76,10 @@ func removePod(t testing.TB, id string, cfg *runtimeapi.PodSandboxConfig) {
 		}
 	}
 	ctx := testCtx(t)
-	if _, err := d.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+	if _, err := d.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
 		t.Errorf("StopPodSandbox %s: %v", id, err)
 	}
-	if _, err := d.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+	if _, err := d.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
 		t.Errorf("RemovePodSandbox %s: %v", id, err)
 	}
 	if cfg != nil && cfg.LogDirectory != "" {
@@ -91,7 +91,7 @@ func removePod(t testing.TB, id string, cfg *runtimeapi.PodSandboxConfig) {
 // its pod, so no cleanup of its own is needed.
 func createContainer(t testing.TB, podID string, podCfg *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig) string {
 	t.Helper()
-	resp, err := d.rt.CreateContainer(testCtx(t), &runtimeapi.CreateContainerRequest{
+	resp, err := d.Runtime.CreateContainer(testCtx(t), &runtimeapi.CreateContainerRequest{
 		PodSandboxId: podID, Config: cfg, SandboxConfig: podCfg,
 	})
 	if err != nil {
@@ -102,7 +102,7 @@ func createContainer(t testing.TB, podID string, podCfg *runtimeapi.PodSandboxCo
 
 func startContainer(t testing.TB, id string) {
 	t.Helper()
-	if _, err := d.rt.StartContainer(testCtx(t), &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
+	if _, err := d.Runtime.StartContainer(testCtx(t), &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
 		t.Fatalf("StartContainer %s: %v", id, err)
 	}
 }
@@ -117,7 +117,7 @@ func runContainer(t testing.TB, podID string, podCfg *runtimeapi.PodSandboxConfi
 
 func containerStatus(t testing.TB, id string) *runtimeapi.ContainerStatus {
 	t.Helper()
-	resp, err := d.rt.ContainerStatus(testCtx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id})
+	resp, err := d.Runtime.ContainerStatus(testCtx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id})
 	if err != nil {
 		t.Fatalf("ContainerStatus %s: %v", id, err)
 	}
@@ -126,7 +126,7 @@ func containerStatus(t testing.TB, id string) *runtimeapi.ContainerStatus {
 
 func podStatus(t testing.TB, id string) *runtimeapi.PodSandboxStatus {
 	t.Helper()
-	resp, err := d.rt.PodSandboxStatus(testCtx(t), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id})
+	resp, err := d.Runtime.PodSandboxStatus(testCtx(t), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id})
 	if err != nil {
 		t.Fatalf("PodSandboxStatus %s: %v", id, err)
 	}
@@ -164,7 +164,7 @@ func waitExited(t testing.TB, id string) *runtimeapi.ContainerStatus {
 // execSync runs cmd in a container and returns what it printed.
 func execSync(t testing.TB, id string, cmd ...string) (stdout, stderr string, exitCode int32) {
 	t.Helper()
-	resp, err := d.rt.ExecSync(testCtx(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: cmd, Timeout: 30})
+	resp, err := d.Runtime.ExecSync(testCtx(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: cmd, Timeout: 30})
 	if err != nil {
 		t.Fatalf("ExecSync %v in %s: %v", cmd, id, err)
 	}

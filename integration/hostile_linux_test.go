@@ -56,7 +56,7 @@ func TestHostileImages(t *testing.T) {
 		t.Run(h.Name, func(t *testing.T) {
 			t.Logf("%s: %s", h.Ref, h.Stage)
 			used := imageFsUsed(t)
-			_, err := d.img.PullImage(deadline(t, 2*time.Minute), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: h.Ref}})
+			_, err := d.Image.PullImage(deadline(t, 2*time.Minute), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: h.Ref}})
 			switch {
 			case h.Stage == testimages.AtPull:
 				wantCode(t, err, codes.InvalidArgument, h.Mentions)
@@ -67,14 +67,14 @@ func TestHostileImages(t *testing.T) {
 				if grown := imageFsUsed(t) - used; grown > 32<<20 {
 					t.Errorf("the image store grew by %d MiB", grown>>20)
 				}
-				if _, err := d.img.RemoveImage(deadline(t, time.Minute), &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: h.Ref}}); err != nil {
+				if _, err := d.Image.RemoveImage(deadline(t, time.Minute), &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: h.Ref}}); err != nil {
 					t.Errorf("RemoveImage: %v", err)
 				}
 			}
 			if now := outsideState(t, canary); now != outside {
 				t.Errorf("outside the image store:\nbefore %s\nafter  %s", outside, now)
 			}
-			if left, _ := os.ReadDir(filepath.Join(d.root, "images", "tmp")); len(left) != 0 {
+			if left, _ := os.ReadDir(filepath.Join(d.Root, "images", "tmp")); len(left) != 0 {
 				t.Errorf("the store's tmp/ holds %d entries", len(left))
 			}
 			goodPull(t, hreg, h.Name)
@@ -93,7 +93,7 @@ func hostileContainer(t *testing.T, podID string, podCfg *runtimeapi.PodSandboxC
 	t.Helper()
 	cfg := newContainerConfig("hostile-"+h.Name, "true")
 	cfg.Image = &runtimeapi.ImageSpec{Image: h.Ref}
-	resp, err := d.rt.CreateContainer(deadline(t, time.Minute), &runtimeapi.CreateContainerRequest{
+	resp, err := d.Runtime.CreateContainer(deadline(t, time.Minute), &runtimeapi.CreateContainerRequest{
 		PodSandboxId: podID, Config: cfg, SandboxConfig: podCfg,
 	})
 	if h.Stage == testimages.AtCreate {
@@ -103,13 +103,13 @@ func hostileContainer(t *testing.T, podID string, podCfg *runtimeapi.PodSandboxC
 	if err != nil {
 		t.Fatalf("CreateContainer: %v", err)
 	}
-	if _, err := d.rt.StartContainer(deadline(t, time.Minute), &runtimeapi.StartContainerRequest{ContainerId: resp.ContainerId}); err != nil {
+	if _, err := d.Runtime.StartContainer(deadline(t, time.Minute), &runtimeapi.StartContainerRequest{ContainerId: resp.ContainerId}); err != nil {
 		t.Fatalf("StartContainer: %v", err)
 	}
 	if st := waitExited(t, resp.ContainerId); st.ExitCode != 0 {
 		t.Errorf("container exited %d: %s", st.ExitCode, st.Message)
 	}
-	if _, err := d.rt.RemoveContainer(deadline(t, time.Minute), &runtimeapi.RemoveContainerRequest{ContainerId: resp.ContainerId}); err != nil {
+	if _, err := d.Runtime.RemoveContainer(deadline(t, time.Minute), &runtimeapi.RemoveContainerRequest{ContainerId: resp.ContainerId}); err != nil {
 		t.Errorf("RemoveContainer: %v", err)
 	}
 }
@@ -127,10 +127,10 @@ func goodPull(t *testing.T, reg *testimages.Registry, name string) {
 		t.Fatal(err)
 	}
 	spec := &runtimeapi.ImageSpec{Image: ref}
-	if _, err := d.img.PullImage(deadline(t, 2*time.Minute), &runtimeapi.PullImageRequest{Image: spec}); err != nil {
+	if _, err := d.Image.PullImage(deadline(t, 2*time.Minute), &runtimeapi.PullImageRequest{Image: spec}); err != nil {
 		t.Fatalf("a good pull after the hostile image: %v", err)
 	}
-	if _, err := d.img.RemoveImage(deadline(t, time.Minute), &runtimeapi.RemoveImageRequest{Image: spec}); err != nil {
+	if _, err := d.Image.RemoveImage(deadline(t, time.Minute), &runtimeapi.RemoveImageRequest{Image: spec}); err != nil {
 		t.Errorf("RemoveImage of the good image: %v", err)
 	}
 }
@@ -162,7 +162,7 @@ func outsideState(t *testing.T, canary string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, dir := range []string{d.base, d.root} {
+	for _, dir := range []string{d.base, d.Root} {
 		entries, err := os.ReadDir(dir)
 		if err != nil {
 			t.Fatal(err)
@@ -188,7 +188,7 @@ func outsideState(t *testing.T, canary string) string {
 // imageFsUsed is what the image store uses, as the kubelet sees it.
 func imageFsUsed(t *testing.T) int64 {
 	t.Helper()
-	resp, err := d.img.ImageFsInfo(deadline(t, time.Minute), &runtimeapi.ImageFsInfoRequest{})
+	resp, err := d.Image.ImageFsInfo(deadline(t, time.Minute), &runtimeapi.ImageFsInfoRequest{})
 	if err != nil || len(resp.ImageFilesystems) == 0 {
 		t.Fatalf("ImageFsInfo: %v, %v", resp, err)
 	}
@@ -198,7 +198,7 @@ func imageFsUsed(t *testing.T) int64 {
 // resetPeakRSS starts the daemon's peak resident set (VmHWM) afresh.
 func resetPeakRSS(t *testing.T) {
 	t.Helper()
-	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", d.pid()), []byte("5"), 0); err != nil {
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", d.PID()), []byte("5"), 0); err != nil {
 		t.Fatalf("reset the daemon's peak RSS: %v", err)
 	}
 }
@@ -206,7 +206,7 @@ func resetPeakRSS(t *testing.T) {
 // peakRSS reads the daemon's peak resident set (VmHWM) in bytes.
 func peakRSS(t *testing.T) int64 {
 	t.Helper()
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.pid()))
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.PID()))
 	if err != nil {
 		t.Fatal(err)
 	}

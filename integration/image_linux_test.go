@@ -12,7 +12,7 @@ import (
 
 func pullImage(t testing.TB, ref string) string {
 	t.Helper()
-	resp, err := d.img.PullImage(testCtx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+	resp, err := d.Image.PullImage(testCtx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
 	if err != nil {
 		t.Fatalf("PullImage %s: %v", ref, err)
 	}
@@ -21,7 +21,7 @@ func pullImage(t testing.TB, ref string) string {
 
 func imageStatus(t testing.TB, ref string, verbose bool) *runtimeapi.ImageStatusResponse {
 	t.Helper()
-	resp, err := d.img.ImageStatus(testCtx(t), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}, Verbose: verbose})
+	resp, err := d.Image.ImageStatus(testCtx(t), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}, Verbose: verbose})
 	if err != nil {
 		t.Fatalf("ImageStatus %s: %v", ref, err)
 	}
@@ -68,7 +68,7 @@ func TestPullMissingImage(t *testing.T) {
 		{"invalid reference", "Bad Ref!", codes.InvalidArgument},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := d.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: tc.ref}})
+			_, err := d.Image.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: tc.ref}})
 			wantCode(t, err, tc.code, tc.ref)
 		})
 	}
@@ -77,7 +77,7 @@ func TestPullMissingImage(t *testing.T) {
 	// NotFound; it must still name the image.
 	t.Run("missing tag through the docker.io mirror", func(t *testing.T) {
 		ref := "docker.io/library/busybox:no-such-tag"
-		_, err := d.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+		_, err := d.Image.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
 		if err == nil || !strings.Contains(err.Error(), ref) {
 			t.Errorf("PullImage %s = %v, want an error naming the image", ref, err)
 		}
@@ -87,7 +87,7 @@ func TestPullMissingImage(t *testing.T) {
 func TestListAndInspectImages(t *testing.T) {
 	ctx := begin(t)
 	pullImage(t, images.busybox)
-	list, err := d.img.ListImages(ctx, &runtimeapi.ListImagesRequest{})
+	list, err := d.Image.ListImages(ctx, &runtimeapi.ListImagesRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestListAndInspectImages(t *testing.T) {
 		t.Error("image size is 0")
 	}
 
-	filtered, err := d.img.ListImages(ctx, &runtimeapi.ListImagesRequest{
+	filtered, err := d.Image.ListImages(ctx, &runtimeapi.ListImagesRequest{
 		Filter: &runtimeapi.ImageFilter{Image: &runtimeapi.ImageSpec{Image: images.busybox}},
 	})
 	if err != nil {
@@ -143,7 +143,7 @@ func TestListAndInspectImages(t *testing.T) {
 func TestRemoveImage(t *testing.T) {
 	ctx := begin(t)
 	id := pullImage(t, images.noCmd)
-	if _, err := d.img.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: images.noCmd}}); err != nil {
+	if _, err := d.Image.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: images.noCmd}}); err != nil {
 		t.Fatalf("RemoveImage: %v", err)
 	}
 	for _, ref := range []string{images.noCmd, id} {
@@ -151,7 +151,7 @@ func TestRemoveImage(t *testing.T) {
 			t.Errorf("ImageStatus %s after RemoveImage = %v, want none", ref, st.Image)
 		}
 	}
-	list, err := d.img.ListImages(ctx, &runtimeapi.ListImagesRequest{})
+	list, err := d.Image.ListImages(ctx, &runtimeapi.ListImagesRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +161,7 @@ func TestRemoveImage(t *testing.T) {
 		}
 	}
 	// Removing an image that is gone succeeds, as CRI asks.
-	if _, err := d.img.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: images.noCmd}}); err != nil {
+	if _, err := d.Image.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: images.noCmd}}); err != nil {
 		t.Errorf("RemoveImage of a removed image: %v", err)
 	}
 }
@@ -169,7 +169,7 @@ func TestRemoveImage(t *testing.T) {
 func TestImageFsInfo(t *testing.T) {
 	ctx := begin(t)
 	pullImage(t, images.busybox)
-	resp, err := d.img.ImageFsInfo(ctx, &runtimeapi.ImageFsInfoRequest{})
+	resp, err := d.Image.ImageFsInfo(ctx, &runtimeapi.ImageFsInfoRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,8 +178,8 @@ func TestImageFsInfo(t *testing.T) {
 	}
 	fs := resp.ImageFilesystems[0]
 	mp := fs.GetFsId().GetMountpoint()
-	if rel, err := filepath.Rel(d.root, mp); err != nil || strings.HasPrefix(rel, "..") {
-		t.Errorf("image filesystem mountpoint %q is not under the daemon root %s", mp, d.root)
+	if rel, err := filepath.Rel(d.Root, mp); err != nil || strings.HasPrefix(rel, "..") {
+		t.Errorf("image filesystem mountpoint %q is not under the daemon root %s", mp, d.Root)
 	}
 	if fs.GetUsedBytes().GetValue() == 0 {
 		t.Error("image filesystem uses 0 bytes with busybox pulled")

@@ -13,6 +13,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	warmpodv1 "github.com/warmpod/warmpod/api/warmpod/v1"
+	"github.com/warmpod/warmpod/integration/launch"
 	"github.com/warmpod/warmpod/integration/testimages"
 )
 
@@ -26,7 +27,7 @@ var ctl struct {
 // tests that use it.
 func warmpodctl(t testing.TB) string {
 	t.Helper()
-	ctl.once.Do(func() { ctl.bin, ctl.err = goBuild(binDir, "github.com/warmpod/warmpod/cmd/warmpodctl") })
+	ctl.once.Do(func() { ctl.bin, ctl.err = launch.GoBuild(binDir, "github.com/warmpod/warmpod/cmd/warmpodctl") })
 	if ctl.err != nil {
 		t.Fatal(ctl.err)
 	}
@@ -71,14 +72,14 @@ func TestImageImport(t *testing.T) {
 		{dockerTar, "example.com/imported/docker:v1", "from the docker archive"},
 		{ociTar, "example.com/imported/oci:v1", "from the oci layout"},
 	} {
-		out, err := exec.Command(ctl, "--socket", d.socket, "image", "import", tc.file).CombinedOutput()
+		out, err := exec.Command(ctl, "--socket", d.SocketPath(), "image", "import", tc.file).CombinedOutput()
 		if err != nil {
 			t.Fatalf("image import %s: %v\n%s", tc.file, err, out)
 		}
 		if !strings.Contains(string(out), tc.ref) {
 			t.Errorf("image import printed %q, want it to name %s", out, tc.ref)
 		}
-		st, err := d.img.ImageStatus(testCtx(t), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: tc.ref}})
+		st, err := d.Image.ImageStatus(testCtx(t), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: tc.ref}})
 		if err != nil || st.Image == nil {
 			t.Fatalf("ImageStatus %s after import: %v, %v", tc.ref, st, err)
 		}
@@ -96,7 +97,7 @@ func TestImageImport(t *testing.T) {
 			t.Errorf("container of %s printed %q, want %q", tc.ref, lines, tc.output)
 		}
 		removePod(t, id, cfg)
-		if _, err := d.img.RemoveImage(testCtx(t), &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: tc.ref}}); err != nil {
+		if _, err := d.Image.RemoveImage(testCtx(t), &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: tc.ref}}); err != nil {
 			t.Errorf("RemoveImage %s: %v", tc.ref, err)
 		}
 	}
@@ -104,7 +105,7 @@ func TestImageImport(t *testing.T) {
 	// Bad input: a path that does not exist, a relative path, a file that
 	// is no image archive.
 	bogus := write("bogus.tar", func(f *os.File) error { _, err := f.WriteString("not a tarball"); return err })
-	before, _ := d.img.ListImages(testCtx(t), &runtimeapi.ListImagesRequest{})
+	before, _ := d.Image.ListImages(testCtx(t), &runtimeapi.ListImagesRequest{})
 	for _, tc := range []struct {
 		path string
 		code codes.Code
@@ -118,7 +119,7 @@ func TestImageImport(t *testing.T) {
 	if _, err := wp().ImportImage(testCtx(t), &warmpodv1.ImportImageRequest{Path: bogus}); err == nil {
 		t.Error("importing a file that is no image archive succeeded")
 	}
-	after, _ := d.img.ListImages(testCtx(t), &runtimeapi.ListImagesRequest{})
+	after, _ := d.Image.ListImages(testCtx(t), &runtimeapi.ListImagesRequest{})
 	if len(after.GetImages()) != len(before.GetImages()) {
 		t.Errorf("failed imports changed the image list: %d images before, %d after", len(before.GetImages()), len(after.GetImages()))
 	}

@@ -30,7 +30,7 @@ func TestLatencyReport(t *testing.T) {
 	for i := range latencyRounds {
 		podCfg := newPodConfig(fmt.Sprintf("latency-%d", i))
 		start := time.Now()
-		resp, err := d.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
+		resp, err := d.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
 		runPodTimes = append(runPodTimes, time.Since(start))
 		if err != nil {
 			t.Fatalf("RunPodSandbox: %v", err)
@@ -39,7 +39,7 @@ func TestLatencyReport(t *testing.T) {
 		ctrCfg := newContainerConfig("main", "sleep", "3600")
 		coldTimes = append(coldTimes, timeCreateStart(t, podID, podCfg, ctrCfg))
 
-		list, err := d.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: podID}})
+		list, err := d.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: podID}})
 		if err != nil || len(list.Containers) != 1 {
 			t.Fatalf("ListContainers: %v, %v", list, err)
 		}
@@ -54,10 +54,10 @@ func TestLatencyReport(t *testing.T) {
 		if !pollWarm(t, podID, old, wait) {
 			cold++
 		}
-		if _, err := d.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: old, Timeout: 0}); err != nil {
+		if _, err := d.Runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: old, Timeout: 0}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := d.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: old}); err != nil {
+		if _, err := d.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: old}); err != nil {
 			t.Fatal(err)
 		}
 		ctrCfg.Metadata.Attempt = 1
@@ -105,11 +105,11 @@ func timeCreateStart(t testing.TB, podID string, podCfg *runtimeapi.PodSandboxCo
 	t.Helper()
 	ctx := testCtx(t)
 	start := time.Now()
-	resp, err := d.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: podCfg})
+	resp, err := d.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: podCfg})
 	if err != nil {
 		t.Fatalf("CreateContainer: %v", err)
 	}
-	if _, err := d.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: resp.ContainerId}); err != nil {
+	if _, err := d.Runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: resp.ContainerId}); err != nil {
 		t.Fatalf("StartContainer: %v", err)
 	}
 	return time.Since(start)
@@ -149,7 +149,7 @@ func BenchmarkCreateStartContainer(b *testing.B) {
 
 func runPodNoCleanup(b *testing.B, cfg *runtimeapi.PodSandboxConfig) string {
 	b.Helper()
-	resp, err := d.rt.RunPodSandbox(testCtx(b), &runtimeapi.RunPodSandboxRequest{Config: cfg})
+	resp, err := d.Runtime.RunPodSandbox(testCtx(b), &runtimeapi.RunPodSandboxRequest{Config: cfg})
 	if err != nil {
 		b.Fatal(err)
 	}

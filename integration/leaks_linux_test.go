@@ -13,6 +13,8 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 	"github.com/vishvananda/netlink"
+
+	"github.com/warmpod/warmpod/integration/launch"
 )
 
 // snapshot is what a daemon has made on the host, by kind, each list
@@ -50,10 +52,10 @@ func (d *daemon) takeSnapshot() (snapshot, error) {
 	if s[kindProcesses], err = d.processes(); err != nil {
 		return nil, err
 	}
-	if s[kindPodDirs], err = dirNames(filepath.Join(d.state, "pods")); err != nil {
+	if s[kindPodDirs], err = dirNames(filepath.Join(d.State, "pods")); err != nil {
 		return nil, err
 	}
-	if pid := d.pid(); pid > 0 {
+	if pid := d.PID(); pid > 0 {
 		if s[kindFDs], err = fds(pid, registryPort()); err != nil {
 			return nil, err
 		}
@@ -137,7 +139,7 @@ func (d *daemon) awaitNoLeaks(before snapshot, ignore ...string) ([]string, erro
 // pinned namespaces (nsfs mounts) there.
 func (d *daemon) mounts() (mounts, netns []string, err error) {
 	infos, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
-		return !under(m.Mountpoint, d.base) && !under(m.Mountpoint, d.state), false
+		return !under(m.Mountpoint, d.base) && !under(m.Mountpoint, d.State), false
 	})
 	if err != nil {
 		return nil, nil, err
@@ -158,13 +160,13 @@ func under(path, dir string) bool { return path == dir || strings.HasPrefix(path
 // bridgeLinks lists the host interfaces enslaved to the run's bridge: one
 // veth per pod with a network of its own.
 func (d *daemon) bridgeLinks() ([]string, error) {
-	br, err := netlink.LinkByName(d.bridge)
+	br, err := netlink.LinkByName(d.Bridge)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("find bridge %s: %w", d.bridge, err)
+		return nil, fmt.Errorf("find bridge %s: %w", d.Bridge, err)
 	}
 	links, err := netlink.LinkList()
 	if err != nil {
@@ -179,32 +181,17 @@ func (d *daemon) bridgeLinks() ([]string, error) {
 	return out, nil
 }
 
-// cgroupHierarchies lists the directories where cgroup hierarchies are
-// mounted: every v1 controller and the v2 tree (on a unified host, just
-// /sys/fs/cgroup).
-func cgroupHierarchies() ([]string, error) {
-	infos, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("cgroup", "cgroup2"))
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, m := range infos {
-		out = append(out, m.Mountpoint)
-	}
-	return out, nil
-}
-
 // cgroups lists every cgroup below the run's cgroup parent, in every
 // hierarchy, as "hierarchy:path". The parent itself is shared by all pods
 // and is removed at the end of the run.
 func (d *daemon) cgroups() ([]string, error) {
-	hs, err := cgroupHierarchies()
+	hs, err := launch.CgroupRoots()
 	if err != nil {
 		return nil, err
 	}
 	var out []string
 	for _, h := range hs {
-		top := filepath.Join(h, d.cgroupParent)
+		top := filepath.Join(h, d.CgroupParent)
 		err := filepath.WalkDir(top, func(p string, e os.DirEntry, err error) error {
 			if err != nil {
 				if os.IsNotExist(err) {
@@ -225,16 +212,17 @@ func (d *daemon) cgroups() ([]string, error) {
 }
 
 // processes lists the live processes that belong to the run other than the
-// daemon itself: those running the run's warmpod binary, those whose
-// command line names the run's state directory (shims), those in a cgroup
-// under the run's parent (containers, pause) and the daemon's children. Zombies of other parents are left out: reaping
-// orphans is the init process's job.
+// daemon itself: those running the run's warmpod binary, those the
+// launcher counts as the daemon's (launch.Config.Owns: shims naming the
+// run's state directory, containers and pause processes in a cgroup under
+// the run's parent) and the daemon's children. Zombies of other parents
+// are left out: reaping orphans is the init process's job.
 func (d *daemon) processes() ([]string, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
 	}
-	daemonPid := d.pid()
+	daemonPid := d.PID()
 	var out []string
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -254,7 +242,7 @@ func (d *daemon) processes() ([]string, error) {
 		if !ours && state == "Z" {
 			continue
 		}
-		ours = ours || (d.bin != "" && exe == d.bin) || d.namesOurState(pid) || d.inOurCgroup(pid)
+		ours = ours || (d.Bin != "" && exe == d.Bin) || d.Owns(pid)
 		if ours {
 			// Not its state: a process that ran at one look and sleeps at
 			// the next is the same process.
@@ -278,43 +266,6 @@ func parseStat(s string) (comm, state string, ppid int) {
 		ppid, _ = strconv.Atoi(rest[1])
 	}
 	return comm, state, ppid
-}
-
-// namesOurState tells whether pid's command line names the run's state
-// directory, as each shim's does ("warmpod shim --state <state>/pods/<id>").
-// Shims run from a sealed in-memory copy of the binary, so their exe link
-// does not name the run's binary.
-func (d *daemon) namesOurState(pid int) bool {
-	if len(d.state) < 2 {
-		return false
-	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return false
-	}
-	for _, arg := range strings.Split(string(cmdline), "\x00") {
-		if under(arg, d.state) {
-			return true
-		}
-	}
-	return false
-}
-
-func (d *daemon) inOurCgroup(pid int) bool {
-	if len(d.cgroupParent) < 2 {
-		return false // "" or "/" would match every process
-	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) == 3 && (parts[2] == d.cgroupParent || strings.HasPrefix(parts[2], d.cgroupParent+"/")) {
-			return true
-		}
-	}
-	return false
 }
 
 func dirNames(dir string) ([]string, error) {

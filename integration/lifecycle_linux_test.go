@@ -39,8 +39,8 @@ func TestContainerLifecycle(t *testing.T) {
 	}
 	podIP := pst.GetNetwork().GetIp()
 	ip, err := netip.ParseAddr(podIP)
-	if err != nil || !netip.MustParsePrefix(d.subnet).Contains(ip) {
-		t.Fatalf("pod IP %q is not in the subnet %s", podIP, d.subnet)
+	if err != nil || !netip.MustParsePrefix(d.Subnet).Contains(ip) {
+		t.Fatalf("pod IP %q is not in the subnet %s", podIP, d.Subnet)
 	}
 
 	script := `trap 'echo got SIGTERM; exit 143' TERM
@@ -109,7 +109,7 @@ sleep 3600 & wait`
 	})
 
 	t.Run("exec timeout", func(t *testing.T) {
-		_, err := d.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: ctrID, Cmd: []string{"sleep", "60"}, Timeout: 1})
+		_, err := d.Runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: ctrID, Cmd: []string{"sleep", "60"}, Timeout: 1})
 		wantCode(t, err, codes.DeadlineExceeded)
 		// The timed-out command is gone: no sleep 60 is left in the
 		// container.
@@ -136,7 +136,7 @@ sleep 3600 & wait`
 	})
 
 	t.Run("stop", func(t *testing.T) {
-		if _, err := d.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: ctrID, Timeout: 30}); err != nil {
+		if _, err := d.Runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: ctrID, Timeout: 30}); err != nil {
 			t.Fatalf("StopContainer: %v", err)
 		}
 		st := containerStatus(t, ctrID)
@@ -153,18 +153,18 @@ sleep 3600 & wait`
 			t.Errorf("the log lacks the trap's line; stdout %q", out)
 		}
 		// Stopping again is a no-op.
-		if _, err := d.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: ctrID, Timeout: 30}); err != nil {
+		if _, err := d.Runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: ctrID, Timeout: 30}); err != nil {
 			t.Errorf("second StopContainer: %v", err)
 		}
 	})
 
 	t.Run("remove", func(t *testing.T) {
-		if _, err := d.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: ctrID}); err != nil {
+		if _, err := d.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: ctrID}); err != nil {
 			t.Fatalf("RemoveContainer: %v", err)
 		}
-		_, err := d.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ctrID})
+		_, err := d.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ctrID})
 		wantCode(t, err, codes.NotFound)
-		list, err := d.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: podID}})
+		list, err := d.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: podID}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -174,16 +174,16 @@ sleep 3600 & wait`
 	})
 
 	t.Run("stop and remove pod", func(t *testing.T) {
-		if _, err := d.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
+		if _, err := d.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
 			t.Fatalf("StopPodSandbox: %v", err)
 		}
 		if st := podStatus(t, podID); st.State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
 			t.Errorf("pod state after stop %s, want NOTREADY", st.State)
 		}
-		if _, err := d.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
+		if _, err := d.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
 			t.Fatalf("RemovePodSandbox: %v", err)
 		}
-		_, err := d.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID})
+		_, err := d.Runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID})
 		wantCode(t, err, codes.NotFound)
 	})
 }
@@ -217,7 +217,7 @@ func TestContainerExits(t *testing.T) {
 					_, _, code := execSync(t, id, "test", "-e", "/tmp/ready")
 					return code == 0, fmt.Sprintf("exit %d", code)
 				})
-				if _, err := d.rt.StopContainer(testCtx(t), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: tc.timeout}); err != nil {
+				if _, err := d.Runtime.StopContainer(testCtx(t), &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: tc.timeout}); err != nil {
 					t.Fatalf("StopContainer: %v", err)
 				}
 			}
@@ -254,8 +254,8 @@ func TestHostNetworkPod(t *testing.T) {
 		NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE},
 	}
 	ctrID := runContainer(t, podID, podCfg, ctrCfg)
-	out, _, code := execSync(t, ctrID, "ip", "-o", "link", "show", d.bridge)
-	if code != 0 || !strings.Contains(out, d.bridge) {
-		t.Errorf("the container does not see the node's bridge %s: exit %d, %q", d.bridge, code, out)
+	out, _, code := execSync(t, ctrID, "ip", "-o", "link", "show", d.Bridge)
+	if code != 0 || !strings.Contains(out, d.Bridge) {
+		t.Errorf("the container does not see the node's bridge %s: exit %d, %q", d.Bridge, code, out)
 	}
 }

@@ -33,7 +33,7 @@ func TestListFilters(t *testing.T) {
 	exited := runContainer(t, podB, cfgB, ctr("exited", "main", "true"))
 	waitExited(t, exited)
 	inStopped := runContainer(t, podC, cfgC, ctr("in-stopped", "main", "sleep", "3600"))
-	if _, err := d.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podC}); err != nil {
+	if _, err := d.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podC}); err != nil {
 		t.Fatalf("StopPodSandbox: %v", err)
 	}
 	run := map[string]string{"run": tag}
@@ -54,7 +54,7 @@ func TestListFilters(t *testing.T) {
 		{"id and state", &runtimeapi.PodSandboxFilter{Id: podC, State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}}, nil},
 	} {
 		t.Run("pods by "+tc.name, func(t *testing.T) {
-			resp, err := d.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: tc.filter})
+			resp, err := d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: tc.filter})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -86,7 +86,7 @@ func TestListFilters(t *testing.T) {
 		{"pod and label", &runtimeapi.ContainerFilter{PodSandboxId: podA, LabelSelector: map[string]string{"role": "side"}}, []string{created}},
 	} {
 		t.Run("containers by "+tc.name, func(t *testing.T) {
-			resp, err := d.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: tc.filter})
+			resp, err := d.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: tc.filter})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -97,7 +97,7 @@ func TestListFilters(t *testing.T) {
 	}
 
 	t.Run("listed fields", func(t *testing.T) {
-		resp, err := d.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{Id: running}})
+		resp, err := d.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{Id: running}})
 		if err != nil || len(resp.Containers) != 1 {
 			t.Fatalf("ListContainers %s: %v, %v", running, resp, err)
 		}
@@ -106,7 +106,7 @@ func TestListFilters(t *testing.T) {
 			c.ImageRef != images.busyboxID || c.Labels["role"] != "main" || c.CreatedAt == 0 {
 			t.Errorf("listed container %v does not match what was created", c)
 		}
-		pods, err := d.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{Id: podA}})
+		pods, err := d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{Id: podA}})
 		if err != nil || len(pods.Items) != 1 {
 			t.Fatalf("ListPodSandbox %s: %v, %v", podA, pods, err)
 		}

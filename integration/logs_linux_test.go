@@ -13,14 +13,14 @@ var requestIDField = regexp.MustCompile(`\brequest_id=([0-9a-zA-Z_-]+)`)
 // its id along with every call it makes to the shim for the request.
 func TestRequestIDInShimLog(t *testing.T) {
 	begin(t)
-	mark := d.logSize()
+	mark := d.LogSize()
 	cfg := newPodConfig("request-id")
 	podID := runPod(t, cfg)
 	cid := createContainer(t, podID, cfg, newContainerConfig("main", "sleep", "3600"))
 
 	// The daemon's line for the container: the CreateContainer request's.
 	var id string
-	for _, line := range strings.Split(d.logSince(mark), "\n") {
+	for _, line := range strings.Split(d.LogSince(mark), "\n") {
 		if strings.Contains(line, "container="+cid) && strings.Contains(line, "rpc=CreateContainer") {
 			if m := requestIDField.FindStringSubmatch(line); m != nil {
 				id = m[1]
@@ -31,7 +31,7 @@ func TestRequestIDInShimLog(t *testing.T) {
 	if id == "" {
 		t.Fatalf("no daemon log line of container %s carries rpc=CreateContainer and a request_id", short(cid))
 	}
-	for _, line := range strings.Split(d.logSince(mark), "\n") {
+	for _, line := range strings.Split(d.LogSince(mark), "\n") {
 		if strings.Contains(line, "request_id="+id) && !strings.Contains(line, "rpc=CreateContainer") {
 			t.Errorf("daemon line of request %s without its rpc: %s", id, line)
 		}

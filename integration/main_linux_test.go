@@ -8,22 +8,17 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	goiptables "github.com/coreos/go-iptables/iptables"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/vishvananda/netlink"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/warmpod/warmpod/integration/launch"
 	"github.com/warmpod/warmpod/integration/testimages"
-	"github.com/warmpod/warmpod/sandbox/network"
 )
 
 // The run's daemon and registry, shared by every test. Tests run one at a
@@ -110,50 +105,40 @@ func setUp() (*suite, error) {
 	if err := os.Chmod(base, 0o711); err != nil {
 		return s, err
 	}
-	suffix := randomHex(6)
-	subnet, err := freeSubnet()
-	if err != nil {
-		return s, err
-	}
-	// The state directory is deep on purpose: each pod's shim socket,
-	// <state>/pods/<64-hex id>/shim.sock, is then longer than a unix socket
-	// address holds, which the daemon and shims must cope with.
-	state := filepath.Join(base, "state")
-	d = &daemon{
-		base:         base,
-		root:         filepath.Join(base, "root"),
-		state:        state,
-		socket:       filepath.Join(state, "warmpod.sock"),
-		logPath:      filepath.Join(base, "daemon.log"),
-		configPath:   filepath.Join(base, "config.toml"),
-		bridge:       "wpit" + suffix,
-		subnet:       subnet,
-		chainPrefix:  "WPIT" + strings.ToUpper(suffix),
-		cgroupParent: "/warmpod-it-" + suffix,
-	}
 	binDir = filepath.Join(base, "bin")
 	if err := os.Mkdir(binDir, 0o755); err != nil {
 		return s, err
 	}
-	if d.bin, err = goBuild(binDir, "github.com/warmpod/warmpod/cmd/warmpod", "-tags", "seccomp"); err != nil {
+	bin, err := launch.Binary("", binDir)
+	if err != nil {
 		return s, err
 	}
+	// The state directory, <base>/state, is deep on purpose: each pod's
+	// shim socket, <state>/pods/<64-hex id>/shim.sock, is then longer than
+	// a unix socket address holds, which the daemon and shims must cope
+	// with.
+	cfg, err := launch.Private(bin, base, "it")
+	if err != nil {
+		return s, err
+	}
+	d = &daemon{Daemon: &launch.Daemon{Config: cfg}, base: base}
 	if err := startRegistry(); err != nil {
 		return s, err
 	}
-	if err := d.writeConfig(reg.Addr()); err != nil {
-		return s, err
-	}
+	// The registry settings go to the configuration file, the rest are
+	// flags, so both are exercised.
+	d.Mirrors = map[string][]string{"docker.io": {"http://" + reg.Addr()}}
+	d.Insecure = []string{reg.Addr()}
 	fmt.Printf("integration run: dirs %s and %s, bridge %s, subnet %s, chains %s-*, cgroup parent %s, registry %s\n",
-		base, d.state, d.bridge, d.subnet, d.chainPrefix, d.cgroupParent, reg.Addr())
-	if err := d.start(); err != nil {
+		base, d.State, d.Bridge, d.Subnet, d.ChainPrefix, d.CgroupParent, reg.Addr())
+	if err := d.Start(); err != nil {
 		return s, err
 	}
 	if s.baseline, err = d.takeSnapshot(); err != nil {
 		return s, fmt.Errorf("baseline snapshot: %w", err)
 	}
 	if err := warmUp(); err != nil {
-		return s, fmt.Errorf("warm-up pod: %w\ndaemon log:\n%s", err, d.logTail(8000))
+		return s, fmt.Errorf("warm-up pod: %w\ndaemon log:\n%s", err, d.LogTail(8000))
 	}
 	// The daemon's fds are compared with their state after the warm-up;
 	// everything else with the host before the first pod.
@@ -163,40 +148,6 @@ func setUp() (*suite, error) {
 	}
 	s.baseline[kindFDs] = warm[kindFDs]
 	return s, nil
-}
-
-// freeSubnet picks a /24 in 10.200.0.0-10.249.255.0 that no route or
-// address of the host overlaps.
-func freeSubnet() (string, error) {
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		return "", fmt.Errorf("list routes: %w", err)
-	}
-	var used []netip.Prefix
-	for _, r := range routes {
-		if r.Dst == nil {
-			continue // the default route overlaps everything and nothing
-		}
-		if p, err := netip.ParsePrefix(r.Dst.String()); err == nil && p.Bits() > 0 {
-			used = append(used, p)
-		}
-	}
-	b := make([]byte, 2)
-	for range 100 {
-		_, _ = rand.Read(b)
-		cand := netip.MustParsePrefix(fmt.Sprintf("10.%d.%d.0/24", 200+int(b[0])%50, b[1]))
-		free := true
-		for _, u := range used {
-			if u.Overlaps(cand) {
-				free = false
-				break
-			}
-		}
-		if free {
-			return cand.String(), nil
-		}
-	}
-	return "", errors.New("no free /24 in 10.200.0.0/13 for the test network")
 }
 
 func startRegistry() error {
@@ -254,30 +205,30 @@ func registryPort() string {
 func warmUp() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if _, err := d.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: images.busybox}}); err != nil {
+	if _, err := d.Image.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: images.busybox}}); err != nil {
 		return err
 	}
 	podCfg := newPodConfig("warm-up")
-	pod, err := d.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
+	pod, err := d.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
 	if err != nil {
 		return err
 	}
-	ctr, err := d.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
+	ctr, err := d.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
 		PodSandboxId: pod.PodSandboxId, Config: newContainerConfig("main", "sleep", "60"), SandboxConfig: podCfg,
 	})
 	if err != nil {
 		return err
 	}
-	if _, err := d.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ctr.ContainerId}); err != nil {
+	if _, err := d.Runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ctr.ContainerId}); err != nil {
 		return err
 	}
-	if _, err := d.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: ctr.ContainerId, Cmd: []string{"true"}, Timeout: 10}); err != nil {
+	if _, err := d.Runtime.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: ctr.ContainerId, Cmd: []string{"true"}, Timeout: 10}); err != nil {
 		return err
 	}
-	if _, err := d.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod.PodSandboxId}); err != nil {
+	if _, err := d.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod.PodSandboxId}); err != nil {
 		return err
 	}
-	if _, err := d.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod.PodSandboxId}); err != nil {
+	if _, err := d.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod.PodSandboxId}); err != nil {
 		return err
 	}
 	return os.RemoveAll(podCfg.LogDirectory)
@@ -286,7 +237,7 @@ func warmUp() error {
 // checkLeaks removes whatever pods the tests left, then compares the host
 // with the baseline taken before the first test.
 func (s *suite) checkLeaks() error {
-	if d == nil || d.pid() == 0 {
+	if d == nil || d.PID() == 0 {
 		return errors.New("leak check: the daemon is not running at the end of the suite")
 	}
 	if err := removeAllPods(); err != nil {
@@ -298,7 +249,7 @@ func (s *suite) checkLeaks() error {
 	}
 	if len(diff) > 0 {
 		return fmt.Errorf("leak check: the host differs from before the first test:\n  %s\ndaemon log tail:\n%s",
-			strings.Join(diff, "\n  "), d.logTail(8000))
+			strings.Join(diff, "\n  "), d.LogTail(8000))
 	}
 	fmt.Println("leak check: no mounts, links, pinned namespaces, cgroups, processes, pod dirs or daemon fds left")
 	return nil
@@ -309,27 +260,27 @@ func (s *suite) checkLeaks() error {
 func removeAllPods() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	ctrs, err := d.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+	ctrs, err := d.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, c := range ctrs.Containers {
 		fmt.Printf("removing container %s (%s) left by a test\n", c.Id, c.Metadata.GetName())
-		if _, err := d.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: c.Id}); err != nil {
+		if _, err := d.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: c.Id}); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	pods, err := d.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	pods, err := d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
 	if err != nil {
 		return err
 	}
 	for _, p := range pods.Items {
 		fmt.Printf("removing pod %s (%s) left by a test\n", p.Id, p.Metadata.GetName())
-		if _, err := d.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.Id}); err != nil {
+		if _, err := d.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.Id}); err != nil {
 			errs = append(errs, err)
 		}
-		if _, err := d.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.Id}); err != nil {
+		if _, err := d.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.Id}); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -342,19 +293,15 @@ func removeAllPods() error {
 func (s *suite) tearDown() error {
 	var errs []error
 	if d != nil {
-		if d.pid() > 0 {
+		if d.PID() > 0 {
 			if err := removeAllPods(); err != nil {
 				errs = append(errs, fmt.Errorf("remove pods: %w", err))
 			}
-			if err := d.stop(); err != nil {
+			if err := d.Stop(); err != nil {
 				errs = append(errs, err)
 			}
 		}
-		errs = append(errs, d.removeLeftovers()...)
-		if err := d.uninstallNetwork(); err != nil {
-			errs = append(errs, err)
-		}
-		if err := d.removeCgroupParent(); err != nil {
+		if err := d.Remove(); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -366,97 +313,6 @@ func (s *suite) tearDown() error {
 	if s != nil && s.base != "" {
 		if err := os.RemoveAll(s.base); err != nil {
 			errs = append(errs, err)
-		}
-	}
-	if d != nil && d.state != "" {
-		if err := os.RemoveAll(d.state); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// removeLeftovers kills, by PID, processes of the run that outlived their
-// pods and unmounts mounts left under the run's directory, so a failed run
-// still leaves the machine clean. Each one found is an error: it is a leak.
-func (d *daemon) removeLeftovers() []error {
-	var errs []error
-	procs, _ := d.processes()
-	for _, p := range procs {
-		var pid int
-		if _, err := fmt.Sscanf(p, "pid %d", &pid); err == nil && pid > 1 {
-			errs = append(errs, fmt.Errorf("killing leftover process: %s", p))
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-	mounts, netns, _ := d.mounts()
-	all := append(mounts, netns...)
-	// Deepest first, so a mount below another goes before it.
-	sort.Slice(all, func(i, j int) bool { return len(all[i]) > len(all[j]) })
-	for _, m := range all {
-		mp, _, _ := strings.Cut(m, " (")
-		errs = append(errs, fmt.Errorf("unmounting leftover mount %s", m))
-		_ = syscall.Unmount(mp, syscall.MNT_DETACH)
-	}
-	return errs
-}
-
-// uninstallNetwork removes the run's bridge and iptables chains, with the
-// network package's own uninstaller, and checks they are gone.
-func (d *daemon) uninstallNetwork() error {
-	net, err := network.NewEmbedded(network.EmbeddedConfig{
-		Bridge: d.bridge, Subnet: d.subnet, ChainPrefix: d.chainPrefix,
-		StateDir: filepath.Join(d.state, "network"),
-	})
-	if err != nil {
-		return fmt.Errorf("uninstall network: %w", err)
-	}
-	if err := net.Uninstall(); err != nil {
-		return fmt.Errorf("uninstall network: %w", err)
-	}
-	if _, err := netlink.LinkByName(d.bridge); err == nil {
-		return fmt.Errorf("bridge %s still exists after uninstall", d.bridge)
-	}
-	ipt, err := goiptables.New()
-	if err != nil {
-		return nil // no iptables, no chains
-	}
-	for _, table := range []string{"nat", "filter"} {
-		chains, err := ipt.ListChains(table)
-		if err != nil {
-			return fmt.Errorf("list %s chains: %w", table, err)
-		}
-		for _, c := range chains {
-			if strings.HasPrefix(c, d.chainPrefix+"-") {
-				return fmt.Errorf("iptables chain %s/%s still exists after uninstall", table, c)
-			}
-		}
-	}
-	return nil
-}
-
-// removeCgroupParent removes the run's cgroup parent in every hierarchy,
-// and anything left below it (deepest first).
-func (d *daemon) removeCgroupParent() error {
-	left, err := d.cgroups()
-	if err != nil {
-		return err
-	}
-	sort.Slice(left, func(i, j int) bool { return len(left[i]) > len(left[j]) })
-	var errs []error
-	hs, _ := cgroupHierarchies()
-	byBase := map[string]string{}
-	for _, h := range hs {
-		byBase[filepath.Base(h)] = h
-	}
-	for _, c := range left {
-		h, rel, _ := strings.Cut(c, ":")
-		errs = append(errs, fmt.Errorf("removing leftover cgroup %s", c))
-		_ = os.Remove(filepath.Join(byBase[h], rel))
-	}
-	for _, h := range hs {
-		if err := os.Remove(filepath.Join(h, d.cgroupParent)); err != nil && !os.IsNotExist(err) {
-			errs = append(errs, fmt.Errorf("remove cgroup parent: %w", err))
 		}
 	}
 	return errors.Join(errs...)

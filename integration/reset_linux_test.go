@@ -18,7 +18,7 @@ import (
 )
 
 // wp is the warmpod API client of the run's daemon.
-func wp() warmpodv1.WarmpodClient { return warmpodv1.NewWarmpodClient(d.conn) }
+func wp() warmpodv1.WarmpodClient { return warmpodv1.NewWarmpodClient(d.Conn()) }
 
 // resetPod is a pod of the shape KEP-5532 talks about: an init container
 // that appends to a file in an emptyDir-like volume, a sidecar and a main
@@ -93,7 +93,7 @@ func (p *resetPod) initRuns(t *testing.T) int {
 // verboseInfo returns the "info" map of a verbose ContainerStatus.
 func verboseInfo(t testing.TB, id string) map[string]any {
 	t.Helper()
-	resp, err := d.rt.ContainerStatus(testCtx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
+	resp, err := d.Runtime.ContainerStatus(testCtx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
 	if err != nil {
 		t.Fatalf("ContainerStatus %s: %v", id, err)
 	}
@@ -175,10 +175,10 @@ func TestResetKubeletSequence(t *testing.T) {
 	ipBefore := podStatus(t, p.id).Network.Ip
 	p.waitWarm(t)
 	for _, id := range p.ids {
-		if _, err := d.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 0}); err != nil {
+		if _, err := d.Runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 0}); err != nil {
 			t.Fatalf("StopContainer: %v", err)
 		}
-		if _, err := d.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+		if _, err := d.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
 			t.Fatalf("RemoveContainer: %v", err)
 		}
 	}
@@ -206,7 +206,7 @@ func TestResetKubeletSequence(t *testing.T) {
 		lines := logContents(readCRILog(t, filepath.Join(p.cfg.LogDirectory, "main-1.log")), "stdout")
 		return strings.Contains(strings.Join(lines, "\n"), "main-started"), strings.Join(lines, "|")
 	})
-	resp, err := d.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: p.id}})
+	resp, err := d.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: p.id}})
 	if err != nil || len(resp.Containers) != 3 {
 		t.Fatalf("containers after the sequence: %v, %v", containerIDs(resp.GetContainers()), err)
 	}
@@ -400,7 +400,7 @@ func takeResetSnapshot(t *testing.T, podID string) resetSnapshot {
 	mountinfo, _ := os.ReadFile("/proc/self/mountinfo")
 	mounts := 0
 	for _, line := range strings.Split(string(mountinfo), "\n") {
-		if strings.Contains(line, d.base) || strings.Contains(line, d.state) || strings.Contains(line, d.root) {
+		if strings.Contains(line, d.base) || strings.Contains(line, d.State) || strings.Contains(line, d.Root) {
 			mounts++
 		}
 	}
@@ -409,18 +409,18 @@ func takeResetSnapshot(t *testing.T, podID string) resetSnapshot {
 	if _, err := os.Stat(hierarchy); err != nil {
 		hierarchy = "/sys/fs/cgroup"
 	}
-	_ = filepath.WalkDir(hierarchy+d.cgroupParent, func(_ string, e os.DirEntry, err error) error {
+	_ = filepath.WalkDir(hierarchy+d.CgroupParent, func(_ string, e os.DirEntry, err error) error {
 		if err == nil && e.IsDir() {
 			cgroups++
 		}
 		return nil
 	})
 	return resetSnapshot{
-		daemonFDs:    count(fmt.Sprintf("/proc/%d/fd", d.pid())),
+		daemonFDs:    count(fmt.Sprintf("/proc/%d/fd", d.PID())),
 		shimFDs:      count(fmt.Sprintf("/proc/%d/fd", shim)),
 		mounts:       mounts,
 		cgroups:      cgroups,
-		links:        count(filepath.Join("/sys/class/net", d.bridge, "brif")),
+		links:        count(filepath.Join("/sys/class/net", d.Bridge, "brif")),
 		shimChildren: len(childrenOf(shim)),
 	}
 }
@@ -478,7 +478,7 @@ func childrenOf(pid int) []int {
 func TestBenchSmoke(t *testing.T) {
 	begin(t)
 	bin := warmpodctl(t)
-	out, err := exec.Command(bin, "--socket", d.socket, "bench", "reset",
+	out, err := exec.Command(bin, "--socket", d.SocketPath(), "bench", "reset",
 		"-n", "3", "-warmup", "1", "-settle", "20ms", "-image", images.busybox,
 		"-sustained-pods", "2", "-sustained-duration", "2s", "-json").Output()
 	if err != nil {

@@ -26,7 +26,7 @@ func TestUpdateResources(t *testing.T) {
 	podID := runPod(t, cfg)
 	cid := runContainer(t, podID, cfg, newContainerConfig("main", "sleep", "3600"))
 
-	_, err := d.rt.UpdateContainerResources(ctx, &runtimeapi.UpdateContainerResourcesRequest{
+	_, err := d.Runtime.UpdateContainerResources(ctx, &runtimeapi.UpdateContainerResourcesRequest{
 		ContainerId: cid,
 		Linux:       &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 64 << 20, CpuShares: 256},
 	})
@@ -41,7 +41,7 @@ func TestUpdateResources(t *testing.T) {
 		t.Errorf("ContainerStatus memory limit = %d, want %d", got, 64<<20)
 	}
 
-	_, err = d.rt.UpdatePodSandboxResources(ctx, &runtimeapi.UpdatePodSandboxResourcesRequest{
+	_, err = d.Runtime.UpdatePodSandboxResources(ctx, &runtimeapi.UpdatePodSandboxResourcesRequest{
 		PodSandboxId: podID,
 		Resources:    &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 128 << 20, CpuShares: 512},
 		Overhead:     &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20},
@@ -55,7 +55,7 @@ func TestUpdateResources(t *testing.T) {
 	if cgroupV2() {
 		mem, limit, swap = "/sys/fs/cgroup", "memory.max", "memory.swap.max"
 	}
-	dir := filepath.Join(mem, d.cgroupParent, podID)
+	dir := filepath.Join(mem, d.CgroupParent, podID)
 	if got := readCgroupFile(t, filepath.Join(dir, limit)); got != strconv.Itoa(144<<20) {
 		t.Errorf("pod %s = %q, want %d", limit, got, 144<<20)
 	}
@@ -73,19 +73,19 @@ func TestUpdateResources(t *testing.T) {
 		mentions []string
 	}{
 		{"container swap below memory", func() error {
-			_, err := d.rt.UpdateContainerResources(ctx, &runtimeapi.UpdateContainerResourcesRequest{
+			_, err := d.Runtime.UpdateContainerResources(ctx, &runtimeapi.UpdateContainerResourcesRequest{
 				ContainerId: cid, Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 64 << 20, MemorySwapLimitInBytes: 32 << 20},
 			})
 			return err
 		}, codes.InvalidArgument, []string{"memory_swap_limit_in_bytes"}},
 		{"pod negative overhead", func() error {
-			_, err := d.rt.UpdatePodSandboxResources(ctx, &runtimeapi.UpdatePodSandboxResourcesRequest{
+			_, err := d.Runtime.UpdatePodSandboxResources(ctx, &runtimeapi.UpdatePodSandboxResourcesRequest{
 				PodSandboxId: podID, Resources: &runtimeapi.LinuxContainerResources{}, Overhead: &runtimeapi.LinuxContainerResources{CpuShares: -1},
 			})
 			return err
 		}, codes.InvalidArgument, []string{"overhead", "cpu_shares"}},
 		{"unknown container", func() error {
-			_, err := d.rt.UpdateContainerResources(ctx, &runtimeapi.UpdateContainerResourcesRequest{
+			_, err := d.Runtime.UpdateContainerResources(ctx, &runtimeapi.UpdateContainerResourcesRequest{
 				ContainerId: "0123456789abcdef", Linux: &runtimeapi.LinuxContainerResources{CpuShares: 2},
 			})
 			return err

@@ -51,8 +51,8 @@ func testDaemonRestart(t *testing.T, kill bool) {
 	// Registered after runPod so it runs first: the pod's removal needs a
 	// daemon, even when the test stopped half-way.
 	t.Cleanup(func() {
-		if d.pid() == 0 {
-			if err := d.start(); err != nil {
+		if d.PID() == 0 {
+			if err := d.Start(); err != nil {
 				t.Errorf("start the daemon again after the test: %v", err)
 			}
 		}
@@ -71,8 +71,8 @@ func testDaemonRestart(t *testing.T, kill bool) {
 	shimsBefore := shimPids(t)
 
 	if kill {
-		d.kill()
-	} else if err := d.stop(); err != nil {
+		d.Kill()
+	} else if err := d.Stop(); err != nil {
 		t.Fatalf("stop the daemon: %v", err)
 	}
 	if got := shimPids(t); !sameSet(got, shimsBefore) {
@@ -86,7 +86,7 @@ func testDaemonRestart(t *testing.T, kill bool) {
 		return err == syscall.ESRCH, fmt.Sprintf("pid %d: kill 0: %v", workerPid, err)
 	})
 
-	if err := d.start(); err != nil {
+	if err := d.Start(); err != nil {
 		t.Fatalf("start the daemon again: %v", err)
 	}
 	after := listAll(t, podID, worker, steady)
@@ -147,7 +147,7 @@ func testDaemonRestart(t *testing.T, kill bool) {
 	if out, _, code := execSync(t, steady, "echo", "still here"); out != "still here\n" || code != 0 {
 		t.Errorf("exec after the restart: %q, exit %d", out, code)
 	}
-	if _, err := d.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: steady, Timeout: 0}); err != nil {
+	if _, err := d.Runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: steady, Timeout: 0}); err != nil {
 		t.Errorf("StopContainer after the restart: %v", err)
 	}
 	if st := waitExited(t, steady); st.ExitCode != 137 {
@@ -166,11 +166,11 @@ type restartView struct {
 func listAll(t *testing.T, podID, worker, steady string) restartView {
 	t.Helper()
 	ctx := testCtx(t)
-	pods, err := d.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{Id: podID}})
+	pods, err := d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{Id: podID}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctrs, err := d.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: podID}})
+	ctrs, err := d.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: podID}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +209,7 @@ func shimPids(t *testing.T) []string {
 			continue
 		}
 		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err == nil && strings.Contains(string(cmdline), "\x00shim\x00--state\x00"+d.state+"/") {
+		if err == nil && strings.Contains(string(cmdline), "\x00shim\x00--state\x00"+d.State+"/") {
 			out = append(out, strconv.Itoa(pid))
 		}
 	}

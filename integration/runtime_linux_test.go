@@ -9,7 +9,7 @@ import (
 
 func TestVersion(t *testing.T) {
 	ctx := begin(t)
-	v, err := d.rt.Version(ctx, &runtimeapi.VersionRequest{Version: "v1"})
+	v, err := d.Runtime.Version(ctx, &runtimeapi.VersionRequest{Version: "v1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +26,7 @@ func TestVersion(t *testing.T) {
 
 func TestStatus(t *testing.T) {
 	ctx := begin(t)
-	resp, err := d.rt.Status(ctx, &runtimeapi.StatusRequest{Verbose: true})
+	resp, err := d.Runtime.Status(ctx, &runtimeapi.StatusRequest{Verbose: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestStatus(t *testing.T) {
 
 func TestRuntimeConfig(t *testing.T) {
 	ctx := begin(t)
-	resp, err := d.rt.RuntimeConfig(ctx, &runtimeapi.RuntimeConfigRequest{})
+	resp, err := d.Runtime.RuntimeConfig(ctx, &runtimeapi.RuntimeConfigRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,7 @@ func podMapping() *runtimeapi.IDMapping {
 // userNamespacesDeclared reports the runtime handler feature.
 func userNamespacesDeclared(t *testing.T) bool {
 	t.Helper()
-	resp, err := d.rt.Status(testCtx(t), &runtimeapi.StatusRequest{})
+	resp, err := d.Runtime.Status(testCtx(t), &runtimeapi.StatusRequest{})
 	if err != nil {
 		t.Fatalf("Status: %v", err)
 	}
@@ -221,7 +221,7 @@ func TestUserNamespaceSharedPID(t *testing.T) {
 func podPause(t *testing.T, podID string) int {
 	t.Helper()
 	var pin syscall.Stat_t
-	if err := syscall.Stat(filepath.Join(d.state, "pods", podID, "pidns"), &pin); err != nil {
+	if err := syscall.Stat(filepath.Join(d.State, "pods", podID, "pidns"), &pin); err != nil {
 		t.Fatalf("pod's pinned pid namespace: %v", err)
 	}
 	procs, _ := filepath.Glob("/proc/[0-9]*")
@@ -282,7 +282,7 @@ func TestUserNamespaceBadInput(t *testing.T) {
 		{"target mode", usernsOptions(runtimeapi.NamespaceMode_TARGET), codes.InvalidArgument, []string{"userns_options", "TARGET"}},
 	}
 	podDirs := func() int {
-		entries, err := os.ReadDir(filepath.Join(d.state, "pods"))
+		entries, err := os.ReadDir(filepath.Join(d.State, "pods"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -293,7 +293,7 @@ func TestUserNamespaceBadInput(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := newPodConfig("userns-bad")
 			cfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: tt.ns}
-			resp, err := d.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+			resp, err := d.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
 			if err == nil {
 				removePod(t, resp.PodSandboxId, cfg)
 			}
@@ -303,7 +303,7 @@ func TestUserNamespaceBadInput(t *testing.T) {
 			}
 		})
 	}
-	list, err := d.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
+	list, err := d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
 		LabelSelector: map[string]string{"io.kubernetes.pod.name": "userns-bad"},
 	}})
 	if err != nil {
