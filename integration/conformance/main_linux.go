@@ -15,6 +15,8 @@ import (
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/warmpod/warmpod/integration/launch"
 )
 
 type skipFlags struct {
@@ -129,12 +131,12 @@ func run(ctx context.Context, o options) (code int, retErr error) {
 	if err != nil {
 		return 2, err
 	}
-	d, err := newDaemon(o.warmpod, dir)
+	d, err := newDaemon(o.warmpod, dir, imgs.reg.Addr(), imgs.hosts)
 	if err != nil {
 		_ = imgs.reg.Close()
 		return 2, err
 	}
-	d.logPath = filepath.Join(artifacts, "warmpod.log")
+	d.LogPath = filepath.Join(artifacts, "warmpod.log")
 	tornDown = true
 	defer func() {
 		if err := teardown(d, imgs, dir, o.artifacts != ""); err != nil {
@@ -145,14 +147,11 @@ func run(ctx context.Context, o options) (code int, retErr error) {
 		}
 		fmt.Printf("==== conformance run took %s\n", time.Since(start).Round(time.Second))
 	}()
-	if err := d.writeConfig(imgs.reg.Addr(), imgs.hosts); err != nil {
-		return 2, err
-	}
 	fmt.Printf("==== registry %s mirrors %s\n", imgs.reg.Addr(), strings.Join(imgs.hosts, ", "))
 	fmt.Printf("==== daemon: config %s, socket %s, bridge %s, subnet %s, chains %s-*, cgroup parent %s, log %s\n",
-		d.configPath, d.socket, d.bridge, d.subnet, d.chainPrefix, d.cgroupParent, d.logPath)
-	if err := d.start(); err != nil {
-		return 2, fmt.Errorf("%w\ndaemon log:\n%s", err, d.logTail(6000))
+		d.ConfigPath, d.SocketPath(), d.Bridge, d.Subnet, d.ChainPrefix, d.CgroupParent, d.LogPath)
+	if err := d.Start(); err != nil {
+		return 2, err
 	}
 
 	if o.benchmark {
@@ -160,7 +159,7 @@ func run(ctx context.Context, o options) (code int, retErr error) {
 		o.skips = skipFlags{}
 	}
 	report := filepath.Join(artifacts, "critest-report.json")
-	critestErr := runCritest(ctx, critest, d.socket, report, artifacts, o)
+	critestErr := runCritest(ctx, critest, d.SocketPath(), report, artifacts, o)
 	if ctx.Err() != nil {
 		return 1, errors.New("interrupted")
 	}
@@ -184,7 +183,7 @@ func run(ctx context.Context, o options) (code int, retErr error) {
 		}
 	}
 	if failed {
-		fmt.Printf("daemon log tail:\n%s\n", d.logTail(6000))
+		fmt.Printf("daemon log tail:\n%s\n", d.LogTail(6000))
 		return 1, nil
 	}
 	if critestErr != nil {
@@ -245,7 +244,7 @@ func runCritest(ctx context.Context, critest, socket, report, artifacts string, 
 // checkDigestPull pulls the test-image-digest look-alike pinned to its own digest and checks what critest's
 // digest spec checks of the upstream image: the image lists no tag and exactly that digest, and removing
 // it by id removes it.
-func checkDigestPull(d *daemon, imgs *servedImages) error {
+func checkDigestPull(d *launch.Daemon, imgs *servedImages) error {
 	const repo = "gcr.io/k8s-staging-cri-tools/test-image-digest"
 	digest, ok := imgs.digests[repo+":latest"]
 	if !ok {
@@ -254,10 +253,10 @@ func checkDigestPull(d *daemon, imgs *servedImages) error {
 	ref := repo + "@" + digest
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if _, err := d.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
+	if _, err := d.Image.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
 		return fmt.Errorf("pull %s: %w", ref, err)
 	}
-	st, err := d.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+	st, err := d.Image.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
 	if err != nil {
 		return fmt.Errorf("image status %s: %w", ref, err)
 	}
@@ -272,10 +271,10 @@ func checkDigestPull(d *daemon, imgs *servedImages) error {
 	case img.GetSize() == 0:
 		return fmt.Errorf("%s has no size", ref)
 	}
-	if _, err := d.img.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: img.Id}}); err != nil {
+	if _, err := d.Image.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: img.Id}}); err != nil {
 		return fmt.Errorf("remove %s: %w", img.Id, err)
 	}
-	st, err = d.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+	st, err = d.Image.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
 	if err != nil {
 		return fmt.Errorf("image status %s after removal: %w", ref, err)
 	}
@@ -285,12 +284,13 @@ func checkDigestPull(d *daemon, imgs *servedImages) error {
 	return nil
 }
 
-// teardown removes what the run made: pods (over CRI, while the daemon runs), the daemon, its bridge and
-// chains, its cgroups, the registry and the run's directory (the artifacts are kept when asked for).
-func teardown(d *daemon, imgs *servedImages, dir string, keepArtifacts bool) error {
+// teardown removes what the run made: pods (over CRI, while the daemon runs), the daemon and what it left
+// (launch.Daemon.Remove: processes, mounts, its bridge and chains, its cgroups, its directories), the
+// registry and the run's directory (the artifacts are kept when asked for).
+func teardown(d *launch.Daemon, imgs *servedImages, dir string, keepArtifacts bool) error {
 	var errs []error
-	if d.running() {
-		n, err := d.removePods()
+	if d.PID() > 0 {
+		n, err := removePods(d)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("remove pods: %w", err))
 		}
@@ -298,19 +298,10 @@ func teardown(d *daemon, imgs *servedImages, dir string, keepArtifacts bool) err
 			fmt.Printf("==== removed %d pods the specs left behind\n", n)
 		}
 	}
-	if err := d.stop(); err != nil {
+	if err := d.Stop(); err != nil {
 		errs = append(errs, err)
 	}
-	if err := d.killCgroupProcs(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := removeLeftovers(dir); err != nil {
-		errs = append(errs, err)
-	}
-	if err := d.uninstallNetwork(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := d.removeCgroups(); err != nil {
+	if err := d.Remove(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := imgs.reg.Close(); err != nil {
