@@ -36,9 +36,10 @@ build:
 	$(GO) build -tags $(TAGS) -ldflags '$(LDFLAGS)' -o $(BIN)/warmpod ./cmd/warmpod
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/warmpodctl ./cmd/warmpodctl
 	$(GO) build -o $(BIN)/testregistry ./integration/cmd/testregistry
+	$(GO) build -o $(BIN)/withdaemon ./integration/cmd/withdaemon
 
-# Starts a local registry on 127.0.0.1:5000 and the daemon on its defaults, runs the in-place reset demo,
-# then serves until Ctrl-C (see integration/quickstart.sh for its settings).
+# Starts a local registry on 127.0.0.1:5000 and the daemon on its defaults (under bin/withdaemon), runs the
+# in-place reset demo, then serves until Ctrl-C (see integration/quickstart.sh for its settings).
 run: build
 	$(GO) build -o $(BIN)/warmpod-demo ./integration/cmd/demo
 	BIN=$(BIN) integration/quickstart.sh

@@ -11,7 +11,8 @@
 #
 # Settings (environment):
 #   RESETS      resets per pod (default 100)
-#   BIN         directory with prebuilt warmpod and gpubench binaries (default: build them here with Go)
+#   BIN         directory with prebuilt warmpod, withdaemon and gpubench binaries (default: build them here
+#               with Go)
 #   IMAGE_TAR   busybox image archive to import (default: "gpubench write-image", needs busybox-static)
 #   KEEP_WORK   1: keep the work directory (CDI specs, daemon log) for inspection
 #   GPU_CMD     what the GPU pod runs to use the GPU (default "nvidia-smi -L")
@@ -38,25 +39,14 @@ fi
 suffix=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
 work=$(mktemp -d "/tmp/warmpod-gpu-$suffix.XXXX")
 state=/run/wpgpu-$suffix
-cgroup_parent=/warmpod-gpu-$suffix
 socket=$state/warmpod.sock
 cdi=$work/cdi
 mkdir -p "$cdi" "$work/bin"
-daemon_pid=
 
+# The daemon is started, waited for, stopped and cleaned up after (its bridge, chains, cgroups, state) by
+# withdaemon (integration/launch), as the tests start theirs; this only removes the work directory.
 cleanup() {
 	local rc=$?
-	if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
-		kill -TERM "$daemon_pid"
-		wait "$daemon_pid" 2>/dev/null || true
-	fi
-	# The daemon's pod network is never set up (the pods use the host's), but make sure of it.
-	ip link del "wpg$suffix" 2>/dev/null || true
-	# Pod cgroups are gone with the pods; the parent stays in every hierarchy.
-	for h in /sys/fs/cgroup /sys/fs/cgroup/*; do
-		[ -d "$h$cgroup_parent" ] && find "$h$cgroup_parent" -depth -type d -exec rmdir {} + 2>/dev/null || true
-	done
-	rm -rf "$state"
 	if [ "${KEEP_WORK:-0}" = 1 ] || [ $rc != 0 ]; then
 		echo "work directory kept: $work (daemon log: $work/warmpod.log)"
 	else
@@ -73,11 +63,12 @@ if [ -n "${BIN:-}" ]; then
 else
 	bin=$work/bin
 	GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
-	echo "building warmpod and gpubench"
+	echo "building warmpod, withdaemon and gpubench"
 	"$GO" build -tags seccomp -o "$bin/warmpod" ./cmd/warmpod
+	"$GO" build -o "$bin/withdaemon" ./integration/cmd/withdaemon
 	"$GO" build -o "$bin/gpubench" ./integration/gpu/gpubench
 fi
-for b in warmpod gpubench; do
+for b in warmpod withdaemon gpubench; do
 	[ -x "$bin/$b" ] || { echo "$bin/$b is missing" >&2; exit 1; }
 done
 
@@ -159,18 +150,12 @@ printf '{"cdiVersion": "0.6.0", "kind": "warmpod.test/gpu-runtime", "devices": [
 	"$ld_path" "$(json_list "${rt_mounts[@]}")" >"$cdi/gpu-runtime.json"
 devices=$gpu_device,warmpod.test/gpu-runtime=libs
 
-# --- daemon -------------------------------------------------------------------------------------------------
-"$bin/warmpod" --config /dev/null --root "$work/root" --state "$state" --socket "$socket" \
-	--log-level info --cgroup-parent "$cgroup_parent" --cdi-spec-dirs "$cdi" \
-	--network-bridge "wpg$suffix" --network-chain-prefix "WPG${suffix^^}" >"$work/warmpod.log" 2>&1 &
-daemon_pid=$!
-for ((i = 0; i < 300; i++)); do
-	[ -S "$socket" ] && break
-	kill -0 "$daemon_pid" 2>/dev/null || { echo "warmpod exited:" >&2; cat "$work/warmpod.log" >&2; exit 1; }
-	sleep 0.1
-done
-[ -S "$socket" ] || { echo "warmpod did not come up in 30 s; see $work/warmpod.log" >&2; exit 1; }
-echo "warmpod running (pid $daemon_pid, state $state); devices for the GPU pod: $devices"
-
-"$bin/gpubench" run --socket "$socket" --import "$image" --gpu-devices "$devices" --resets "$RESETS" \
+# --- daemon and benchmark ----------------------------------------------------------------------------------
+# A daemon of its own: root and log in the work directory, state in /run, bridge wpgpu<hex>, chains
+# WPGPU<HEX>-* and cgroup parent /warmpod-gpu-<hex> (the pods use the host's network, so the bridge and
+# chains are never made; withdaemon removes them all the same).
+echo "devices for the GPU pod: $devices"
+"$bin/withdaemon" --warmpod "$bin/warmpod" --private gpu --dir "$work" --state "$state" --log-level info \
+	--daemon-args "--cdi-spec-dirs $cdi" -- \
+	"$bin/gpubench" run --socket "$socket" --import "$image" --gpu-devices "$devices" --resets "$RESETS" \
 	--cmd "${GPU_CMD:-nvidia-smi -L}" --log-dir "$work/logs"
