@@ -1,10 +1,12 @@
 # warmpod: build, run and test.
 #
 # Building needs Go, gcc (libcontainer uses cgo) and libseccomp-dev; "make run" and the tests need root
-# (they create namespaces, cgroups, mounts, a bridge and iptables rules). .ci/run installs everything on a
-# fresh Debian 12 machine and runs "make test".
+# (they create namespaces, cgroups, mounts, a bridge and iptables rules). "make deps"
+# (hack/install-deps.sh) installs what they need on Debian 12; "make run" and the test targets run it first.
 
 GO ?= go
+# Go's own install location, for a shell that does not have it on PATH yet.
+export PATH := $(PATH):/usr/local/go/bin
 BIN ?= bin
 MODULE := github.com/warmpod/warmpod
 TAGS := seccomp
@@ -27,9 +29,13 @@ GOLANGCI_LINT := $(CURDIR)/bin/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)/gola
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build run test test-unit test-integration fuzz lint proto clean e2e
+.PHONY: all deps build run test test-unit test-integration fuzz lint proto clean e2e
 
 all: build
+
+# Installs (as root) or names (otherwise) the apt packages and tools the build and tests need.
+deps:
+	@GO=$(GO) hack/install-deps.sh
 
 build:
 	@mkdir -p $(BIN)
@@ -40,18 +46,18 @@ build:
 
 # Starts a local registry on 127.0.0.1:5000 and the daemon on its defaults (under bin/withdaemon), runs the
 # in-place reset demo, then serves until Ctrl-C (see integration/quickstart.sh for its settings).
-run: build
+run: deps build
 	$(GO) build -o $(BIN)/warmpod-demo ./integration/cmd/demo
 	BIN=$(BIN) integration/quickstart.sh
 
 # The CRI conformance run (critest) is part of the tests: a runtime that fails it is not done.
 test: test-unit test-integration conformance
 
-test-unit:
+test-unit: deps
 	$(GO) test -tags $(TAGS) -race -count=1 $(TEST_FLAGS) $(UNIT_PKGS)
 
 # -v shows each test and the latency report.
-test-integration:
+test-integration: deps
 	$(GO) test -tags $(TAGS) -count=1 -v -timeout $(INTEGRATION_TIMEOUT) $(TEST_FLAGS) ./integration/
 
 # Native Go fuzz targets, each run for FUZZTIME; CI runs them after "make test". Longer runs:
@@ -87,12 +93,12 @@ proto:
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" api/generate.sh
 
 # critest v1.37.0 (the CRI validation suite) against a daemon of its own, with look-alikes of its test
-# images; installs critest when missing. Needs root. See integration/conformance/README.md.
+# images. Needs root. See integration/conformance/README.md.
 .PHONY: conformance conformance-benchmark
-conformance: build
+conformance: deps build
 	BIN=$(BIN) GO=$(GO) integration/conformance/run.sh
 
-conformance-benchmark: build
+conformance-benchmark: deps build
 	BIN=$(BIN) GO=$(GO) integration/conformance/run.sh --benchmark
 
 # warmpod under a real single-node Kubernetes cluster (etcd, API server, controller manager, scheduler,

@@ -5,7 +5,7 @@
 #   integration/conformance/run.sh [--benchmark] [-- CRITEST FLAGS...]
 #
 # Environment: BIN (where make build put warmpod; default bin), GO (default go), CRITEST (the critest
-# binary; installed to /usr/local/bin/critest when missing), CONFORMANCE_BUSYBOX (the busybox the test
+# binary; hack/install-deps.sh installs it to /usr/local/bin/critest), CONFORMANCE_BUSYBOX (the busybox the test
 # images are built from; default: Debian's busybox package, fetched once into $BIN/conformance),
 # CONFORMANCE_ARTIFACTS (a directory to keep the daemon log, critest's output and reports in).
 #
@@ -15,7 +15,6 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-bin}
 GO=${GO:-go}
-CRITEST_VERSION=v1.37.0
 CRITEST=${CRITEST:-/usr/local/bin/critest}
 
 benchmark=()
@@ -35,12 +34,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 [ -x "$BIN/warmpod" ] || { echo "run.sh: $BIN/warmpod is missing; run make build first" >&2; exit 2; }
 
-# critest is a Go test binary; go test -c builds it from the module cache.
+# critest (and the apt package lists "apt-get download" needs) come from the project's install step.
 if [ ! -x "$CRITEST" ]; then
-	echo "==== installing critest $CRITEST_VERSION to $CRITEST"
-	(cd /tmp && GOFLAGS=-mod=mod "$GO" mod download "sigs.k8s.io/cri-tools@$CRITEST_VERSION")
-	(cd "$("$GO" env GOMODCACHE)/sigs.k8s.io/cri-tools@$CRITEST_VERSION" &&
-		GOFLAGS=-mod=mod "$GO" test -c -o "$CRITEST" ./cmd/critest)
+	CRITEST=$CRITEST GO=$GO hack/install-deps.sh
 fi
 
 # The test images are built from a busybox whose shell executes applets as files, as the official busybox
