@@ -31,9 +31,6 @@ import (
 	"github.com/warmpod/warmpod/sandbox/network"
 )
 
-// version is set at link time.
-var version = "dev"
-
 func main() {
 	// libcontainer re-executes this binary as "warmpod init" inside each
 	// new container; that never returns.
@@ -46,7 +43,7 @@ func main() {
 		case "shim":
 			os.Exit(runShim(os.Args[2:]))
 		case "version", "--version", "-version":
-			fmt.Println("warmpod", version)
+			printVersion(os.Stdout)
 			return
 		}
 	}
