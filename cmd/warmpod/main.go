@@ -17,6 +17,7 @@ import (
 	"time"
 
 	clog "github.com/containerd/log"
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
@@ -206,6 +207,7 @@ func serve(cfg Config) error {
 	go func() {
 		sig := <-sigs
 		log.Infof("received %s: stopping; pods keep running", sig)
+		_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
 		done := make(chan struct{})
 		go func() { g.GracefulStop(); close(done) }()
 		select {
@@ -215,6 +217,11 @@ func serve(cfg Config) error {
 		}
 	}()
 	log.WithField("socket", cfg.Socket).Infof("warmpod %s serving CRI", version)
+	// Under systemd (Type=notify) the unit becomes active only now: pods
+	// are recovered and the socket accepts calls.
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		log.WithError(err).Warn("notify systemd")
+	}
 	if err := g.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return err
 	}
