@@ -13,6 +13,21 @@ TAGS := seccomp
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
+# make install: where the binaries, the systemd unit and the example configuration go. DESTDIR is
+# prepended to each (for packaging).
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+DESTDIR ?=
+
+# make release: a tarball with a static warmpod (seccomp included), warmpodctl, the unit, the example
+# configuration and their checksums.
+GOARCH ?= $(shell $(GO) env GOARCH)
+RELEASE_NAME := warmpod-$(VERSION)-linux-$(GOARCH)
+RELEASE_OUT ?= _output
+RELEASE_DIR := $(RELEASE_OUT)/$(RELEASE_NAME)
+
 # ./integration itself starts the real daemon; every other package (integration/testimages included) is a
 # unit test.
 UNIT_PKGS = $(shell $(GO) list ./... | grep -vx '$(MODULE)/integration')
@@ -29,7 +44,7 @@ GOLANGCI_LINT := $(CURDIR)/bin/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)/gola
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all deps build run test test-unit test-integration fuzz lint proto clean e2e
+.PHONY: all deps build install release run test test-unit test-integration fuzz lint proto clean e2e
 
 all: build
 
@@ -43,6 +58,35 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/warmpodctl ./cmd/warmpodctl
 	$(GO) build -o $(BIN)/testregistry ./integration/cmd/testregistry
 	$(GO) build -o $(BIN)/withdaemon ./integration/cmd/withdaemon
+
+# Installs the binaries built by make build, the systemd unit (its ExecStart pointing at BINDIR) and the
+# example configuration, as $(SYSCONFDIR)/warmpod/config.example.toml (warmpod runs on its defaults without
+# a configuration file; copy it to config.toml to change them).
+install: build
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSCONFDIR)/warmpod
+	install -m 0755 $(BIN)/warmpod $(BIN)/warmpodctl $(DESTDIR)$(BINDIR)/
+	sed 's|^ExecStart=/usr/local/bin/warmpod|ExecStart=$(BINDIR)/warmpod|' deploy/systemd/warmpod.service \
+		>$(DESTDIR)$(SYSTEMDUNITDIR)/warmpod.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/warmpod.service
+	install -m 0644 deploy/config.toml $(DESTDIR)$(SYSCONFDIR)/warmpod/config.example.toml
+
+# A statically linked warmpod (cgo and libseccomp included: Debian's libseccomp-dev has libseccomp.a; netgo
+# and osusergo keep glibc's NSS out), so one tarball runs on any Linux of its architecture. The tarball's
+# SHA256SUMS covers the files in it; $(RELEASE_NAME).tar.gz.sha256 beside it covers the tarball.
+release: deps
+	rm -rf $(RELEASE_DIR) $(RELEASE_DIR).tar.gz $(RELEASE_DIR).tar.gz.sha256
+	mkdir -p $(RELEASE_DIR)/bin
+	CGO_ENABLED=1 $(GO) build -trimpath -tags $(TAGS),netgo,osusergo \
+		-ldflags '$(LDFLAGS) -extldflags -static' -o $(RELEASE_DIR)/bin/warmpod ./cmd/warmpod
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(RELEASE_DIR)/bin/warmpodctl ./cmd/warmpodctl
+	@if readelf -d $(RELEASE_DIR)/bin/warmpod | grep -q NEEDED; then \
+		echo "$(RELEASE_DIR)/bin/warmpod is not statically linked:"; readelf -d $(RELEASE_DIR)/bin/warmpod | grep NEEDED; exit 1; fi
+	$(RELEASE_DIR)/bin/warmpod --version | grep -q 'libseccomp: *[0-9]'
+	cp deploy/systemd/warmpod.service deploy/config.toml LICENSE README.md $(RELEASE_DIR)/
+	cd $(RELEASE_DIR) && sha256sum bin/warmpod bin/warmpodctl warmpod.service config.toml LICENSE README.md >SHA256SUMS
+	tar -C $(RELEASE_OUT) --sort=name --owner=0 --group=0 --numeric-owner -czf $(RELEASE_DIR).tar.gz $(RELEASE_NAME)
+	cd $(RELEASE_OUT) && sha256sum $(RELEASE_NAME).tar.gz >$(RELEASE_NAME).tar.gz.sha256
+	@echo "$(RELEASE_DIR).tar.gz"
 
 # Starts a local registry on 127.0.0.1:5000 and the daemon on its defaults (under bin/withdaemon), runs the
 # in-place reset demo, then serves until Ctrl-C (see integration/quickstart.sh for its settings).
@@ -108,4 +152,4 @@ e2e:
 	GO=$(GO) integration/e2e/run.sh
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(RELEASE_OUT)
