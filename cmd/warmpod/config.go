@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	units "github.com/docker/go-units"
+	"github.com/urfave/cli/v3"
 )
 
 // Config is warmpod's configuration: defaults, then the TOML file, then
@@ -131,89 +131,90 @@ func defaultConfig() Config {
 	}
 }
 
-// stringList is a flag holding a comma-separated list.
-type stringList struct{ v *[]string }
-
-func (s stringList) String() string {
-	if s.v == nil {
-		return ""
-	}
-	return strings.Join(*s.v, ",")
+// option is one command-line flag and the Config field it sets. Flags are
+// applied after the file, and only those given on the command line, so a
+// flag overrides the file and an absent flag leaves the file's value.
+type option struct {
+	name, usage string
+	// field returns the field of cfg the flag sets: a *string, *int,
+	// *int64, *byteSize, *[]string (a comma-separated list) or
+	// *map[string][]string (a repeatable host=endpoint[,endpoint]).
+	field func(cfg *Config) any
+	// defaultText replaces the default shown in the help when the default
+	// is derived from other settings.
+	defaultText string
 }
 
-func (s stringList) Set(v string) error {
-	*s.v = nil
-	for _, p := range strings.Split(v, ",") {
-		*s.v = append(*s.v, strings.TrimSpace(p))
-	}
-	return nil
+// options are warmpod's flags, in the order the help lists them.
+var options = []option{
+	{name: "root", usage: "directory for persistent data: images, metadata, writable layers", field: func(c *Config) any { return &c.Root }},
+	{name: "state", usage: "directory for runtime state: sockets, shims, pinned namespaces", field: func(c *Config) any { return &c.State }},
+	{name: "socket", usage: "CRI socket path", field: func(c *Config) any { return &c.Socket }, defaultText: "<state>/warmpod.sock"},
+	{name: "log-level", usage: "log level: trace, debug, info, warn, error", field: func(c *Config) any { return &c.LogLevel }},
+	{name: "shim-log-level", usage: "log level of pod shims", field: func(c *Config) any { return &c.ShimLogLevel }, defaultText: "--log-level"},
+	{name: "stream-address", usage: "address of the exec/attach/port-forward streaming server", field: func(c *Config) any { return &c.StreamServerAddress }},
+	{name: "stream-port", usage: `port of the streaming server ("0": a free port)`, field: func(c *Config) any { return &c.StreamServerPort }},
+	{name: "network-mode", usage: `pod network: "embedded" or "cni"`, field: func(c *Config) any { return &c.Network.Mode }},
+	{name: "network-bridge", usage: "bridge of the embedded network", field: func(c *Config) any { return &c.Network.Bridge }},
+	{name: "network-subnet", usage: "pod subnet of the embedded network", field: func(c *Config) any { return &c.Network.Subnet }},
+	{name: "network-mtu", usage: "MTU of the embedded network (0: the uplink's)", field: func(c *Config) any { return &c.Network.MTU }},
+	{name: "network-chain-prefix", usage: "prefix of warmpod's iptables chains", field: func(c *Config) any { return &c.Network.ChainPrefix }},
+	{name: "cni-conf-dir", usage: "CNI configuration directory", field: func(c *Config) any { return &c.Network.CNIConfDir }},
+	{name: "cni-bin-dirs", usage: "CNI plugin directories (comma separated)", field: func(c *Config) any { return &c.Network.CNIBinDirs }},
+	{name: "cni-cache-dir", usage: "CNI cache directory", field: func(c *Config) any { return &c.Network.CNICacheDir }, defaultText: "<state>/cni"},
+	{name: "registry-insecure", usage: "registries reached over plain HTTP (comma separated)", field: func(c *Config) any { return &c.Registry.Insecure }},
+	{name: "registry-mirror", usage: "registry mirror host=endpoint[,endpoint] (repeatable)", field: func(c *Config) any { return &c.Registry.Mirrors }},
+	{name: "image-max-layer-size", usage: "largest layer: blob, tar stream and files (0: 32GiB)", field: func(c *Config) any { return &c.Image.MaxLayerSize }},
+	{name: "image-max-image-size", usage: "largest total of files one pull unpacks (0: 64GiB)", field: func(c *Config) any { return &c.Image.MaxImageSize }},
+	{name: "image-max-layer-entries", usage: "most entries of one layer (0: 1048576)", field: func(c *Config) any { return &c.Image.MaxLayerEntries }},
+	{name: "image-max-image-entries", usage: "most entries of all the layers one pull unpacks (0: 2097152)", field: func(c *Config) any { return &c.Image.MaxImageEntries }},
+	{name: "image-max-manifest-size", usage: "largest manifest, index or config (0: 4MiB)", field: func(c *Config) any { return &c.Image.MaxManifestSize }},
+	{name: "runtime-handlers", usage: "runtime handler names served (comma separated)", field: func(c *Config) any { return &c.Runtime.Handlers }},
+	{name: "cgroup-parent", usage: "parent of pod cgroups", field: func(c *Config) any { return &c.Runtime.CgroupParent }},
+	{name: "max-precreate", usage: "node-wide concurrent pre-creations (0: CPUs)", field: func(c *Config) any { return &c.Runtime.MaxPrecreate }},
+	{name: "cdi-spec-dirs", usage: "CDI spec directories (comma separated)", field: func(c *Config) any { return &c.Runtime.CDISpecDirs }},
 }
 
-// mirrorList is a repeatable flag "host=endpoint[,endpoint]".
-type mirrorList struct{ m *map[string][]string }
+// configFlag names the TOML file.
+const configFlag = "config"
 
-func (s mirrorList) String() string { return "" }
-
-func (s mirrorList) Set(v string) error {
-	host, eps, ok := strings.Cut(v, "=")
-	if !ok || host == "" || eps == "" {
-		return fmt.Errorf("want host=endpoint[,endpoint], got %q", v)
+// flags returns the command-line flags: --config and one per option, each
+// showing its default.
+func flags() []cli.Flag {
+	def := defaultConfig()
+	out := []cli.Flag{&cli.StringFlag{Name: configFlag, Usage: "TOML configuration file (may be absent when not given)", Value: DefaultConfigPath}}
+	for _, o := range options {
+		var f cli.Flag
+		switch p := o.field(&def).(type) {
+		case *string:
+			f = &cli.StringFlag{Name: o.name, Usage: o.usage, Value: *p, DefaultText: o.defaultText}
+		case *int:
+			f = &cli.IntFlag{Name: o.name, Usage: o.usage, Value: *p, DefaultText: o.defaultText}
+		case *int64:
+			f = &cli.Int64Flag{Name: o.name, Usage: o.usage, Value: *p, DefaultText: o.defaultText}
+		case *byteSize:
+			f = &cli.StringFlag{Name: o.name, Usage: o.usage, Value: p.String(), DefaultText: o.defaultText}
+		case *[]string:
+			f = &cli.StringFlag{Name: o.name, Usage: o.usage, Value: strings.Join(*p, ","), DefaultText: o.defaultText}
+		case *map[string][]string:
+			f = &cli.StringSliceFlag{Name: o.name, Usage: o.usage}
+		default:
+			panic(fmt.Sprintf("option %s: unsupported field type %T", o.name, p))
+		}
+		out = append(out, f)
 	}
-	if *s.m == nil {
-		*s.m = map[string][]string{}
-	}
-	(*s.m)[host] = strings.Split(eps, ",")
-	return nil
-}
-
-// flagSet binds warmpod's flags to cfg and path.
-func flagSet(cfg *Config, path *string) *flag.FlagSet {
-	fs := flag.NewFlagSet("warmpod", flag.ContinueOnError)
-	fs.StringVar(path, "config", DefaultConfigPath, "TOML configuration file")
-	fs.StringVar(&cfg.Root, "root", cfg.Root, "directory for persistent data: images, metadata, writable layers")
-	fs.StringVar(&cfg.State, "state", cfg.State, "directory for runtime state: sockets, shims, pinned namespaces")
-	fs.StringVar(&cfg.Socket, "socket", cfg.Socket, "CRI socket path (default <state>/warmpod.sock)")
-	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: trace, debug, info, warn, error")
-	fs.StringVar(&cfg.ShimLogLevel, "shim-log-level", cfg.ShimLogLevel, "log level of pod shims (default: --log-level)")
-	fs.StringVar(&cfg.StreamServerAddress, "stream-address", cfg.StreamServerAddress, "address of the exec/attach/port-forward streaming server")
-	fs.StringVar(&cfg.StreamServerPort, "stream-port", cfg.StreamServerPort, `port of the streaming server ("0": a free port)`)
-	fs.StringVar(&cfg.Network.Mode, "network-mode", cfg.Network.Mode, `pod network: "embedded" or "cni"`)
-	fs.StringVar(&cfg.Network.Bridge, "network-bridge", cfg.Network.Bridge, "bridge of the embedded network")
-	fs.StringVar(&cfg.Network.Subnet, "network-subnet", cfg.Network.Subnet, "pod subnet of the embedded network")
-	fs.IntVar(&cfg.Network.MTU, "network-mtu", cfg.Network.MTU, "MTU of the embedded network (0: the uplink's)")
-	fs.StringVar(&cfg.Network.ChainPrefix, "network-chain-prefix", cfg.Network.ChainPrefix, "prefix of warmpod's iptables chains")
-	fs.StringVar(&cfg.Network.CNIConfDir, "cni-conf-dir", cfg.Network.CNIConfDir, "CNI configuration directory")
-	fs.Var(stringList{&cfg.Network.CNIBinDirs}, "cni-bin-dirs", "CNI plugin directories (comma separated)")
-	fs.StringVar(&cfg.Network.CNICacheDir, "cni-cache-dir", cfg.Network.CNICacheDir, "CNI cache directory (default <state>/cni)")
-	fs.Var(stringList{&cfg.Registry.Insecure}, "registry-insecure", "registries reached over plain HTTP (comma separated)")
-	fs.Var(mirrorList{&cfg.Registry.Mirrors}, "registry-mirror", "registry mirror host=endpoint[,endpoint] (repeatable)")
-	fs.Var(&cfg.Image.MaxLayerSize, "image-max-layer-size", "largest layer: blob, tar stream and files (0: 32GiB)")
-	fs.Var(&cfg.Image.MaxImageSize, "image-max-image-size", "largest total of files one pull unpacks (0: 64GiB)")
-	fs.Int64Var(&cfg.Image.MaxLayerEntries, "image-max-layer-entries", cfg.Image.MaxLayerEntries, "most entries of one layer (0: 1048576)")
-	fs.Int64Var(&cfg.Image.MaxImageEntries, "image-max-image-entries", cfg.Image.MaxImageEntries, "most entries of all the layers one pull unpacks (0: 2097152)")
-	fs.Var(&cfg.Image.MaxManifestSize, "image-max-manifest-size", "largest manifest, index or config (0: 4MiB)")
-	fs.Var(stringList{&cfg.Runtime.Handlers}, "runtime-handlers", "runtime handler names served (comma separated)")
-	fs.StringVar(&cfg.Runtime.CgroupParent, "cgroup-parent", cfg.Runtime.CgroupParent, "parent of pod cgroups")
-	fs.IntVar(&cfg.Runtime.MaxPrecreate, "max-precreate", cfg.Runtime.MaxPrecreate, "node-wide concurrent pre-creations (0: CPUs)")
-	fs.Var(stringList{&cfg.Runtime.CDISpecDirs}, "cdi-spec-dirs", "CDI spec directories (comma separated)")
-	return fs
+	return out
 }
 
 // loadConfig builds the configuration from the defaults, the TOML file
-// (--config, or the default path when it exists) and the flags in args.
-func loadConfig(args []string) (Config, error) {
-	// First pass: find the config file; the values it parses are dropped.
-	scratch := defaultConfig()
-	path := DefaultConfigPath
-	first := flagSet(&scratch, &path)
-	first.SetOutput(io.Discard)
-	if err := first.Parse(args); err != nil {
-		return Config{}, err
+// (--config, or the default path when it exists) and the flags given to
+// cmd, in that order.
+func loadConfig(cmd *cli.Command) (Config, error) {
+	if cmd.Args().Len() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments: %v", cmd.Args().Slice())
 	}
-	explicit := false
-	first.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
-
 	cfg := defaultConfig()
+	path := cmd.String(configFlag)
 	if data, err := os.ReadFile(path); err == nil {
 		md, err := toml.Decode(string(data), &cfg)
 		if err != nil {
@@ -222,16 +223,69 @@ func loadConfig(args []string) (Config, error) {
 		if undec := md.Undecoded(); len(undec) > 0 {
 			return cfg, fmt.Errorf("config file %s: unknown keys %v", path, undec)
 		}
-	} else if explicit || !errors.Is(err, os.ErrNotExist) {
+	} else if cmd.IsSet(configFlag) || !errors.Is(err, os.ErrNotExist) {
 		return cfg, fmt.Errorf("config file: %w", err)
 	}
-	// Second pass: flags override the file.
-	if err := flagSet(&cfg, &path).Parse(args); err != nil {
-		return cfg, err
+	for _, o := range options {
+		if !cmd.IsSet(o.name) {
+			continue
+		}
+		switch p := o.field(&cfg).(type) {
+		case *string:
+			*p = cmd.String(o.name)
+		case *int:
+			*p = cmd.Int(o.name)
+		case *int64:
+			*p = cmd.Int64(o.name)
+		case *byteSize:
+			if err := p.Set(cmd.String(o.name)); err != nil {
+				return cfg, fmt.Errorf("--%s: %w", o.name, err)
+			}
+		case *[]string:
+			*p = splitList(cmd.String(o.name))
+		case *map[string][]string:
+			m, err := parseMirrors(cmd.StringSlice(o.name))
+			if err != nil {
+				return cfg, fmt.Errorf("--%s: %w", o.name, err)
+			}
+			// Added to the file's mirrors, replacing those of the same host.
+			if *p == nil {
+				*p = map[string][]string{}
+			}
+			for host, eps := range m {
+				(*p)[host] = eps
+			}
+		}
 	}
-	if first.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected arguments: %v", first.Args())
+	return finishConfig(cfg)
+}
+
+// splitList splits a comma-separated flag value.
+func splitList(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		out = append(out, strings.TrimSpace(p))
 	}
+	return out
+}
+
+// parseMirrors reads repeated "host=endpoint[,endpoint]" values; a host
+// given twice keeps the last.
+func parseMirrors(vals []string) (map[string][]string, error) {
+	m := map[string][]string{}
+	for _, v := range vals {
+		host, eps, ok := strings.Cut(v, "=")
+		if !ok || host == "" || eps == "" {
+			return nil, fmt.Errorf("want host=endpoint[,endpoint], got %q", v)
+		}
+		m[host] = strings.Split(eps, ",")
+	}
+	return m, nil
+}
+
+// finishConfig fills the settings derived from others and checks the
+// result.
+func finishConfig(cfg Config) (Config, error) {
 	if cfg.Socket == "" {
 		cfg.Socket = cfg.State + "/warmpod.sock"
 	}
@@ -241,6 +295,9 @@ func loadConfig(args []string) (Config, error) {
 	if cfg.Network.CNICacheDir == "" {
 		cfg.Network.CNICacheDir = cfg.State + "/cni"
 	}
+	if cfg.Image.MaxLayerEntries < 0 || cfg.Image.MaxImageEntries < 0 {
+		return cfg, fmt.Errorf("image max layer or image entries is negative")
+	}
 	if cfg.Network.Mode != "embedded" && cfg.Network.Mode != "cni" {
 		return cfg, fmt.Errorf("network mode %q: want \"embedded\" or \"cni\"", cfg.Network.Mode)
 	}
@@ -249,13 +306,30 @@ func loadConfig(args []string) (Config, error) {
 		return cfg, fmt.Errorf("stream server port %q: want a number from 0 to 65535", cfg.StreamServerPort)
 	}
 	cfg.StreamServerPort = strconv.FormatUint(port, 10)
-	if cfg.Image.MaxLayerEntries < 0 || cfg.Image.MaxImageEntries < 0 {
-		return cfg, fmt.Errorf("image max layer or image entries is negative")
-	}
 	if cfg.StreamServerAddress == "" {
 		return cfg, fmt.Errorf("stream server address is empty")
 	}
 	return cfg, nil
+}
+
+// writeDefaultConfig writes the defaults as a TOML file, every key
+// included (derived ones with the value they take when nothing else is
+// set).
+func writeDefaultConfig(w io.Writer) error {
+	cfg, err := finishConfig(defaultConfig())
+	if err != nil {
+		return err
+	}
+	// Empty lists and tables, not absent ones: the file shows every key.
+	if cfg.Registry.Insecure == nil {
+		cfg.Registry.Insecure = []string{}
+	}
+	if cfg.Registry.Mirrors == nil {
+		cfg.Registry.Mirrors = map[string][]string{}
+	}
+	enc := toml.NewEncoder(w)
+	enc.Indent = ""
+	return enc.Encode(cfg)
 }
 
 // streamAddr is the streaming server's host:port.

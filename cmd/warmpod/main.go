@@ -43,20 +43,15 @@ func main() {
 			return
 		case "shim":
 			os.Exit(runShim(os.Args[2:]))
-		case "version", "--version", "-version":
-			printVersion(os.Stdout)
-			return
 		}
 	}
-	cfg, err := loadConfig(os.Args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
+	err := newCommand(serve).Run(context.Background(), os.Args)
+	switch exitStatus(err) {
+	case 0:
+	case 2:
 		fmt.Fprintln(os.Stderr, "warmpod:", err)
 		os.Exit(2)
-	}
-	if err := serve(cfg); err != nil {
+	default:
 		logrus.WithError(err).Error("warmpod failed")
 		os.Exit(1)
 	}
