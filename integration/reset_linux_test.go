@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -506,5 +508,68 @@ func TestBenchSmoke(t *testing.T) {
 	}
 	if rep.Sustained == nil || rep.Sustained.Resets == 0 {
 		t.Errorf("sustained mode reported no resets: %+v", rep.Sustained)
+	}
+}
+
+// TestBenchInterrupt interrupts the reset benchmark while it resets its
+// pod with the kubelet's calls: warmpodctl must finish the call in flight
+// (a container create cut short could not be undone) and remove every pod it
+// made before it exits.
+func TestBenchInterrupt(t *testing.T) {
+	ctx := begin(t)
+	cmd := exec.Command(warmpodctl(t), "bench", "reset", "--socket", d.SocketPath(),
+		"-n", "100000", "-settle", "0", "-image", images.busybox, "-scenarios", "kubelet-sequence")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	benchPods := func() []*runtimeapi.PodSandbox {
+		resp, err := d.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
+			LabelSelector: map[string]string{"warmpod.io/bench": "true"},
+		}})
+		if err != nil {
+			t.Fatalf("ListPodSandbox: %v", err)
+		}
+		return resp.Items
+	}
+	// Interrupted once the resets have begun: a container of its pod has
+	// been created again (attempt 1 or later).
+	waitFor(t, "the benchmark's resets", func() (bool, string) {
+		select {
+		case err := <-exited:
+			t.Fatalf("warmpodctl exited before it was interrupted: %v\n%s", err, stderr.String())
+		default:
+		}
+		pods := benchPods()
+		if len(pods) == 0 {
+			return false, "no benchmark pod yet"
+		}
+		resp, err := d.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: pods[0].Id}})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, c := range resp.Containers {
+			if c.Metadata.Attempt > 0 {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d containers, none created again yet", len(resp.Containers))
+	})
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	err := <-exited
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 130 {
+		t.Errorf("warmpodctl after an interrupt: %v, want exit status 130\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "benchmark interrupted; its pods are removed") {
+		t.Errorf("stderr lacks the interrupt message:\n%s", stderr.String())
+	}
+	if left := benchPods(); len(left) > 0 {
+		t.Errorf("pods left behind: %v\n%s", podIDs(left), stderr.String())
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"text/tabwriter"
 	"time"
+
+	"github.com/urfave/cli/v3"
 )
 
 // Scenario names, as they appear in the report and its JSON.
@@ -40,6 +41,29 @@ type benchOptions struct {
 	keep       bool
 	settle     time.Duration
 	events     bool
+	// endpointFlag names how endpoint was chosen, for error messages.
+	endpointFlag string
+	// runID labels this run's pods, so that an interrupted run finds and
+	// removes even a pod whose creation it did not see finish.
+	runID string
+	// progress reports what the benchmark is doing; nil: nothing.
+	progress *progress
+	// stop is closed by an interrupt: the benchmark stops before its next
+	// call (nil: never).
+	stop <-chan struct{}
+}
+
+// errInterrupted ends a benchmark that was interrupted.
+var errInterrupted = errors.New("interrupted")
+
+// stopped tells whether the benchmark was interrupted.
+func (o *benchOptions) stopped() bool {
+	select {
+	case <-o.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 // containerShape is one container of the benchmark pod.
@@ -81,39 +105,81 @@ func parseShape(s string) ([]containerShape, error) {
 	return out, nil
 }
 
-func benchReset(ctx context.Context, socket string, args []string) error {
-	o := benchOptions{endpoint: socket}
-	fs := flag.NewFlagSet("warmpodctl bench reset", flag.ContinueOnError)
-	fs.StringVar(&o.endpoint, "endpoint", socket, "CRI endpoint to measure (unix socket path or unix:// URL)")
-	fs.StringVar(&o.compare, "compare", "", "second CRI endpoint, measured with the same scenarios interleaved")
-	fs.StringVar(&o.image, "image", "docker.io/library/busybox:latest", "image of every container")
-	fs.StringVar(&o.handler, "runtime-handler", "", "runtime handler of the pods")
-	fs.IntVar(&o.iterations, "n", 50, "measured resets per scenario")
-	fs.IntVar(&o.warmup, "warmup", 3, "unmeasured resets before measuring")
-	scen := fs.String("scenarios", "", "comma-separated scenarios (default: all the endpoint supports): "+
-		strings.Join([]string{scenarioKubelet, scenarioNative, scenarioRecreate}, ", "))
-	shape := fs.String("shape", defaultShape, "pod shape: ROLE=COMMAND;... with roles init, sidecar, main")
-	fs.IntVar(&o.pods, "sustained-pods", 0, "sustained mode: this many pods reset in a loop (0: off)")
-	fs.DurationVar(&o.duration, "sustained-duration", 10*time.Second, "sustained mode: how long")
-	fs.Float64Var(&o.rate, "sustained-rate", 0, "sustained mode: resets per second across all pods, spread evenly (0: every pod resets again as soon as it can)")
-	fs.BoolVar(&o.jsonOut, "json", false, "print one JSON object")
-	fs.BoolVar(&o.pull, "pull", true, "pull the image first")
-	fs.StringVar(&o.logDir, "log-dir", "", "pod log directory (default: a temp dir)")
-	fs.BoolVar(&o.keep, "keep", false, "leave the benchmark pods in place")
-	fs.BoolVar(&o.events, "events", true, "detect container exits through GetContainerEvents when the runtime streams them (else poll)")
-	fs.DurationVar(&o.settle, "settle", 200*time.Millisecond, "pause between measured resets, so each starts from a warm pod")
-	if err := fs.Parse(args); err != nil {
-		return err
+func benchResetCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "reset",
+		Usage: "measure pod reset latency on any CRI runtime",
+		Description: "Scenarios: kubelet-sequence (the CRI calls of the kubelet's RestartAllContainers), native\n" +
+			"(warmpod's ResetPod) and recreate (stop, remove and run the pod again). Progress goes to stderr; the\n" +
+			"report to stdout. An interrupt stops the benchmark once the call in flight is done, and removes its pods\n" +
+			"(a second one quits at once).",
+		OnUsageError: onUsageError,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "endpoint", Usage: "CRI endpoint to measure (unix socket path or unix:// URL)", DefaultText: "--socket"},
+			&cli.StringFlag{Name: "compare", Usage: "second CRI endpoint, measured with the same scenarios interleaved"},
+			&cli.StringFlag{Name: "image", Usage: "image of every container", Value: "docker.io/library/busybox:latest"},
+			&cli.StringFlag{Name: "runtime-handler", Usage: "runtime handler of the pods"},
+			&cli.IntFlag{Name: "n", Usage: "measured resets per scenario", Value: 50},
+			&cli.IntFlag{Name: "warmup", Usage: "unmeasured resets before measuring", Value: 3},
+			&cli.StringFlag{Name: "scenarios", Usage: "comma-separated scenarios (default: all the endpoint supports): " +
+				strings.Join([]string{scenarioKubelet, scenarioNative, scenarioRecreate}, ", ")},
+			&cli.StringFlag{Name: "shape", Usage: "pod shape: ROLE=COMMAND;... with roles init, sidecar, main", Value: defaultShape},
+			&cli.IntFlag{Name: "sustained-pods", Usage: "sustained mode: this many pods reset in a loop (0: off)"},
+			&cli.DurationFlag{Name: "sustained-duration", Usage: "sustained mode: how long", Value: 10 * time.Second},
+			&cli.Float64Flag{Name: "sustained-rate", Usage: "sustained mode: resets per second across all pods, spread evenly (0: every pod resets again as soon as it can)"},
+			&cli.BoolFlag{Name: "json", Usage: "print one JSON object"},
+			&cli.BoolFlag{Name: "pull", Usage: "pull the image first (--pull=false: do not)", Value: true},
+			&cli.StringFlag{Name: "log-dir", Usage: "pod log directory (default: a temp dir)"},
+			&cli.BoolFlag{Name: "keep", Usage: "leave the benchmark pods in place"},
+			&cli.BoolFlag{Name: "events", Usage: "detect container exits through GetContainerEvents when the runtime streams them, else poll (--events=false: always poll)", Value: true},
+			&cli.DurationFlag{Name: "settle", Usage: "pause between measured resets, so each starts from a warm pod", Value: 200 * time.Millisecond},
+			&cli.BoolFlag{Name: "progress", Usage: "show progress on stderr (--progress=false: do not)", Value: true},
+		},
+		Action: benchReset,
+	}
+}
+
+// benchReset runs the benchmark. It sets its own duration: --timeout does
+// not apply.
+func benchReset(ctx context.Context, cmd *cli.Command) error {
+	if cmd.Args().Len() > 0 {
+		return usageError{fmt.Errorf("bench reset takes no arguments, got %v", cmd.Args().Slice())}
+	}
+	o := benchOptions{
+		endpoint:   cmd.String("endpoint"),
+		compare:    cmd.String("compare"),
+		image:      cmd.String("image"),
+		handler:    cmd.String("runtime-handler"),
+		iterations: cmd.Int("n"),
+		warmup:     cmd.Int("warmup"),
+		pods:       cmd.Int("sustained-pods"),
+		duration:   cmd.Duration("sustained-duration"),
+		rate:       cmd.Float64("sustained-rate"),
+		jsonOut:    cmd.Bool("json"),
+		pull:       cmd.Bool("pull"),
+		logDir:     cmd.String("log-dir"),
+		keep:       cmd.Bool("keep"),
+		events:     cmd.Bool("events"),
+		settle:     cmd.Duration("settle"),
+		runID:      randomSuffix(),
+	}
+	o.endpointFlag = "--endpoint"
+	if o.endpoint == "" {
+		o.endpoint = socketPath(cmd)
+		o.endpointFlag = socketFlag
+	}
+	if cmd.Bool("progress") {
+		o.progress = newProgress(cmd.Root().ErrWriter)
 	}
 	var err error
-	if o.shape, err = parseShape(*shape); err != nil {
-		return err
+	if o.shape, err = parseShape(cmd.String("shape")); err != nil {
+		return usageError{err}
 	}
-	if *scen != "" {
-		o.scenarios = strings.Split(*scen, ",")
+	if s := cmd.String("scenarios"); s != "" {
+		o.scenarios = strings.Split(s, ",")
 	}
 	if o.iterations < 1 {
-		return fmt.Errorf("-n must be at least 1")
+		return usageError{fmt.Errorf("-n must be at least 1")}
 	}
 	if o.logDir == "" {
 		dir, err := os.MkdirTemp("", "warmpod-bench-")
@@ -123,14 +189,26 @@ func benchReset(ctx context.Context, socket string, args []string) error {
 		defer os.RemoveAll(dir)
 		o.logDir = dir
 	}
-	rep, err := runBench(ctx, &o)
+	// An interrupt stops the benchmark between calls, never in one: a call
+	// cut short can leave the runtime half-way (a container half created),
+	// and the pods could then not all be removed.
+	o.stop = ctx.Done()
+	rep, err := runBench(context.WithoutCancel(ctx), &o)
+	if o.stopped() {
+		// Interrupted: what was measured is not a result.
+		if o.keep {
+			return fmt.Errorf("benchmark interrupted; its pods are left in place (--keep)")
+		}
+		return fmt.Errorf("benchmark interrupted; its pods are removed")
+	}
+	w := cmd.Root().Writer
 	if rep != nil {
 		if o.jsonOut {
-			enc := json.NewEncoder(os.Stdout)
+			enc := json.NewEncoder(w)
 			enc.SetIndent("", "  ")
 			_ = enc.Encode(rep)
 		} else {
-			rep.print(os.Stdout)
+			rep.print(w)
 		}
 	}
 	return err
@@ -249,20 +327,31 @@ func (r *report) print(w io.Writer) {
 // runBench measures every scenario on the endpoint, and on the comparison
 // endpoint interleaved, iteration by iteration.
 func runBench(ctx context.Context, o *benchOptions) (*report, error) {
-	a, err := newTarget(ctx, o.endpoint, o)
+	defer o.progress.end()
+	a, err := newTarget(ctx, o.endpoint, o.endpointFlag, o)
 	if err != nil {
 		return nil, err
 	}
 	defer a.close()
 	targets := []*target{a}
 	if o.compare != "" {
-		b, err := newTarget(ctx, o.compare, o)
+		b, err := newTarget(ctx, o.compare, "--compare", o)
 		if err != nil {
 			return nil, err
 		}
 		defer b.close()
 		targets = append(targets, b)
 	}
+	// An interrupted run removes every pod it may have made, even one
+	// whose creation was cut short.
+	defer func() {
+		if o.stopped() && !o.keep {
+			o.progress.phase("interrupted: removing the benchmark's pods", 0)
+			for _, t := range targets {
+				t.removeRunPods(ctx)
+			}
+		}
+	}()
 	scenarios := o.scenarios
 	if len(scenarios) == 0 {
 		scenarios = []string{scenarioKubelet, scenarioNative, scenarioRecreate}
@@ -274,6 +363,10 @@ func runBench(ctx context.Context, o *benchOptions) (*report, error) {
 	}
 	var firstErr error
 	for _, sc := range scenarios {
+		if o.stopped() {
+			break
+		}
+		o.progress.phase(fmt.Sprintf("%s: starting %d pod%s", sc, len(targets), plural(len(targets))), 0)
 		samples := make([][]time.Duration, len(targets))
 		inShim := make([][]time.Duration, len(targets))
 		pods := make([]*benchPod, len(targets))
@@ -290,8 +383,10 @@ func runBench(ctx context.Context, o *benchOptions) (*report, error) {
 			}
 			pods[i] = p
 		}
-		for it := 0; it < o.warmup+o.iterations; it++ {
+		o.progress.phase(fmt.Sprintf("%s: resets", sc), (o.warmup+o.iterations)*len(targets))
+		for it := 0; it < o.warmup+o.iterations && !o.stopped(); it++ {
 			for i, p := range pods {
+				o.progress.step()
 				if p == nil || failed[i] != nil {
 					continue
 				}
@@ -332,7 +427,7 @@ func runBench(ctx context.Context, o *benchOptions) (*report, error) {
 			reports[i].Scenarios[sc] = st
 		}
 	}
-	if o.pods > 0 {
+	if o.pods > 0 && !o.stopped() {
 		for i, t := range targets {
 			s, err := t.sustained(ctx, o)
 			if err != nil && firstErr == nil {
@@ -361,6 +456,13 @@ func runBench(ctx context.Context, o *benchOptions) (*report, error) {
 	return rep, firstErr
 }
 
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
 func shapeString(shape []containerShape) string {
 	var parts []string
 	for _, c := range shape {
@@ -384,15 +486,22 @@ func (t *target) sustained(ctx context.Context, o *benchOptions) (*sustained, er
 			}
 		}
 	}()
+	o.progress.phase(fmt.Sprintf("sustained: starting %d pods", o.pods), o.pods)
 	for i := 0; i < o.pods; i++ {
 		p, err := t.newPod(ctx, fmt.Sprintf("bench-sustained-%d", i))
 		if err != nil {
 			return nil, err
 		}
 		pods = append(pods, p)
+		o.progress.step()
 	}
 	// Let every pod's next generation be ready before the clock starts.
-	time.Sleep(time.Second)
+	select {
+	case <-time.After(time.Second):
+	case <-o.stop:
+		return nil, errInterrupted
+	}
+	o.progress.phase(fmt.Sprintf("sustained: resets of %d pods for %s", o.pods, o.duration), 0)
 	var (
 		mu     sync.Mutex
 		lat    []time.Duration
@@ -416,9 +525,13 @@ func (t *target) sustained(ctx context.Context, o *benchOptions) (*sustained, er
 			if interval > 0 {
 				next = start.Add(interval * time.Duration(i) / time.Duration(len(pods)))
 			}
-			for time.Now().Before(finish) {
+			for time.Now().Before(finish) && !o.stopped() {
 				if interval > 0 {
-					time.Sleep(time.Until(next))
+					select {
+					case <-time.After(time.Until(next)):
+					case <-o.stop:
+						return
+					}
 					next = next.Add(interval)
 					if now := time.Now(); next.Before(now) {
 						next = now
@@ -428,6 +541,9 @@ func (t *target) sustained(ctx context.Context, o *benchOptions) (*sustained, er
 					}
 				}
 				d, err := p.reset(ctx, sc)
+				if o.stopped() {
+					return
+				}
 				mu.Lock()
 				if err != nil {
 					errs++
@@ -435,10 +551,14 @@ func (t *target) sustained(ctx context.Context, o *benchOptions) (*sustained, er
 					lat = append(lat, d)
 				}
 				mu.Unlock()
+				o.progress.step()
 			}
 		}(i, p)
 	}
 	wg.Wait()
+	if o.stopped() {
+		return nil, errInterrupted
+	}
 	elapsed := time.Since(start)
 	return &sustained{
 		Pods:         o.pods,

@@ -40,8 +40,8 @@ type target struct {
 	cancel  context.CancelFunc
 }
 
-func newTarget(ctx context.Context, endpoint string, o *benchOptions) (*target, error) {
-	conn, err := dial(endpoint)
+func newTarget(ctx context.Context, endpoint, flag string, o *benchOptions) (*target, error) {
+	conn, err := dial(endpoint, flag)
 	if err != nil {
 		return nil, err
 	}
@@ -63,6 +63,7 @@ func newTarget(ctx context.Context, endpoint string, o *benchOptions) (*target, 
 		t.wp = warmpodv1.NewWarmpodClient(conn)
 	}
 	if o.pull {
+		o.progress.phase(fmt.Sprintf("pulling %s on %s", o.image, endpoint), 0)
 		if _, err := t.img.PullImage(ctx, &runtime.PullImageRequest{Image: &runtime.ImageSpec{Image: o.image}}); err != nil {
 			conn.Close()
 			return nil, fmt.Errorf("pull %s on %s: %w", o.image, endpoint, err)
@@ -217,7 +218,7 @@ func (t *target) newPod(ctx context.Context, name string) (*benchPod, error) {
 		Hostname:     name,
 		LogDirectory: filepath.Join(t.o.logDir, name),
 		Linux:        &runtime.LinuxPodSandboxConfig{},
-		Labels:       map[string]string{"warmpod.io/bench": "true"},
+		Labels:       map[string]string{"warmpod.io/bench": "true", benchRunLabel: t.o.runID},
 	}
 	if err := p.run(ctx); err != nil {
 		p.destroy(ctx)
@@ -347,11 +348,42 @@ func (p *benchPod) destroy(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
-	_, _ = p.t.rt.StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: p.id})
-	if _, err := p.t.rt.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: p.id}); err != nil && status.Code(err) != codes.NotFound {
+	// A pod whose container creation was cut short (an interrupt) may
+	// still have a process on its way out when it is stopped; the removal
+	// is retried for a while, as the kubelet retries it.
+	var err error
+	for wait, deadline := 50*time.Millisecond, time.Now().Add(10*time.Second); ; wait = min(2*wait, time.Second) {
+		_, _ = p.t.rt.StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: p.id})
+		_, err = p.t.rt.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: p.id})
+		if err == nil || status.Code(err) == codes.NotFound || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(wait)
+	}
+	if err != nil && status.Code(err) != codes.NotFound {
 		fmt.Fprintf(os.Stderr, "warmpodctl: remove benchmark pod %s: %v\n", p.id, err)
 	}
 	p.id = ""
+}
+
+// benchRunLabel marks the pods of one benchmark run.
+const benchRunLabel = "warmpod.io/bench-run"
+
+// removeRunPods removes every pod of this run, even after ctx was
+// cancelled.
+func (t *target) removeRunPods(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	resp, err := t.rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{Filter: &runtime.PodSandboxFilter{
+		LabelSelector: map[string]string{benchRunLabel: t.o.runID},
+	}})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "warmpodctl: list the benchmark's pods on %s: %v\n", t.endpoint, err)
+		return
+	}
+	for _, sb := range resp.Items {
+		(&benchPod{t: t, id: sb.Id}).destroy(ctx)
+	}
 }
 
 // memory measures the pod's warmpod processes once its next generations

@@ -3,55 +3,61 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"text/tabwriter"
 	"time"
 
+	"github.com/urfave/cli/v3"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	warmpodv1 "github.com/warmpod/warmpod/api/warmpod/v1"
 )
 
-func podReset(ctx context.Context, socket string, args []string) error {
-	if len(args) != 1 {
-		return fmt.Errorf("usage: warmpodctl pod reset POD_ID")
+func podReset(ctx context.Context, cmd *cli.Command) error {
+	id, err := oneArg(cmd)
+	if err != nil {
+		return err
 	}
-	conn, err := dial(socket)
+	conn, err := dial(socketPath(cmd), socketFlag)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	resp, err := warmpodv1.NewWarmpodClient(conn).ResetPod(ctx, &warmpodv1.ResetPodRequest{PodSandboxId: args[0]})
+	resp, err := warmpodv1.NewWarmpodClient(conn).ResetPod(ctx, &warmpodv1.ResetPodRequest{PodSandboxId: id})
 	if err != nil {
 		return err
 	}
-	fmt.Printf("pod %s reset in %s\n", args[0], time.Duration(resp.DurationNs))
-	printContainers(resp.Containers)
+	w := cmd.Root().Writer
+	fmt.Fprintf(w, "pod %s reset in %s\n", id, time.Duration(resp.DurationNs))
+	printContainers(w, resp.Containers)
 	return nil
 }
 
-func podStatus(ctx context.Context, socket string, args []string) error {
-	if len(args) != 1 {
-		return fmt.Errorf("usage: warmpodctl pod status POD_ID")
+func podStatus(ctx context.Context, cmd *cli.Command) error {
+	id, err := oneArg(cmd)
+	if err != nil {
+		return err
 	}
-	conn, err := dial(socket)
+	conn, err := dial(socketPath(cmd), socketFlag)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	resp, err := warmpodv1.NewWarmpodClient(conn).PodStatus(ctx, &warmpodv1.PodStatusRequest{PodSandboxId: args[0]})
+	resp, err := warmpodv1.NewWarmpodClient(conn).PodStatus(ctx, &warmpodv1.PodStatusRequest{PodSandboxId: id})
 	if err != nil {
 		return err
 	}
-	fmt.Printf("pod %s\nshim pid %d, resets %d, AllContainersRestarting=%t\n",
+	w := cmd.Root().Writer
+	fmt.Fprintf(w, "pod %s\nshim pid %d, resets %d, AllContainersRestarting=%t\n",
 		resp.PodSandboxId, resp.ShimPid, resp.Resets, resp.AllContainersRestarting)
-	printContainers(resp.Containers)
+	printContainers(w, resp.Containers)
 	return nil
 }
 
-func printContainers(cs []*warmpodv1.ContainerStatus) {
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+func printContainers(out io.Writer, cs []*warmpodv1.ContainerStatus) {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "CONTAINER\tNAME\tSTATE\tRESTARTS\tLAST EXIT\tWARM")
 	for _, c := range cs {
 		last := "-"
@@ -63,18 +69,19 @@ func printContainers(cs []*warmpodv1.ContainerStatus) {
 	w.Flush()
 }
 
-func imageImport(ctx context.Context, socket string, args []string) error {
-	if len(args) != 1 {
-		return fmt.Errorf("usage: warmpodctl image import FILE")
+func imageImport(ctx context.Context, cmd *cli.Command) error {
+	file, err := oneArg(cmd)
+	if err != nil {
+		return err
 	}
-	path, err := filepath.Abs(args[0])
+	path, err := filepath.Abs(file)
 	if err != nil {
 		return err
 	}
 	if _, err := os.Stat(path); err != nil {
 		return err
 	}
-	conn, err := dial(socket)
+	conn, err := dial(socketPath(cmd), socketFlag)
 	if err != nil {
 		return err
 	}
@@ -84,13 +91,14 @@ func imageImport(ctx context.Context, socket string, args []string) error {
 		return err
 	}
 	for _, img := range resp.Images {
-		fmt.Println(img)
+		fmt.Fprintln(cmd.Root().Writer, img)
 	}
 	return nil
 }
 
-func version(ctx context.Context, socket string) error {
-	conn, err := dial(socket)
+func versions(ctx context.Context, cmd *cli.Command) error {
+	fmt.Fprintf(cmd.Root().Writer, "warmpodctl %s\n", version)
+	conn, err := dial(socketPath(cmd), socketFlag)
 	if err != nil {
 		return err
 	}
@@ -99,6 +107,6 @@ func version(ctx context.Context, socket string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("runtime %s %s (CRI %s)\n", v.RuntimeName, v.RuntimeVersion, v.RuntimeApiVersion)
+	fmt.Fprintf(cmd.Root().Writer, "runtime %s %s (CRI %s)\n", v.RuntimeName, v.RuntimeVersion, v.RuntimeApiVersion)
 	return nil
 }
