@@ -16,9 +16,10 @@ func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
 // newCommand is warmpod's command line. Without a command it runs the
-// daemon with the configuration its flags and file give; serve is called
-// with it. Flags are parsed anew for every command returned.
-func newCommand(serve func(Config) error) *cli.Command {
+// daemon: serve is called with the configuration its flags and file give,
+// and a function that reads the file again with the same flags (for a
+// reload). Flags are parsed anew for every command returned.
+func newCommand(serve func(cfg Config, reload func() (Config, error)) error) *cli.Command {
 	daemonFlags := flags()
 	for _, f := range daemonFlags {
 		// The daemon's flags belong to the daemon, not to its commands.
@@ -41,7 +42,7 @@ func newCommand(serve func(Config) error) *cli.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			return serve(cfg)
+			return serve(cfg, func() (Config, error) { return loadConfig(cmd) })
 		},
 		Commands: []*cli.Command{
 			{

@@ -18,7 +18,7 @@ func run(t *testing.T, args ...string) (Config, string, error) {
 	t.Helper()
 	var got Config
 	var out bytes.Buffer
-	cmd := newCommand(func(c Config) error { got = c; return nil })
+	cmd := newCommand(func(c Config, _ func() (Config, error)) error { got = c; return nil })
 	cmd.Writer = &out
 	cmd.ErrWriter = &out
 	err := cmd.Run(context.Background(), append([]string{"warmpod"}, args...))

@@ -75,7 +75,9 @@ func runShim(args []string) int {
 	return 0
 }
 
-func serve(cfg Config) error {
+// serve runs the daemon with cfg until SIGTERM or SIGINT; on SIGHUP it
+// re-reads its configuration with load.
+func serve(cfg Config, load func() (Config, error)) error {
 	level, err := logrus.ParseLevel(cfg.LogLevel)
 	if err != nil {
 		return fmt.Errorf("log level: %w", err)
@@ -197,12 +199,24 @@ func serve(cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// SIGHUP reloads what can change while the daemon runs; it never ends
+	// the daemon.
+	hups := make(chan os.Signal, 1)
+	signal.Notify(hups, unix.SIGHUP)
+	defer signal.Stop(hups)
+	r := &reloader{cfg: cfg, load: load, images: images, log: log}
+	go func() {
+		for range hups {
+			log.Info("received hangup: reloading the configuration")
+			r.reload()
+		}
+	}()
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
 	go func() {
 		sig := <-sigs
 		log.Infof("received %s: stopping; pods keep running", sig)
-		_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+		notifySystemd(daemon.SdNotifyStopping)
 		done := make(chan struct{})
 		go func() { g.GracefulStop(); close(done) }()
 		select {
@@ -214,9 +228,7 @@ func serve(cfg Config) error {
 	log.WithField("socket", cfg.Socket).Infof("warmpod %s serving CRI", version)
 	// Under systemd (Type=notify) the unit becomes active only now: pods
 	// are recovered and the socket accepts calls.
-	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
-		log.WithError(err).Warn("notify systemd")
-	}
+	notifySystemd(daemon.SdNotifyReady)
 	if err := g.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return err
 	}

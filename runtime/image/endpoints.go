@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -20,6 +21,25 @@ type netConfig struct {
 	insecure map[string]bool       // normalised host[:port]
 	verified http.RoundTripper
 	skipTLS  http.RoundTripper
+}
+
+// registries holds the store's current netConfig; Reconfigure replaces it while pulls run, each pull keeping
+// the one it started with.
+type registries struct{ p atomic.Pointer[netConfig] }
+
+func (r *registries) get() *netConfig  { return r.p.Load() }
+func (r *registries) set(nc netConfig) { r.p.Store(&nc) }
+
+// Reconfigure applies the registry settings of opts (Mirrors, Insecure) to the pulls that start from now on;
+// pulls already running finish with the settings they started with. The other fields of opts are ignored:
+// the root and platform of a store do not change. On error nothing changes.
+func (s *Store) Reconfigure(opts Options) error {
+	nc, err := newNetConfig(opts.Mirrors, opts.Insecure)
+	if err != nil {
+		return fmt.Errorf("reconfigure image store: %w", err)
+	}
+	s.net.set(nc)
+	return nil
 }
 
 // endpoint is one place to pull a repository from: a mirror or the registry itself.

@@ -27,8 +27,10 @@ func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (Image, error)
 		failures []string
 		last     error
 	)
-	for _, ep := range s.net.endpoints(r.registry) {
-		img, err := s.pullFrom(ctx, ep, r, auth)
+	// One configuration for the whole pull, even if it is replaced meanwhile.
+	nc := s.net.get()
+	for _, ep := range nc.endpoints(r.registry) {
+		img, err := s.pullFrom(ctx, nc, ep, r, auth)
 		if err == nil {
 			return img, nil
 		}
@@ -47,7 +49,7 @@ func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (Image, error)
 	return Image{}, fmt.Errorf("pull %q: %w (earlier endpoints: %s)", ref, last, strings.Join(failures[:len(failures)-1], "; "))
 }
 
-func (s *Store) pullFrom(ctx context.Context, ep endpoint, r imageRef, auth *Auth) (Image, error) {
+func (s *Store) pullFrom(ctx context.Context, nc *netConfig, ep endpoint, r imageRef, auth *Auth) (Image, error) {
 	ref, err := ep.reference(r)
 	if err != nil {
 		return Image{}, err
@@ -55,7 +57,7 @@ func (s *Store) pullFrom(ctx context.Context, ep endpoint, r imageRef, auth *Aut
 	opts := []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuth(authenticator(auth, ep.host)),
-		remote.WithTransport(&manifestLimit{base: s.net.transport(ep), max: s.limits.ManifestSize}),
+		remote.WithTransport(&manifestLimit{base: nc.transport(ep), max: s.limits.ManifestSize}),
 		remote.WithPlatform(s.platform),
 		remote.WithUserAgent("warmpod"),
 	}

@@ -119,7 +119,7 @@ type Store struct {
 	root     string
 	platform v1.Platform
 	limits   Limits
-	net      netConfig
+	net      registries
 	lockFile *os.File
 	keys     keyedLocks
 	log      *log.Entry
@@ -170,10 +170,11 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{
-		root: root, platform: platform, limits: limits, net: nc, lockFile: lf, keys: keyedLocks{m: map[string]*keyLock{}}, log: log.G(ctx),
+		root: root, platform: platform, limits: limits, lockFile: lf, keys: keyedLocks{m: map[string]*keyLock{}}, log: log.G(ctx),
 		images: map[string]*record{}, tags: map[string]string{}, digests: map[string]string{},
 		layers: map[string]bool{}, retains: map[string]int{}, inflight: map[string]int{}, usage: map[string]usage{},
 	}
+	s.net.set(nc)
 	if err := s.open(); err != nil {
 		lf.Close()
 		return nil, fmt.Errorf("new image store at %s: %w", root, err)
