@@ -12,6 +12,8 @@ import (
 	"github.com/BurntSushi/toml"
 	units "github.com/docker/go-units"
 	"github.com/urfave/cli/v3"
+
+	"github.com/warmpod/warmpod/sandbox/cgroup"
 )
 
 // Config is warmpod's configuration: defaults, then the TOML file, then
@@ -94,7 +96,13 @@ func (b *byteSize) UnmarshalText(text []byte) error {
 type RuntimeConfig struct {
 	// Handlers are the runtime handler names RunPodSandbox accepts.
 	Handlers []string `toml:"handlers" json:"handlers"`
-	// CgroupParent is the parent of pod cgroups when the kubelet names none.
+	// CgroupDriver is how pod and container cgroups are named and made:
+	// "cgroupfs" (paths in the cgroup filesystem) or "systemd" (slices and
+	// scopes through systemd). The kubelet's --cgroup-driver must match.
+	CgroupDriver string `toml:"cgroup_driver" json:"cgroupDriver"`
+	// CgroupParent is the parent of pod cgroups when the kubelet names none:
+	// a cgroupfs path, or a slice under the systemd driver (default
+	// "/warmpod" or "warmpod.slice").
 	CgroupParent string `toml:"cgroup_parent" json:"cgroupParent"`
 	// MaxPrecreate bounds how many container generations the node's shims
 	// pre-create at once (0: one per CPU).
@@ -125,7 +133,7 @@ func defaultConfig() Config {
 		},
 		Runtime: RuntimeConfig{
 			Handlers:     []string{"", "warmpod"},
-			CgroupParent: "/warmpod",
+			CgroupDriver: cgroup.DriverCgroupfs,
 			CDISpecDirs:  []string{"/etc/cdi", "/var/run/cdi"},
 		},
 	}
@@ -170,7 +178,9 @@ var options = []option{
 	{name: "image-max-image-entries", usage: "most entries of all the layers one pull unpacks (0: 2097152)", field: func(c *Config) any { return &c.Image.MaxImageEntries }},
 	{name: "image-max-manifest-size", usage: "largest manifest, index or config (0: 4MiB)", field: func(c *Config) any { return &c.Image.MaxManifestSize }},
 	{name: "runtime-handlers", usage: "runtime handler names served (comma separated)", field: func(c *Config) any { return &c.Runtime.Handlers }},
-	{name: "cgroup-parent", usage: "parent of pod cgroups", field: func(c *Config) any { return &c.Runtime.CgroupParent }},
+	{name: "cgroup-driver", usage: `cgroup driver, as the kubelet's: "cgroupfs" or "systemd"`, field: func(c *Config) any { return &c.Runtime.CgroupDriver }},
+	{name: "cgroup-parent", usage: "parent of pod cgroups the kubelet names none for: a path, or a slice with the systemd driver", field: func(c *Config) any { return &c.Runtime.CgroupParent },
+		defaultText: cgroup.DefaultParent + ", or " + cgroup.DefaultSlice + " with the systemd driver"},
 	{name: "max-precreate", usage: "node-wide concurrent pre-creations (0: CPUs)", field: func(c *Config) any { return &c.Runtime.MaxPrecreate }},
 	{name: "cdi-spec-dirs", usage: "CDI spec directories (comma separated)", field: func(c *Config) any { return &c.Runtime.CDISpecDirs }},
 }
@@ -297,6 +307,24 @@ func finishConfig(cfg Config) (Config, error) {
 	}
 	if cfg.Image.MaxLayerEntries < 0 || cfg.Image.MaxImageEntries < 0 {
 		return cfg, fmt.Errorf("image max layer or image entries is negative")
+	}
+	switch cfg.Runtime.CgroupDriver {
+	case cgroup.DriverCgroupfs:
+		if cfg.Runtime.CgroupParent == "" {
+			cfg.Runtime.CgroupParent = cgroup.DefaultParent
+		}
+		if !strings.HasPrefix(cfg.Runtime.CgroupParent, "/") {
+			return cfg, fmt.Errorf("cgroup parent %q: the cgroupfs driver wants an absolute path such as /warmpod", cfg.Runtime.CgroupParent)
+		}
+	case cgroup.DriverSystemd:
+		if cfg.Runtime.CgroupParent == "" {
+			cfg.Runtime.CgroupParent = cgroup.DefaultSlice
+		}
+		if !strings.HasSuffix(cfg.Runtime.CgroupParent, ".slice") || strings.Contains(cfg.Runtime.CgroupParent, "/") {
+			return cfg, fmt.Errorf("cgroup parent %q: the systemd driver wants a slice such as warmpod.slice", cfg.Runtime.CgroupParent)
+		}
+	default:
+		return cfg, fmt.Errorf("cgroup driver %q: want %q or %q", cfg.Runtime.CgroupDriver, cgroup.DriverCgroupfs, cgroup.DriverSystemd)
 	}
 	if cfg.Network.Mode != "embedded" && cfg.Network.Mode != "cni" {
 		return cfg, fmt.Errorf("network mode %q: want \"embedded\" or \"cni\"", cfg.Network.Mode)

@@ -75,6 +75,13 @@ func TestFlagsSetTheirFields(t *testing.T) {
 			return reflect.DeepEqual(c.Registry.Mirrors, map[string][]string{"docker.io": {"http://m1", "http://m2"}, "quay.io": {"https://q"}})
 		}},
 		{[]string{"--runtime-handlers", ",a,b"}, func(c Config) bool { return reflect.DeepEqual(c.Runtime.Handlers, []string{"", "a", "b"}) }},
+		{[]string{"--cgroup-driver", "systemd"}, func(c Config) bool {
+			return c.Runtime.CgroupDriver == "systemd" && c.Runtime.CgroupParent == "warmpod.slice"
+		}},
+		{[]string{"--cgroup-driver", "systemd", "--cgroup-parent", "kubepods.slice"}, func(c Config) bool { return c.Runtime.CgroupParent == "kubepods.slice" }},
+		{nil, func(c Config) bool {
+			return c.Runtime.CgroupDriver == "cgroupfs" && c.Runtime.CgroupParent == "/warmpod"
+		}},
 		{[]string{"--cgroup-parent", "/kubepods", "--max-precreate", "3", "--cdi-spec-dirs", "/cdi"}, func(c Config) bool {
 			return c.Runtime.CgroupParent == "/kubepods" && c.Runtime.MaxPrecreate == 3 && reflect.DeepEqual(c.Runtime.CDISpecDirs, []string{"/cdi"})
 		}},
@@ -113,6 +120,10 @@ func TestEveryOptionHasAFlag(t *testing.T) {
 		}
 		if o.name == "stream-port" {
 			val = "7"
+		}
+		switch o.name {
+		case "cgroup-driver":
+			val = "systemd"
 		}
 		cfg, out, err := run(t, "--config", emptyFile(t), "--"+o.name, val)
 		if err != nil {
@@ -170,6 +181,9 @@ func TestConfigErrors(t *testing.T) {
 		{"bad port", []string{"--config", emptyFile(t), "--stream-port", "70000"}, "stream server port"},
 		{"bad mirror", []string{"--config", emptyFile(t), "--registry-mirror", "docker.io"}, "want host=endpoint"},
 		{"argument", []string{"--config", emptyFile(t), "serve"}, "unexpected arguments: [serve]"},
+		{"bad cgroup driver", []string{"--config", emptyFile(t), "--cgroup-driver", "cgroupv2"}, `cgroup driver "cgroupv2"`},
+		{"path parent with systemd", []string{"--config", emptyFile(t), "--cgroup-driver", "systemd", "--cgroup-parent", "/kubepods"}, "wants a slice"},
+		{"slice parent with cgroupfs", []string{"--config", emptyFile(t), "--cgroup-parent", "kubepods.slice"}, "wants an absolute path"},
 		{"daemon flag on a command", []string{"config", "default", "--root", "/r"}, "flag provided but not defined"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

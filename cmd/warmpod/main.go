@@ -29,6 +29,7 @@ import (
 	"github.com/warmpod/warmpod/runtime/pause"
 	"github.com/warmpod/warmpod/runtime/shim/service"
 	"github.com/warmpod/warmpod/sandbox"
+	"github.com/warmpod/warmpod/sandbox/cgroup"
 	"github.com/warmpod/warmpod/sandbox/network"
 )
 
@@ -88,6 +89,9 @@ func serve(cfg Config, load func() (Config, error)) error {
 	// The components take their logger from this context (containerd/log's
 	// log.G); requests add their RPC name and id to it.
 	ctx := clog.WithLogger(context.Background(), log)
+	if err := cgroup.SetDriver(cfg.Runtime.CgroupDriver); err != nil {
+		return err
+	}
 	for _, d := range []string{cfg.Root, cfg.State} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return fmt.Errorf("create %s: %w", d, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/opencontainers/cgroups/systemd"
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"github.com/opencontainers/runc/libcontainer/specconv"
@@ -104,8 +106,9 @@ func (e *Engine) Create(cfg Config) (_ *Gen, retErr error) {
 		}
 	}
 	lcfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
-		CgroupName: cfg.ID,
-		Spec:       cfg.Spec,
+		CgroupName:       cfg.ID,
+		UseSystemdCgroup: systemdCgroupsPath(cfg.Spec),
+		Spec:             cfg.Spec,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("convert spec of %s: %w", cfg.ID, err)
@@ -338,13 +341,32 @@ func (g *Gen) Exec(p *specs.Process, tty, stdin bool) (*Proc, error) {
 }
 
 // CgroupPath returns the container's cgroup path relative to the cgroup
-// root, the same on v1 and v2.
+// root, the same on v1 and v2; under the systemd driver, where it is its
+// scope in the pod's slice, the path systemd gives that scope.
 func (g *Gen) CgroupPath() string {
 	cfg := g.lc.Config()
 	if cfg.Cgroups == nil {
 		return ""
 	}
+	if c := cfg.Cgroups; c.Systemd {
+		parent, err := systemd.ExpandSlice(c.Parent)
+		if err != nil {
+			return ""
+		}
+		return path.Join(parent, c.ScopePrefix+"-"+c.Name+".scope")
+	}
 	return cfg.Cgroups.Path
+}
+
+// systemdCgroupsPath tells whether spec places the container the way the
+// systemd cgroup driver does, "slice:prefix:name", for runc's systemd
+// cgroup manager, which has systemd create the container's scope.
+func systemdCgroupsPath(spec *specs.Spec) bool {
+	if spec == nil || spec.Linux == nil {
+		return false
+	}
+	slice, _, ok := strings.Cut(spec.Linux.CgroupsPath, ":")
+	return ok && strings.HasSuffix(slice, ".slice")
 }
 
 // OOMKilled reports whether the kernel's OOM killer killed a process of the

@@ -16,9 +16,14 @@ func (g *Gen) Update(res *specs.LinuxResources) error {
 	}
 	// specconv owns the OCI -> cgroup mapping; run it on a spec holding
 	// only the new resources and keep the parts it does not describe.
+	cgroupsPath := cfg.Cgroups.Path
+	if c := cfg.Cgroups; c.Systemd {
+		cgroupsPath = c.Parent + ":" + c.ScopePrefix + ":" + c.Name
+	}
 	cg, err := specconv.CreateCgroupConfig(&specconv.CreateOpts{
-		CgroupName: g.ID,
-		Spec:       &specs.Spec{Linux: &specs.Linux{CgroupsPath: cfg.Cgroups.Path, Resources: res}},
+		CgroupName:       g.ID,
+		UseSystemdCgroup: cfg.Cgroups.Systemd,
+		Spec:             &specs.Spec{Linux: &specs.Linux{CgroupsPath: cgroupsPath, Resources: res}},
 	}, nil)
 	if err != nil {
 		return fmt.Errorf("update %s: convert resources: %w", g.ID, err)

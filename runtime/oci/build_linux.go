@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -126,7 +127,7 @@ func (b *Builder) build(c *Container, img *Image, pod *Pod) (*specs.Spec, error)
 	if err != nil {
 		return nil, err
 	}
-	cgroupsPath, err := cgroupsPath(pod.CgroupParent, c.ID)
+	cgroupsPath, err := CgroupsPath(pod.CgroupParent, c.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -177,16 +178,27 @@ func pathsOrDefault(given, defaults []string) []string {
 	return append([]string{}, given...)
 }
 
-// cgroupsPath places the container's cgroup under the pod's (cgroupfs driver: a plain absolute path).
-func cgroupsPath(parent, id string) (string, error) {
+// CgroupsPath places the cgroup of container id under the pod's, parent. Under the cgroupfs driver the pod's
+// is an absolute path and the container's a directory below it; under the systemd driver the pod's is a
+// slice and the container's is given as runc's "slice:prefix:name", which makes it the scope
+// warmpod-<id>.scope in that slice. The shim gives each generation of a container a cgroup of its own the
+// same way.
+func CgroupsPath(parent, id string) (string, error) {
 	if parent == "" {
 		return "", nil
 	}
-	if !path.IsAbs(parent) {
-		return "", invalidf("cgroup parent %q is not an absolute cgroupfs path", parent)
-	}
-	if id == "" || id != filepath.Base(id) || id == "." || id == ".." {
+	if id == "" || id != filepath.Base(id) || id == "." || id == ".." || strings.ContainsAny(id, ":") {
 		return "", invalidf("container id %q cannot name a cgroup", id)
+	}
+	if strings.HasSuffix(parent, ".slice") && !strings.ContainsAny(parent, "/:") {
+		return parent + ":" + SystemdScopePrefix + ":" + id, nil
+	}
+	if !path.IsAbs(parent) {
+		return "", invalidf("cgroup parent %q is neither an absolute cgroupfs path nor a systemd slice", parent)
 	}
 	return path.Join(parent, id), nil
 }
+
+// SystemdScopePrefix starts the name of each container's scope under the systemd cgroup driver:
+// warmpod-<id>.scope.
+const SystemdScopePrefix = "warmpod"

@@ -84,6 +84,17 @@ func TestBuildAnnotationsAndCgroup(t *testing.T) {
 	}
 }
 
+// Under the systemd cgroup driver the pod cgroup is a slice and each
+// container a scope in it, named in runc's slice:prefix:name form.
+func TestBuildSystemdCgroup(t *testing.T) {
+	s := mustBuild(t, func(_ *Container, pod *Pod, _ *fakeSystem, _ *Host) {
+		pod.CgroupParent = "kubepods-burstable-poduid_1-sandbox1.slice"
+	})
+	if want := "kubepods-burstable-poduid_1-sandbox1.slice:warmpod:ctr-1"; s.Linux.CgroupsPath != want {
+		t.Fatalf("cgroups path = %q, want %q", s.Linux.CgroupsPath, want)
+	}
+}
+
 func TestBuildErrors(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -99,7 +110,7 @@ func TestBuildErrors(t *testing.T) {
 		{
 			name:    "relative cgroup parent",
 			adjust:  func(_ *Container, pod *Pod, _ *fakeSystem, _ *Host) { pod.CgroupParent = "kubepods" },
-			wantErr: `cgroup parent "kubepods" is not an absolute cgroupfs path`,
+			wantErr: `cgroup parent "kubepods" is neither an absolute cgroupfs path nor a systemd slice`,
 		},
 		{
 			name: "id that is a path",

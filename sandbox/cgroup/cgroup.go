@@ -6,9 +6,15 @@
 // itself. Both cgroup v1 (legacy, and hybrid, whose controllers are all on
 // v1) and v2 (unified) are supported; the host's mode is detected once.
 //
-// Paths are cgroupfs paths relative to the hierarchy root, such as
-// "/kubepods/burstable/pod<uid>/<sandbox id>" (the kubelet's cgroupfs
-// driver). The systemd driver's slice names are not supported.
+// Two drivers name and create pod cgroups, as the kubelet's do (SetDriver).
+// With cgroupfs a pod cgroup is a path relative to the hierarchy root, such
+// as "/kubepods/burstable/pod<uid>/<sandbox id>", created in the cgroup
+// filesystem. With systemd it is a slice, such as
+// "kubepods-burstable-pod<uid>-<sandbox id>.slice", created, limited and
+// removed through systemd's D-Bus API; its usage is read from the cgroup
+// filesystem where systemd put it. Every function takes either form, so a
+// pod made under one driver is still handled after a restart with the
+// other.
 //
 // None of these calls belong on a pod reset's hot path. On cgroup v1 in
 // particular, moving a process into a cgroup (AddProc) right after a quiet
@@ -82,15 +88,12 @@ type IOStats struct {
 	ReadBytes, WriteBytes uint64
 }
 
-// Driver names the cgroup driver, as reported to the kubelet.
-func Driver() string { return "cgroupfs" }
-
 // podPath joins parent and name after checking both.
 func podPath(parent, name string) (string, error) {
 	if parent == "" {
 		parent = DefaultParent
 	}
-	if strings.HasSuffix(parent, ".slice") {
+	if isSlice(parent) {
 		return "", fmt.Errorf("%w: parent %q is a systemd slice; the cgroup driver is cgroupfs, configure the kubelet with --cgroup-driver=cgroupfs", ErrInvalid, parent)
 	}
 	if err := checkPath(parent); err != nil {

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/containerd/cgroups/v3"
+	sdcgroups "github.com/opencontainers/cgroups/systemd"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -53,16 +54,51 @@ func host() (manager, error) {
 // limits. Creating an existing cgroup applies res and succeeds, so a retried
 // RunPodSandbox works. On error a cgroup this call made is removed again;
 // ancestors are kept, as other pods share them.
+//
+// Under the systemd driver the pod cgroup is a slice below parent ("" parent:
+// DefaultSlice), started through systemd, and its name is returned.
 func Create(parent, name string, res *specs.LinuxResources) (string, error) {
-	path, err := podPath(parent, name)
-	if err != nil {
-		return "", err
-	}
 	m, err := host()
 	if err != nil {
 		return "", err
 	}
+	if Driver() == DriverSystemd {
+		slice, err := podSlice(parent, name)
+		if err != nil {
+			return "", err
+		}
+		return hostSlices(m).create(slice, res)
+	}
+	path, err := podPath(parent, name)
+	if err != nil {
+		return "", err
+	}
 	return create(m, path, res)
+}
+
+// hostSlices drives systemd slices on the host's cgroup mode.
+func hostSlices(m manager) sliceDriver {
+	_, v2 := m.(*v2Manager)
+	return sliceDriver{u: hostUnits, m: m, v2: v2}
+}
+
+// resolve checks a pod cgroup as Create returned it and gives its cgroupfs
+// path, and whether it is a systemd slice.
+func resolve(p string) (path string, slice bool, err error) {
+	if isSlice(p) {
+		if err := checkSlice(p); err != nil {
+			return "", false, err
+		}
+		path, err := sdcgroups.ExpandSlice(p)
+		if err != nil {
+			return "", false, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		return path, true, nil
+	}
+	if err := checkPath(p); err != nil {
+		return "", false, err
+	}
+	return p, false, nil
 }
 
 func create(m manager, path string, res *specs.LinuxResources) (string, error) {
@@ -84,14 +120,21 @@ func create(m manager, path string, res *specs.LinuxResources) (string, error) {
 
 // Update applies res to the existing cgroup at path.
 func Update(path string, res *specs.LinuxResources) error {
-	if err := checkPath(path); err != nil {
+	fsPath, slice, err := resolve(path)
+	if err != nil {
 		return err
 	}
 	m, err := host()
 	if err != nil {
 		return err
 	}
-	return update(m, path, res)
+	if slice {
+		if res == nil {
+			return nil
+		}
+		return hostSlices(m).update(path, res)
+	}
+	return update(m, fsPath, res)
 }
 
 func update(m manager, path string, res *specs.LinuxResources) error {
@@ -117,14 +160,18 @@ func update(m manager, path string, res *specs.LinuxResources) error {
 // moment after the last process left; that is retried for up to about
 // 150 ms.
 func Delete(path string) error {
-	if err := checkPath(path); err != nil {
+	fsPath, slice, err := resolve(path)
+	if err != nil {
 		return err
 	}
 	m, err := host()
 	if err != nil {
 		return err
 	}
-	return remove(m, path)
+	if slice {
+		return hostSlices(m).remove(path)
+	}
+	return remove(m, fsPath)
 }
 
 func remove(m manager, path string) error {
@@ -150,14 +197,15 @@ func remove(m manager, path string) error {
 
 // Stats reads the usage of the cgroup at path, its subtree included.
 func Stats(path string) (*Metrics, error) {
-	if err := checkPath(path); err != nil {
+	fsPath, _, err := resolve(path)
+	if err != nil {
 		return nil, err
 	}
 	m, err := host()
 	if err != nil {
 		return nil, err
 	}
-	return stats(m, path)
+	return stats(m, fsPath)
 }
 
 func stats(m manager, path string) (*Metrics, error) {
@@ -177,14 +225,15 @@ func stats(m manager, path string) (*Metrics, error) {
 
 // Procs lists the processes in the cgroup at path and below it, each once.
 func Procs(path string) ([]int, error) {
-	if err := checkPath(path); err != nil {
+	fsPath, _, err := resolve(path)
+	if err != nil {
 		return nil, err
 	}
 	m, err := host()
 	if err != nil {
 		return nil, err
 	}
-	return procs(m, path)
+	return procs(m, fsPath)
 }
 
 func procs(m manager, path string) ([]int, error) {
@@ -207,9 +256,11 @@ func procs(m manager, path string) ([]int, error) {
 // controllers are enabled for children (one libcontainer has put containers
 // under) cannot hold processes itself.
 func AddProc(path string, pid int) error {
-	if err := checkPath(path); err != nil {
+	fsPath, _, err := resolve(path)
+	if err != nil {
 		return err
 	}
+	path = fsPath
 	if pid <= 0 {
 		return fmt.Errorf("%w: pid %d", ErrInvalid, pid)
 	}

@@ -2,6 +2,7 @@ package cgroup
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -59,7 +60,59 @@ func TestMemoryFromUsage(t *testing.T) {
 }
 
 func TestDriver(t *testing.T) {
-	if Driver() != "cgroupfs" {
-		t.Fatalf("Driver() = %q", Driver())
+	if Driver() != DriverCgroupfs {
+		t.Fatalf("Driver() = %q, want cgroupfs by default", Driver())
+	}
+	if err := SetDriver("systemd-ish"); !errors.Is(err, ErrInvalid) {
+		t.Errorf("SetDriver of an unknown driver = %v, want ErrInvalid", err)
+	}
+}
+
+func TestPodSlice(t *testing.T) {
+	for _, tc := range []struct {
+		parent, name string
+		want         string
+	}{
+		{"kubepods-burstable-pod1234_5678.slice", "abc", "kubepods-burstable-pod1234_5678-abc.slice"},
+		{"kubepods.slice", "abc", "kubepods-abc.slice"},
+		{"", "abc", "warmpod-abc.slice"},
+		{"-.slice", "abc", "abc.slice"},
+		{"/kubepods/burstable", "abc", ""},
+		{"kubepods", "abc", ""},
+		{"kubepods--x.slice", "abc", ""},
+		{"-kubepods.slice", "abc", ""},
+		{"a/b.slice", "abc", ""},
+		{"a b.slice", "abc", ""},
+		{"kubepods.slice", "", ""},
+		{"kubepods.slice", "a-b", ""},
+		{"kubepods.slice", "a.b", ""},
+		{"kubepods.slice", "a/b", ""},
+	} {
+		got, err := podSlice(tc.parent, tc.name)
+		if tc.want == "" {
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("podSlice(%q, %q) = %q, %v; want ErrInvalid", tc.parent, tc.name, got, err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("podSlice(%q, %q) = %q, %v; want %q", tc.parent, tc.name, got, err, tc.want)
+		}
+	}
+	// A cgroupfs parent under the systemd driver names the fix.
+	if _, err := podSlice("/kubepods/burstable/pod1", "abc"); err == nil || !strings.Contains(err.Error(), "--cgroup-driver=systemd") {
+		t.Errorf("podSlice of a cgroupfs path = %v, want a hint about the kubelet's driver", err)
+	}
+}
+
+func TestParentSlice(t *testing.T) {
+	for in, want := range map[string]string{
+		"kubepods-burstable-pod1-abc.slice": "kubepods-burstable-pod1.slice",
+		"kubepods.slice":                    "-.slice",
+		"warmpod-abc.slice":                 "warmpod.slice",
+	} {
+		if got := parentSlice(in); got != want {
+			t.Errorf("parentSlice(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/warmpod/warmpod/runtime/container"
 	"github.com/warmpod/warmpod/runtime/logs"
+	"github.com/warmpod/warmpod/runtime/oci"
 	"github.com/warmpod/warmpod/runtime/rootfs"
 	"github.com/warmpod/warmpod/runtime/shim"
 )
@@ -270,7 +271,17 @@ func (s *Shim) genSpec(t *template, id string, rfs rootfs.Rootfs) (*specs.Spec, 
 	if spec.Linux == nil {
 		spec.Linux = &specs.Linux{}
 	}
-	spec.Linux.CgroupsPath = filepath.Join("/", s.cfg.CgroupParent, id)
+	// A cgroupfs parent is a path from the hierarchy's root; a slice (the
+	// systemd driver) is a name.
+	parent := s.cfg.CgroupParent
+	if !strings.HasSuffix(parent, ".slice") {
+		parent = filepath.Join("/", parent)
+	}
+	cgroupsPath, err := oci.CgroupsPath(parent, id)
+	if err != nil {
+		return nil, err
+	}
+	spec.Linux.CgroupsPath = cgroupsPath
 	return &spec, nil
 }
 
