@@ -2,10 +2,13 @@ package cri
 
 import (
 	"context"
+	"errors"
+	"time"
 
 	"github.com/containerd/log"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/warmpod/warmpod/metrics"
 	"github.com/warmpod/warmpod/runtime/image"
 )
 
@@ -27,7 +30,16 @@ func (s *Service) PullImage(ctx context.Context, r *runtime.PullImageRequest) (*
 			RegistryToken: a.RegistryToken,
 		}
 	}
+	start := time.Now()
 	img, err := s.images.Pull(ctx, ref, auth)
+	switch {
+	case err == nil:
+		metrics.ImagePull(metrics.PullSuccess, time.Since(start))
+	case errors.Is(err, image.ErrNotFound):
+		metrics.ImagePull(metrics.PullNotFound, time.Since(start))
+	default:
+		metrics.ImagePull(metrics.PullFailure, time.Since(start))
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -18,9 +18,12 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	warmpodv1 "github.com/warmpod/warmpod/api/warmpod/v1"
+	"github.com/warmpod/warmpod/metrics"
 	"github.com/warmpod/warmpod/runtime/image"
 	"github.com/warmpod/warmpod/runtime/shim"
 	"github.com/warmpod/warmpod/sandbox"
@@ -90,7 +93,8 @@ func (s *Service) Register(g *grpc.Server) {
 // UnaryInterceptor gives each request a logger carrying the RPC name and a
 // request id (log.G of the request's context; the id also goes to the
 // pod's shim, see shim.RequestIDKey), logs the call (Trace for reads,
-// Debug for the rest) and turns errors into gRPC statuses: it is where the
+// Debug for the rest; a failure at Warn), counts it and its latency by
+// method and code, and turns errors into gRPC statuses: it is where the
 // code of an error is chosen, from the errdefs class the error was given
 // where it was made (errgrpc.ToGRPC; context errors become Canceled and
 // DeadlineExceeded, unclassed ones Unknown).
@@ -99,14 +103,21 @@ func (s *Service) UnaryInterceptor(ctx context.Context, req any, info *grpc.Unar
 	ctx, l := s.requestContext(ctx, rpc)
 	start := time.Now()
 	resp, err := h(ctx, req)
+	took := time.Since(start)
+	err = errgrpc.ToGRPC(err)
+	code := status.Code(err)
+	metrics.CRIRequest(rpc, code.String(), took)
 	level := log.DebugLevel
-	if isRead(rpc) {
+	switch {
+	case failureWorthAWarning(rpc, code):
+		level = log.WarnLevel
+	case isRead(rpc):
 		level = log.TraceLevel
 	}
 	if l.Logger.IsLevelEnabled(level) {
-		l.WithField("duration", time.Since(start)).WithError(err).Log(level, "request")
+		l.WithField("duration", took).WithError(err).Log(level, "request")
 	}
-	return resp, errgrpc.ToGRPC(err)
+	return resp, err
 }
 
 // StreamInterceptor is UnaryInterceptor for streaming RPCs.
@@ -114,9 +125,30 @@ func (s *Service) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.St
 	rpc := info.FullMethod[strings.LastIndex(info.FullMethod, "/")+1:]
 	ctx, l := s.requestContext(ss.Context(), rpc)
 	l.Debug("stream opened")
-	err := h(srv, &loggedStream{ServerStream: ss, ctx: ctx})
-	l.WithError(err).Debug("stream closed")
-	return errgrpc.ToGRPC(err)
+	start := time.Now()
+	err := errgrpc.ToGRPC(h(srv, &loggedStream{ServerStream: ss, ctx: ctx}))
+	code := status.Code(err)
+	metrics.CRIRequest(rpc, code.String(), time.Since(start))
+	level := log.DebugLevel
+	if failureWorthAWarning(rpc, code) {
+		level = log.WarnLevel
+	}
+	l.WithError(err).Log(level, "stream closed")
+	return err
+}
+
+// failureWorthAWarning tells which failed requests are logged at Warn:
+// all but a client giving up (Canceled) and a read of an object that is
+// gone (NotFound from a status or list call), which the kubelet does in the
+// normal course of removing pods.
+func failureWorthAWarning(rpc string, code codes.Code) bool {
+	switch code {
+	case codes.OK, codes.Canceled:
+		return false
+	case codes.NotFound:
+		return !isRead(rpc)
+	}
+	return true
 }
 
 // requestContext gives a request a fresh id and returns its context, which

@@ -23,6 +23,11 @@ type Config struct {
 	State    string `toml:"state" json:"state"`
 	Socket   string `toml:"socket" json:"socket"`
 	LogLevel string `toml:"log_level" json:"logLevel"`
+	// LogFormat is "text" or "json" (one JSON object per line).
+	LogFormat string `toml:"log_format" json:"logFormat"`
+	// MetricsAddress is where Prometheus metrics are served over HTTP,
+	// host:port ("": not served).
+	MetricsAddress string `toml:"metrics_address" json:"metricsAddress"`
 	// ShimLogLevel is the log level of the pods' shims (default: LogLevel).
 	ShimLogLevel string         `toml:"shim_log_level" json:"shimLogLevel"`
 	Network      NetworkConfig  `toml:"network" json:"network"`
@@ -116,9 +121,10 @@ const DefaultConfigPath = "/etc/warmpod/config.toml"
 
 func defaultConfig() Config {
 	return Config{
-		Root:     "/var/lib/warmpod",
-		State:    "/run/warmpod",
-		LogLevel: "info",
+		Root:      "/var/lib/warmpod",
+		State:     "/run/warmpod",
+		LogLevel:  "info",
+		LogFormat: "text",
 		// Loopback only, like containerd's default: the kubelet on this
 		// node is the one client, and sessions are not authenticated.
 		StreamServerAddress: "127.0.0.1",
@@ -159,6 +165,8 @@ var options = []option{
 	{name: "state", usage: "directory for runtime state: sockets, shims, pinned namespaces", field: func(c *Config) any { return &c.State }},
 	{name: "socket", usage: "CRI socket path", field: func(c *Config) any { return &c.Socket }, defaultText: "<state>/warmpod.sock"},
 	{name: "log-level", usage: "log level: trace, debug, info, warn, error", field: func(c *Config) any { return &c.LogLevel }},
+	{name: "log-format", usage: `log format: "text" or "json"`, field: func(c *Config) any { return &c.LogFormat }},
+	{name: "metrics-address", usage: `host:port serving Prometheus metrics at /metrics ("": off)`, field: func(c *Config) any { return &c.MetricsAddress }},
 	{name: "shim-log-level", usage: "log level of pod shims", field: func(c *Config) any { return &c.ShimLogLevel }, defaultText: "--log-level"},
 	{name: "stream-address", usage: "address of the exec/attach/port-forward streaming server", field: func(c *Config) any { return &c.StreamServerAddress }},
 	{name: "stream-port", usage: `port of the streaming server ("0": a free port)`, field: func(c *Config) any { return &c.StreamServerPort }},
@@ -307,6 +315,14 @@ func finishConfig(cfg Config) (Config, error) {
 	}
 	if cfg.Image.MaxLayerEntries < 0 || cfg.Image.MaxImageEntries < 0 {
 		return cfg, fmt.Errorf("image max layer or image entries is negative")
+	}
+	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
+		return cfg, fmt.Errorf("log format %q: want \"text\" or \"json\"", cfg.LogFormat)
+	}
+	if cfg.MetricsAddress != "" {
+		if _, _, err := net.SplitHostPort(cfg.MetricsAddress); err != nil {
+			return cfg, fmt.Errorf("metrics address %q: want host:port: %w", cfg.MetricsAddress, err)
+		}
 	}
 	switch cfg.Runtime.CgroupDriver {
 	case cgroup.DriverCgroupfs:

@@ -124,6 +124,10 @@ func TestEveryOptionHasAFlag(t *testing.T) {
 		switch o.name {
 		case "cgroup-driver":
 			val = "systemd"
+		case "log-format":
+			val = "json"
+		case "metrics-address":
+			val = "127.0.0.1:9090"
 		}
 		cfg, out, err := run(t, "--config", emptyFile(t), "--"+o.name, val)
 		if err != nil {
@@ -181,6 +185,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad port", []string{"--config", emptyFile(t), "--stream-port", "70000"}, "stream server port"},
 		{"bad mirror", []string{"--config", emptyFile(t), "--registry-mirror", "docker.io"}, "want host=endpoint"},
 		{"argument", []string{"--config", emptyFile(t), "serve"}, "unexpected arguments: [serve]"},
+		{"bad log format", []string{"--config", emptyFile(t), "--log-format", "xml"}, `log format "xml"`},
+		{"bad metrics address", []string{"--config", emptyFile(t), "--metrics-address", "9090"}, `metrics address "9090"`},
 		{"bad cgroup driver", []string{"--config", emptyFile(t), "--cgroup-driver", "cgroupv2"}, `cgroup driver "cgroupv2"`},
 		{"path parent with systemd", []string{"--config", emptyFile(t), "--cgroup-driver", "systemd", "--cgroup-parent", "/kubepods"}, "wants a slice"},
 		{"slice parent with cgroupfs", []string{"--config", emptyFile(t), "--cgroup-parent", "kubepods.slice"}, "wants an absolute path"},

@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/warmpod/warmpod/cri"
 	"github.com/warmpod/warmpod/devices"
+	"github.com/warmpod/warmpod/metrics"
 	"github.com/warmpod/warmpod/runtime/container"
 	"github.com/warmpod/warmpod/runtime/image"
 	"github.com/warmpod/warmpod/runtime/pause"
@@ -84,7 +86,11 @@ func serve(cfg Config, load func() (Config, error)) error {
 		return fmt.Errorf("log level: %w", err)
 	}
 	logrus.SetLevel(level)
-	logrus.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: time.RFC3339Nano})
+	if cfg.LogFormat == "json" {
+		logrus.SetFormatter(&logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano})
+	} else {
+		logrus.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: time.RFC3339Nano})
+	}
 	log := logrus.NewEntry(logrus.StandardLogger())
 	// The components take their logger from this context (containerd/log's
 	// log.G); requests add their RPC name and id to it.
@@ -158,6 +164,14 @@ func serve(cfg Config, load func() (Config, error)) error {
 	// every image a container still uses.
 	if err := images.GC(); err != nil {
 		log.WithError(err).Warn("image garbage collection")
+	}
+
+	if cfg.MetricsAddress != "" {
+		stop, _, err := serveMetrics(cfg.MetricsAddress, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 
 	// The streaming server listens before CRI is served, so that the first
@@ -278,4 +292,23 @@ func newNetwork(cfg Config) (sandbox.Network, error) {
 		})
 	}
 	return nil, fmt.Errorf("network mode %q is not available", cfg.Network.Mode)
+}
+
+// serveMetrics serves Prometheus metrics at http://addr/metrics until stop
+// is called, and returns the address it listens on.
+func serveMetrics(addr string, log *logrus.Entry) (stop func(), bound string, err error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("metrics address: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", metrics.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.WithError(err).Error("metrics server stopped")
+		}
+	}()
+	log.WithField("address", l.Addr().String()).Info("serving metrics at /metrics")
+	return func() { _ = srv.Close() }, l.Addr().String(), nil
 }
