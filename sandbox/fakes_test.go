@@ -12,6 +12,7 @@ import (
 	"sort"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 	clog "github.com/containerd/log"
@@ -43,6 +44,8 @@ type fakeHost struct {
 	cgroup map[string]bool
 	shm    map[string]bool
 	limits map[string]*specs.LinuxResources
+	// shims are the placements placeShim made.
+	shims []string
 }
 
 func newFakeHost() *fakeHost {
@@ -107,6 +110,20 @@ func (h *fakeHost) deleteCgroup(path string) error {
 		return fmt.Errorf("cgroup %s: %w", path, cgroup.ErrNotFound)
 	}
 	delete(h.cgroup, path)
+	return nil
+}
+
+// placeShim records where the shim went: its cgroup below the pod's.
+func (h *fakeHost) placeShim(podCgroup, _ string, pid int) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.fail["place"]; err != nil {
+		return err
+	}
+	if !h.cgroup[podCgroup] {
+		return fmt.Errorf("cgroup %s: %w", podCgroup, cgroup.ErrNotFound)
+	}
+	h.shims = append(h.shims, fmt.Sprintf("%d in %s/shim", pid, podCgroup))
 	return nil
 }
 
@@ -197,14 +214,20 @@ type fakeShims struct {
 	started   []*shim.Config
 }
 
-func (f *fakeShims) start(_ context.Context, cfg *shim.Config) (shimConn, error) {
+func (f *fakeShims) start(_ context.Context, cfg *shim.Config, place func(pid int) error) (shimConn, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.started = append(f.started, cfg)
 	if f.failStart != nil {
 		return nil, f.failStart
 	}
-	s := newFakeShimConn(len(f.started) + 1000)
+	pid := len(f.started) + 1000
+	if place != nil {
+		if err := place(pid); err != nil {
+			return nil, err
+		}
+	}
+	s := newFakeShimConn(pid)
 	f.shims[cfg.StateDir] = s
 	return s, nil
 }
@@ -307,6 +330,13 @@ func (s *fakeShimConn) Shutdown(context.Context, *shimv1.ShutdownRequest, ...grp
 	}
 	s.kill()
 	return &shimv1.ShutdownResponse{}, nil
+}
+
+func (s *fakeShimConn) ShutdownWait(ctx context.Context, _ time.Duration) (bool, error) {
+	if _, err := s.Shutdown(ctx, &shimv1.ShutdownRequest{}); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 func (s *fakeShimConn) Info(context.Context, *shimv1.InfoRequest, ...grpc.CallOption) (*shimv1.InfoResponse, error) {

@@ -63,6 +63,8 @@ type Options struct {
 	// MaxPrecreate bounds node-wide concurrent pre-creations (0: CPUs).
 	MaxPrecreate int
 	ShimLogLevel string
+	// ShimLogFormat is "text" (default) or "json".
+	ShimLogFormat string
 }
 
 // Manager owns the pods and containers of the node. It is safe for

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -69,7 +70,7 @@ func (w *fakeWorld) podsLeft(t *testing.T) {
 // RunPod undoes everything it made when a step fails, and a retry then
 // starts from scratch.
 func TestRunPodRollsBack(t *testing.T) {
-	for _, step := range []string{"namespaces", "cgroup", "shm", "network", "shim", "metadata"} {
+	for _, step := range []string{"namespaces", "cgroup", "shm", "network", "shim", "place", "metadata"} {
 		t.Run(step, func(t *testing.T) {
 			w := newFakeWorld(t)
 			fail := func(err error) {
@@ -131,6 +132,11 @@ func TestRunStopRemovePod(t *testing.T) {
 	}
 	if live := w.host.live(); !sameStrings(live, want) {
 		t.Errorf("host after RunPod = %v, want %v", live, want)
+	}
+	// The shim was placed in its cgroup below the pod's before it started
+	// anything.
+	if shims := w.host.shims; len(shims) != 1 || !strings.HasSuffix(shims[0], " in "+filepath.Join("/warmpod-test", id)+"/shim") {
+		t.Errorf("shims placed: %v, want the pod's", shims)
 	}
 	if err := w.m.StopPod(ctx, id); err != nil {
 		t.Fatal(err)

@@ -153,7 +153,8 @@ func (m *Manager) RunPod(ctx context.Context, cfg PodConfig) (string, error) {
 		MaxPrecreate:     m.opts.MaxPrecreate,
 		PrecreateLockDir: filepath.Join(m.opts.StateDir, "precreate"),
 		LogLevel:         m.opts.ShimLogLevel,
-	})
+		LogFormat:        m.opts.ShimLogFormat,
+	}, func(pid int) error { return m.host.placeShim(cg, id, pid) })
 	if err != nil {
 		return "", fmt.Errorf("start shim of pod %s: %w", id, err)
 	}

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 
-	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
 	"github.com/warmpod/warmpod/runtime/shim"
 	"github.com/warmpod/warmpod/sandbox/cgroup"
 )
@@ -75,13 +75,22 @@ func (m *Manager) stopPod(ctx context.Context, p *pod) error {
 	return nil
 }
 
-// shutdownShim asks a shim to kill its containers and exit.
+// shutdownShim asks a shim to kill its containers and exit, and waits a
+// while until it has: the shim lives in the pod's cgroup, which can only be
+// removed once it is empty.
 func (m *Manager) shutdownShim(ctx context.Context, c shimConn) {
-	if _, err := c.Shutdown(ctx, &shimv1.ShutdownRequest{}); err != nil && !errdefs.IsUnavailable(err) {
-		log.G(ctx).WithError(err).Warn("shut down shim")
-	}
+	exited, err := c.ShutdownWait(ctx, shimExitTimeout)
 	c.Close()
+	switch {
+	case err != nil && !errdefs.IsUnavailable(err):
+		log.G(ctx).WithError(err).Warn("shut down shim")
+	case err == nil && !exited:
+		log.G(ctx).WithField("pid", c.Pid()).Warnf("shim still running %s after shutting down", shimExitTimeout)
+	}
 }
+
+// shimExitTimeout bounds the wait for a shim told to shut down.
+const shimExitTimeout = 10 * time.Second
 
 // syncFromRecords updates the pod's containers from the records its shim
 // left on disk. A container the records show as created or running has lost

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -28,13 +29,17 @@ type shimConn interface {
 	Alive(ctx context.Context) bool
 	// Close closes the connection; the shim keeps running.
 	Close() error
+	// ShutdownWait shuts the shim down and waits, up to wait, until its
+	// process has exited; it tells whether it has.
+	ShutdownWait(ctx context.Context, wait time.Duration) (bool, error)
 }
 
 // shimLauncher starts pod shims and connects to running ones.
 type shimLauncher interface {
 	// start writes cfg to its state dir, starts the pod's shim and
-	// connects to it once it is ready.
-	start(ctx context.Context, cfg *shim.Config) (shimConn, error)
+	// connects to it once it is ready. place runs on the shim's pid before
+	// the shim does anything (see shimclient.Start).
+	start(ctx context.Context, cfg *shim.Config, place func(pid int) error) (shimConn, error)
 	// connect connects to the shim serving in stateDir without waiting:
 	// a shim that is gone fails the first call.
 	connect(stateDir string) (shimConn, error)
@@ -44,8 +49,8 @@ type shimLauncher interface {
 // runtime/shim/client.
 type clientLauncher struct{ binary string }
 
-func (l clientLauncher) start(ctx context.Context, cfg *shim.Config) (shimConn, error) {
-	c, err := shimclient.Start(ctx, l.binary, cfg)
+func (l clientLauncher) start(ctx context.Context, cfg *shim.Config, place func(pid int) error) (shimConn, error) {
+	c, err := shimclient.Start(ctx, l.binary, cfg, place)
 	if err != nil {
 		return nil, err
 	}
@@ -69,6 +74,9 @@ type podHost interface {
 	createCgroup(parent, name string) (string, error)
 	updateCgroup(path string, res *specs.LinuxResources) error
 	deleteCgroup(path string) error
+	// placeShim puts a starting shim in its cgroup below the pod cgroup
+	// and gives it its OOM score (placeShim in shim_place.go).
+	placeShim(podCgroup, podID string, pid int) error
 	mountShm(path string) error
 	unmountShm(path string)
 }
@@ -91,6 +99,10 @@ func (hostPod) updateCgroup(path string, res *specs.LinuxResources) error {
 }
 
 func (hostPod) deleteCgroup(path string) error { return cgroup.Delete(path) }
+
+func (hostPod) placeShim(podCgroup, podID string, pid int) error {
+	return placeShim(podCgroup, podID, pid)
+}
 
 func (hostPod) mountShm(path string) error { return mountShm(path) }
 

@@ -152,6 +152,7 @@ func serve(cfg Config, load func() (Config, error)) error {
 		DefaultCgroupParent: cfg.Runtime.CgroupParent,
 		MaxPrecreate:        cfg.Runtime.MaxPrecreate,
 		ShimLogLevel:        cfg.ShimLogLevel,
+		ShimLogFormat:       cfg.LogFormat,
 	})
 	if err != nil {
 		return err

@@ -155,10 +155,12 @@ func ValidCPUSet(s string) bool {
 	return true
 }
 
-// oomScoreAdj validates the requested value and clamps it into the pod's permitted range.
+// oomScoreAdj validates the requested value and clamps it into the pod's permitted range. Without
+// resources it is 0, set explicitly: a container must not inherit the score of the shim that starts it,
+// which the daemon keeps close to its own so that the OOM killer spares the pods' shims.
 func oomScoreAdj(r *Resources, pod *Pod) (*int, error) {
 	if r == nil {
-		return nil, nil
+		r = &Resources{}
 	}
 	const lowest, highest = -1000, 1000
 	if r.OOMScoreAdj < lowest || r.OOMScoreAdj > highest {

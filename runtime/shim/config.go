@@ -42,6 +42,14 @@ import (
 // ("ok\n") or the reason it could not start, then closes it.
 const ReadyFd = 3
 
+// PlacedFd is the descriptor on which a shim started with
+// Config.WaitPlaced reads one byte before it does anything else (before it
+// starts any process): the daemon writes it once it has moved the shim into
+// the cgroup of its own and set its OOM score, so that everything the shim
+// starts inherits both. End of file instead means the daemon gave up, and
+// the shim exits.
+const PlacedFd = 4
+
 // Config is the pod-level configuration the daemon hands to a shim.
 type Config struct {
 	PodID string `json:"podID"`
@@ -75,6 +83,10 @@ type Config struct {
 	// PrecreateLockDir holds the node-wide pre-creation tokens.
 	PrecreateLockDir string `json:"precreateLockDir,omitempty"`
 	LogLevel         string `json:"logLevel,omitempty"`
+	// LogFormat is "text" (the default) or "json".
+	LogFormat string `json:"logFormat,omitempty"`
+	// WaitPlaced makes the shim wait on PlacedFd before it starts.
+	WaitPlaced bool `json:"waitPlaced,omitempty"`
 }
 
 // File names inside Config.StateDir.

@@ -297,3 +297,45 @@ func dedupe[T ~int | ~uint64](in []T) []int {
 	}
 	return out
 }
+
+// ShimCgroup names the shim's cgroup below the pod cgroup under the
+// cgroupfs driver.
+const ShimCgroup = "shim"
+
+// PlaceShim moves pid, the shim of pod podID, into a cgroup of its own below
+// the pod cgroup podCgroup, and returns that cgroup: podCgroup/shim under the
+// cgroupfs driver, the scope warmpod-shim-<podID>.scope in the pod's slice
+// under systemd. Out of the daemon's cgroup, the shim (and every process it
+// starts) outlives the daemon's: a systemd unit stopped, restarted or killed
+// never takes the pods with it. Below the pod cgroup, its memory counts as
+// the pod's, as the pod overhead a RuntimeClass declares is meant to; the
+// kubelet's limit on the pod cgroup covers it, and Delete of the pod cgroup
+// removes it.
+func PlaceShim(podCgroup, podID string, pid int) (string, error) {
+	fsPath, slice, err := resolve(podCgroup)
+	if err != nil {
+		return "", err
+	}
+	if pid <= 0 {
+		return "", fmt.Errorf("%w: pid %d", ErrInvalid, pid)
+	}
+	m, err := host()
+	if err != nil {
+		return "", err
+	}
+	if slice {
+		return hostSlices(m).placeShim(podCgroup, fsPath, podID, pid)
+	}
+	path, err := podPath(fsPath, ShimCgroup)
+	if err != nil {
+		return "", err
+	}
+	if _, err := create(m, path, nil); err != nil {
+		return "", err
+	}
+	if err := addProc(m, path, pid); err != nil {
+		_ = remove(m, path)
+		return "", err
+	}
+	return path, nil
+}

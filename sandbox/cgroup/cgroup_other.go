@@ -30,3 +30,6 @@ func Procs(path string) ([]int, error) { return nil, errNoCgroups }
 
 // AddProc needs Linux cgroups.
 func AddProc(path string, pid int) error { return errNoCgroups }
+
+// PlaceShim needs Linux cgroups.
+func PlaceShim(podCgroup, podID string, pid int) (string, error) { return "", errNoCgroups }

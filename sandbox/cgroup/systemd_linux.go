@@ -30,6 +30,8 @@ type units interface {
 	startSlice(ctx context.Context, name string, props []systemdDbus.Property) error
 	// set changes properties of a running unit.
 	set(ctx context.Context, name string, props []systemdDbus.Property) error
+	// startScope starts a transient scope in slice holding pid.
+	startScope(ctx context.Context, name, slice string, pid int, props []systemdDbus.Property) error
 	// stop stops a unit and waits for it; a unit that is not there is not
 	// an error.
 	stop(ctx context.Context, name string) error
@@ -158,6 +160,39 @@ func (s sliceDriver) remove(slice string) error {
 	return nil
 }
 
+// placeShim starts the shim's scope in the pod's slice. On cgroup v1,
+// systemd moves the shim only in the hierarchies it manages; the others
+// (cpuset, freezer, ...) get the scope's path from the cgroup filesystem,
+// as runc's systemd manager does for a container.
+func (s sliceDriver) placeShim(slice, slicePath, podID string, pid int) (string, error) {
+	scope := "warmpod-shim-" + podID + ".scope"
+	if strings.ContainsAny(podID, "/\\") || len(scope) > 255 {
+		return "", fmt.Errorf("%w: pod id %q cannot name a scope", ErrInvalid, podID)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), jobTimeout)
+	defer cancel()
+	props := []systemdDbus.Property{
+		systemdDbus.PropDescription("warmpod shim of pod " + podID),
+		newProp("DefaultDependencies", false),
+		newProp("MemoryAccounting", true),
+		newProp("CPUAccounting", true),
+		newProp("TasksAccounting", true),
+	}
+	if err := s.u.startScope(ctx, scope, slice, pid, props); err != nil {
+		return "", fmt.Errorf("start shim scope %s: %w", scope, err)
+	}
+	if !s.v2 {
+		path := slicePath + "/" + scope
+		if err := s.m.create(path, &specs.LinuxResources{}); err != nil {
+			return "", fmt.Errorf("start shim scope %s: %w", scope, err)
+		}
+		if err := s.m.addProc(path, pid); err != nil {
+			return "", fmt.Errorf("start shim scope %s: %w", scope, err)
+		}
+	}
+	return scope, nil
+}
+
 // parentSlice is the slice a slice descends from: "a-b-c.slice" gives
 // "a-b.slice", "a.slice" gives the root slice "-.slice".
 func parentSlice(slice string) string {
@@ -284,6 +319,13 @@ func (d *dbusUnits) startSlice(ctx context.Context, name string, props []systemd
 		return errUnitExists
 	}
 	return err
+}
+
+func (d *dbusUnits) startScope(ctx context.Context, name, slice string, pid int, props []systemdDbus.Property) error {
+	props = append(props, systemdDbus.PropSlice(slice), systemdDbus.PropPids(uint32(pid)))
+	return d.job(ctx, name, func(c *systemdDbus.Conn, ch chan<- string) (int, error) {
+		return c.StartTransientUnitContext(ctx, name, "replace", props, ch)
+	})
 }
 
 func (d *dbusUnits) set(ctx context.Context, name string, props []systemdDbus.Property) error {

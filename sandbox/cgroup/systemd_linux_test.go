@@ -42,6 +42,12 @@ func (f *fakeUnits) startSlice(_ context.Context, name string, props []systemdDb
 	return os.MkdirAll(filepath.Join(f.root, path), 0o755)
 }
 
+func (f *fakeUnits) startScope(_ context.Context, name, slice string, pid int, props []systemdDbus.Property) error {
+	f.calls = append(f.calls, "scope "+name+" in "+slice)
+	f.props[name] = props
+	return nil
+}
+
 func (f *fakeUnits) set(_ context.Context, name string, props []systemdDbus.Property) error {
 	f.calls = append(f.calls, "set "+name)
 	f.props[name] = append(f.props[name], props...)

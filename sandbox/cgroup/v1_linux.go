@@ -13,6 +13,7 @@ import (
 	v1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
 	"github.com/moby/sys/userns"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // v1Manager drives the v1 hierarchies mounted under root (one directory
@@ -174,7 +175,26 @@ func (m *v1Manager) addProc(path string, pid int) error {
 	if err != nil {
 		return err
 	}
-	return cg.AddProc(uint64(pid))
+	if err := cg.AddProc(uint64(pid)); err != nil {
+		return err
+	}
+	return m.addProcUnified(path, pid)
+}
+
+// addProcUnified moves pid in the v2 hierarchy a hybrid host mounts beside
+// the v1 controllers, where systemd tracks which unit a process belongs to
+// (libcontainer places containers there too).
+func (m *v1Manager) addProcUnified(path string, pid int) error {
+	root := filepath.Join(m.root, "unified")
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err != nil || st.Type != unix.CGROUP2_SUPER_MAGIC {
+		return nil
+	}
+	dir := filepath.Join(root, path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644)
 }
 
 func (m *v1Manager) stats(path string) (*Metrics, error) {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs/pkg/errgrpc"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -46,10 +47,16 @@ func (c *Client) Pid() int { return c.pid }
 // Start writes cfg to its state dir, starts "binary shim --state DIR" as a
 // detached process and connects to it once it reports ready. The shim's own
 // output goes to DIR/shim.log.
-func Start(ctx context.Context, binary string, cfg *shim.Config) (_ *Client, retErr error) {
+//
+// When place is not nil, the shim waits (shim.PlacedFd) until place has run
+// on its pid, before it does anything else: place moves it into a cgroup of
+// its own and sets its OOM score, which every process it starts then
+// inherits. If place fails, the shim is killed and Start fails.
+func Start(ctx context.Context, binary string, cfg *shim.Config, place func(pid int) error) (_ *Client, retErr error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o711); err != nil {
 		return nil, fmt.Errorf("create shim state dir: %w", err)
 	}
+	cfg.WaitPlaced = place != nil
 	if err := shim.WriteConfig(cfg); err != nil {
 		return nil, fmt.Errorf("write shim config: %w", err)
 	}
@@ -70,6 +77,18 @@ func Start(ctx context.Context, binary string, cfg *shim.Config) (_ *Client, ret
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.ExtraFiles = []*os.File{readyW} // fd 3: shim.ReadyFd
+	var placedW *os.File
+	if place != nil {
+		placedR, w, err := os.Pipe()
+		if err != nil {
+			readyW.Close()
+			return nil, err
+		}
+		defer placedR.Close()
+		placedW = w
+		defer placedW.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, placedR) // fd 4: shim.PlacedFd
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Dir = "/"
 	if err := cmd.Start(); err != nil {
@@ -87,6 +106,15 @@ func Start(ctx context.Context, binary string, cfg *shim.Config) (_ *Client, ret
 			<-exited
 		}
 	}()
+
+	if place != nil {
+		if err := place(cmd.Process.Pid); err != nil {
+			return nil, fmt.Errorf("place shim of pod %s: %w", cfg.PodID, err)
+		}
+		if _, err := placedW.Write([]byte{1}); err != nil {
+			return nil, fmt.Errorf("release shim of pod %s: %w", cfg.PodID, err)
+		}
+	}
 
 	msg := make(chan string, 1)
 	go func() {
@@ -158,6 +186,39 @@ func readPid(stateDir string) int {
 
 // Close closes the connection; the shim keeps running.
 func (c *Client) Close() error { return c.conn.Close() }
+
+// ShutdownWait asks the shim to kill its containers and exit (Shutdown),
+// then waits, up to wait, until its process has exited, and tells whether it
+// has. The process is held by a pidfd taken before the request, so the wait
+// cannot end up on a process that reused the shim's pid.
+func (c *Client) ShutdownWait(ctx context.Context, wait time.Duration) (bool, error) {
+	pidfd := -1
+	if c.pid > 0 {
+		if fd, err := unix.PidfdOpen(c.pid, 0); err == nil {
+			pidfd = fd
+			defer unix.Close(fd)
+		}
+	}
+	if _, err := c.Shutdown(ctx, &shimv1.ShutdownRequest{}); err != nil {
+		return false, err
+	}
+	if pidfd < 0 {
+		return false, nil
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false, nil
+		}
+		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, int(left.Milliseconds())+1)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		return err == nil && n > 0, nil
+	}
+}
 
 // Alive tells whether the shim answers.
 func (c *Client) Alive(ctx context.Context) bool {

@@ -44,9 +44,17 @@ func serve(stateDir string, ready func()) error {
 	if err != nil {
 		return err
 	}
+	if cfg.WaitPlaced {
+		if err := waitPlaced(); err != nil {
+			return err
+		}
+	}
 	logger := logrus.New()
 	if lvl, err := logrus.ParseLevel(cfg.LogLevel); err == nil {
 		logger.SetLevel(lvl)
+	}
+	if cfg.LogFormat == "json" {
+		logger.SetFormatter(&logrus.JSONFormatter{})
 	}
 	log := logger.WithField("pod", cfg.PodID)
 
@@ -91,6 +99,18 @@ func serve(stateDir string, ready func()) error {
 		return err
 	}
 	log.Info("shim shut down")
+	return nil
+}
+
+// waitPlaced blocks until the daemon has put this process in its cgroup
+// and set its OOM score (shim.PlacedFd).
+func waitPlaced() error {
+	f := os.NewFile(shim.PlacedFd, "placed")
+	defer f.Close()
+	var b [1]byte
+	if _, err := f.Read(b[:]); err != nil {
+		return fmt.Errorf("wait for the daemon to place the shim: %w", err)
+	}
 	return nil
 }
 
