@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -29,7 +30,9 @@ func (fakeDaemon) Version(context.Context, *runtime.VersionRequest) (*runtime.Ve
 func (fakeDaemon) PodStatus(_ context.Context, r *warmpodv1.PodStatusRequest) (*warmpodv1.PodStatusResponse, error) {
 	return &warmpodv1.PodStatusResponse{PodSandboxId: r.PodSandboxId, ShimPid: 42, Resets: 3, Containers: []*warmpodv1.ContainerStatus{{
 		Id: "c1", Name: "worker", State: "CONTAINER_RUNNING", RestartCount: 3,
-		LastTermination: &warmpodv1.Termination{ExitCode: 42, Reason: "Error"},
+		LastTermination: &warmpodv1.Termination{ExitCode: 42, Reason: "Error", StartedAt: time.Now().Add(-time.Hour - 1500*time.Millisecond).UnixNano(), FinishedAt: time.Now().Add(-time.Hour).UnixNano()},
+	}, {
+		Id: "c2", Name: "init", State: "CONTAINER_EXITED", ExitCode: 0, RestartCount: 3,
 	}}}, nil
 }
 
@@ -108,9 +111,16 @@ func TestPodStatusShowsRestartsAndLastTermination(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	last := strings.Fields(lines[len(lines)-1])
-	if want := []string{"c1", "worker", "CONTAINER_RUNNING", "3", "42", "(Error)", "false"}; strings.Join(last, " ") != strings.Join(want, " ") {
-		t.Errorf("container line %q, want %q", last, want)
+	if len(lines) != 5 {
+		t.Fatalf("output:\n%s", out)
+	}
+	for i, want := range []string{
+		"c1 worker RUNNING 3 exit 42 Error, 1h0m0s ago after 1.5s false",
+		"c2 init EXITED(0) 3 - false",
+	} {
+		if got := strings.Join(strings.Fields(lines[3+i]), " "); got != want {
+			t.Errorf("container line %q, want %q", got, want)
+		}
 	}
 }
 

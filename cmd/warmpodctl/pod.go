@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -56,15 +57,33 @@ func podStatus(ctx context.Context, cmd *cli.Command) error {
 	return nil
 }
 
+// printContainers shows each container's state, its restart count and its
+// last termination: where an operator sees the restarts warmpod does on its
+// own (ResetPod, restart rules), which the kubelet does not count.
 func printContainers(out io.Writer, cs []*warmpodv1.ContainerStatus) {
+	now := time.Now()
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "CONTAINER\tNAME\tSTATE\tRESTARTS\tLAST EXIT\tWARM")
+	fmt.Fprintln(w, "CONTAINER\tNAME\tSTATE\tRESTARTS\tLAST TERMINATION\tWARM")
 	for _, c := range cs {
+		state := strings.TrimPrefix(c.State, "CONTAINER_")
+		if state == "EXITED" {
+			state = fmt.Sprintf("EXITED(%d)", c.ExitCode)
+		}
 		last := "-"
 		if t := c.LastTermination; t != nil {
-			last = fmt.Sprintf("%d (%s)", t.ExitCode, t.Reason)
+			last = fmt.Sprintf("exit %d", t.ExitCode)
+			if t.Reason != "" {
+				last += " " + t.Reason
+			}
+			if t.FinishedAt > 0 {
+				finished := time.Unix(0, t.FinishedAt)
+				last += fmt.Sprintf(", %s ago", now.Sub(finished).Round(time.Second))
+				if t.StartedAt > 0 {
+					last += fmt.Sprintf(" after %s", finished.Sub(time.Unix(0, t.StartedAt)).Round(time.Millisecond))
+				}
+			}
 		}
-		fmt.Fprintf(w, "%.13s\t%s\t%s\t%d\t%s\t%t\n", c.Id, c.Name, c.State, c.RestartCount, last, c.Warm)
+		fmt.Fprintf(w, "%.13s\t%s\t%s\t%d\t%s\t%t\n", c.Id, c.Name, state, c.RestartCount, last, c.Warm)
 	}
 	w.Flush()
 }
