@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	warmpodv1 "github.com/warmpod/warmpod/api/warmpod/v1"
+	"github.com/warmpod/warmpod/metrics"
 	"github.com/warmpod/warmpod/runtime/shim"
 	"github.com/warmpod/warmpod/sandbox"
 )
@@ -16,10 +18,12 @@ func (s *Service) ResetPod(ctx context.Context, r *warmpodv1.ResetPodRequest) (*
 	if r.PodSandboxId == "" {
 		return nil, invalid("pod_sandbox_id is required")
 	}
+	start := time.Now()
 	res, err := s.m.ResetPod(ctx, r.PodSandboxId)
 	if err != nil {
 		return nil, err
 	}
+	metrics.ResetPodAPI(time.Since(start))
 	resp := &warmpodv1.ResetPodResponse{DurationNs: res.Duration.Nanoseconds()}
 	for _, c := range res.Containers {
 		resp.Containers = append(resp.Containers, warmpodStatus(&c))

@@ -129,6 +129,8 @@ func setUp() (*suite, error) {
 	// flags, so both are exercised.
 	d.Mirrors = map[string][]string{"docker.io": {"http://" + reg.Addr()}}
 	d.Insecure = []string{reg.Addr()}
+	// Metrics on a free port; the daemon logs which (see metricsURL).
+	d.Args = append(d.Args, "--metrics-address", "127.0.0.1:0")
 	fmt.Printf("integration run: dirs %s and %s, bridge %s, subnet %s, chains %s-*, cgroup parent %s, registry %s\n",
 		base, d.State, d.Bridge, d.Subnet, d.ChainPrefix, d.CgroupParent, reg.Addr())
 	if err := d.Start(); err != nil {

@@ -332,6 +332,20 @@ func (s *fakeShimConn) Shutdown(context.Context, *shimv1.ShutdownRequest, ...grp
 	return &shimv1.ShutdownResponse{}, nil
 }
 
+// Stats reports one ResetPod reset and a warm create, so that the node's
+// totals can be checked.
+func (s *fakeShimConn) Stats(context.Context, *shimv1.StatsRequest, ...grpc.CallOption) (*shimv1.StatsResponse, error) {
+	if err := s.note("Stats"); err != nil {
+		return nil, err
+	}
+	var h shim.Histogram
+	h.Observe(3 * time.Millisecond)
+	return &shimv1.StatsResponse{
+		WarmCreates: 1,
+		Resets:      []*shimv1.ResetStats{{Trigger: shim.TriggerResetPod, Duration: shim.HistogramToProto(h)}},
+	}, nil
+}
+
 func (s *fakeShimConn) ShutdownWait(ctx context.Context, _ time.Duration) (bool, error) {
 	if _, err := s.Shutdown(ctx, &shimv1.ShutdownRequest{}); err != nil {
 		return false, err

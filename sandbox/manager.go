@@ -90,6 +90,11 @@ type Manager struct {
 	// kernel and the filesystem do not change while the daemon runs.
 	userNSProbe func() error
 
+	// retiredMu guards retired: the summed counters of shims already shut
+	// down, for the node's metrics.
+	retiredMu sync.Mutex
+	retired   shimTotals
+
 	// mu guards the two indexes only.
 	mu   sync.RWMutex
 	pods map[string]*pod

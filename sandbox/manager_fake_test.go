@@ -484,3 +484,31 @@ func TestUpdatePodResources(t *testing.T) {
 		t.Errorf("update of a stopped pod = %v, want FailedPrecondition", err)
 	}
 }
+
+// The node's metrics sum what the live shims report with what the shims of
+// stopped pods reported before they went, so counters never go down.
+func TestNodeStats(t *testing.T) {
+	w := newFakeWorld(t)
+	ctx := context.Background()
+	a, err := w.m.RunPod(ctx, podConfig("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.m.RunPod(ctx, podConfig("b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.m.StopPod(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	st := w.m.NodeStats()
+	if st.Shims != 1 {
+		t.Errorf("shims %d, want the one running", st.Shims)
+	}
+	// Each fake shim reports one ResetPod reset and one warm create.
+	if r := st.Resets[shim.TriggerResetPod]; r.Duration.Count != 2 || st.WarmCreates != 2 {
+		t.Errorf("resets %+v, warm creates %d; want both shims' (2 and 2)", r, st.WarmCreates)
+	}
+	if b := st.Resets[shim.TriggerResetPod].Duration.Buckets; b[0.004] != 2 || b[0.002] != 0 {
+		t.Errorf("reset duration buckets %v, want both 3 ms resets at or below 4 ms", b)
+	}
+}

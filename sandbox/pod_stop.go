@@ -79,6 +79,7 @@ func (m *Manager) stopPod(ctx context.Context, p *pod) error {
 // while until it has: the shim lives in the pod's cgroup, which can only be
 // removed once it is empty.
 func (m *Manager) shutdownShim(ctx context.Context, c shimConn) {
+	m.retireShim(ctx, c)
 	exited, err := c.ShutdownWait(ctx, shimExitTimeout)
 	c.Close()
 	switch {

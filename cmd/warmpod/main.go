@@ -158,6 +158,7 @@ func serve(cfg Config, load func() (Config, error)) error {
 		return err
 	}
 	defer mgr.Close()
+	metrics.RegisterNode(mgr.NodeStats)
 	if err := mgr.UserNamespaces(); err != nil {
 		log.WithError(err).Info("pods with a user namespace (hostUsers: false) are not available on this node")
 	}

@@ -1713,6 +1713,256 @@ func (*ShutdownResponse) Descriptor() ([]byte, []int) {
 	return file_shim_v1_shim_proto_rawDescGZIP(), []int{24}
 }
 
+type StatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsRequest) Reset() {
+	*x = StatsRequest{}
+	mi := &file_shim_v1_shim_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsRequest) ProtoMessage() {}
+
+func (x *StatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_v1_shim_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
+func (*StatsRequest) Descriptor() ([]byte, []int) {
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{25}
+}
+
+// Histogram is a distribution of durations in seconds, as a Prometheus histogram: cumulative_counts[i]
+// counts the observations no greater than upper_bounds[i]; count includes those above the last bound.
+type Histogram struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Count            uint64                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	Sum              float64                `protobuf:"fixed64,2,opt,name=sum,proto3" json:"sum,omitempty"`
+	UpperBounds      []float64              `protobuf:"fixed64,3,rep,packed,name=upper_bounds,json=upperBounds,proto3" json:"upper_bounds,omitempty"`
+	CumulativeCounts []uint64               `protobuf:"varint,4,rep,packed,name=cumulative_counts,json=cumulativeCounts,proto3" json:"cumulative_counts,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Histogram) Reset() {
+	*x = Histogram{}
+	mi := &file_shim_v1_shim_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Histogram) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Histogram) ProtoMessage() {}
+
+func (x *Histogram) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_v1_shim_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Histogram.ProtoReflect.Descriptor instead.
+func (*Histogram) Descriptor() ([]byte, []int) {
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *Histogram) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Histogram) GetSum() float64 {
+	if x != nil {
+		return x.Sum
+	}
+	return 0
+}
+
+func (x *Histogram) GetUpperBounds() []float64 {
+	if x != nil {
+		return x.UpperBounds
+	}
+	return nil
+}
+
+func (x *Histogram) GetCumulativeCounts() []uint64 {
+	if x != nil {
+		return x.CumulativeCounts
+	}
+	return nil
+}
+
+type ResetStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// trigger is what asked for the reset: "reset_pod" (the ResetPod call), "restart_rule" (a
+	// RestartAllContainers restart rule the shim applied) or "kubelet" (the kubelet's StopContainer,
+	// then CreateContainer and StartContainer of the same containers).
+	Trigger string `protobuf:"bytes,1,opt,name=trigger,proto3" json:"trigger,omitempty"`
+	// duration covers the resets that completed, from the first container killed or stopped to the
+	// last one started.
+	Duration      *Histogram `protobuf:"bytes,2,opt,name=duration,proto3" json:"duration,omitempty"`
+	Failures      uint64     `protobuf:"varint,3,opt,name=failures,proto3" json:"failures,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetStats) Reset() {
+	*x = ResetStats{}
+	mi := &file_shim_v1_shim_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetStats) ProtoMessage() {}
+
+func (x *ResetStats) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_v1_shim_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetStats.ProtoReflect.Descriptor instead.
+func (*ResetStats) Descriptor() ([]byte, []int) {
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ResetStats) GetTrigger() string {
+	if x != nil {
+		return x.Trigger
+	}
+	return ""
+}
+
+func (x *ResetStats) GetDuration() *Histogram {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *ResetStats) GetFailures() uint64 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+type StatsResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Resets []*ResetStats          `protobuf:"bytes,1,rep,name=resets,proto3" json:"resets,omitempty"`
+	// Container generations started from a pre-created one (warm) or created on the spot (cold), by
+	// CreateContainer and by the shim's own restarts.
+	WarmCreates uint64 `protobuf:"varint,2,opt,name=warm_creates,json=warmCreates,proto3" json:"warm_creates,omitempty"`
+	ColdCreates uint64 `protobuf:"varint,3,opt,name=cold_creates,json=coldCreates,proto3" json:"cold_creates,omitempty"`
+	// precreate_backlog counts containers waiting for a pre-created next generation.
+	PrecreateBacklog  uint32     `protobuf:"varint,4,opt,name=precreate_backlog,json=precreateBacklog,proto3" json:"precreate_backlog,omitempty"`
+	PrecreateDuration *Histogram `protobuf:"bytes,5,opt,name=precreate_duration,json=precreateDuration,proto3" json:"precreate_duration,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *StatsResponse) Reset() {
+	*x = StatsResponse{}
+	mi := &file_shim_v1_shim_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsResponse) ProtoMessage() {}
+
+func (x *StatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_v1_shim_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
+func (*StatsResponse) Descriptor() ([]byte, []int) {
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *StatsResponse) GetResets() []*ResetStats {
+	if x != nil {
+		return x.Resets
+	}
+	return nil
+}
+
+func (x *StatsResponse) GetWarmCreates() uint64 {
+	if x != nil {
+		return x.WarmCreates
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetColdCreates() uint64 {
+	if x != nil {
+		return x.ColdCreates
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetPrecreateBacklog() uint32 {
+	if x != nil {
+		return x.PrecreateBacklog
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetPrecreateDuration() *Histogram {
+	if x != nil {
+		return x.PrecreateDuration
+	}
+	return nil
+}
+
 var File_shim_v1_shim_proto protoreflect.FileDescriptor
 
 const file_shim_v1_shim_proto_rawDesc = "" +
@@ -1833,7 +2083,24 @@ const file_shim_v1_shim_proto_rawDesc = "" +
 	"\tcontainer\x18\x02 \x01(\v2\x1f.warmpod.shim.v1.ContainerStateR\tcontainer\x12\x1c\n" +
 	"\ttimestamp\x18\x03 \x01(\x03R\ttimestamp\"\x11\n" +
 	"\x0fShutdownRequest\"\x12\n" +
-	"\x10ShutdownResponse*W\n" +
+	"\x10ShutdownResponse\"\x0e\n" +
+	"\fStatsRequest\"\x83\x01\n" +
+	"\tHistogram\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x04R\x05count\x12\x10\n" +
+	"\x03sum\x18\x02 \x01(\x01R\x03sum\x12!\n" +
+	"\fupper_bounds\x18\x03 \x03(\x01R\vupperBounds\x12+\n" +
+	"\x11cumulative_counts\x18\x04 \x03(\x04R\x10cumulativeCounts\"z\n" +
+	"\n" +
+	"ResetStats\x12\x18\n" +
+	"\atrigger\x18\x01 \x01(\tR\atrigger\x126\n" +
+	"\bduration\x18\x02 \x01(\v2\x1a.warmpod.shim.v1.HistogramR\bduration\x12\x1a\n" +
+	"\bfailures\x18\x03 \x01(\x04R\bfailures\"\x82\x02\n" +
+	"\rStatsResponse\x123\n" +
+	"\x06resets\x18\x01 \x03(\v2\x1b.warmpod.shim.v1.ResetStatsR\x06resets\x12!\n" +
+	"\fwarm_creates\x18\x02 \x01(\x04R\vwarmCreates\x12!\n" +
+	"\fcold_creates\x18\x03 \x01(\x04R\vcoldCreates\x12+\n" +
+	"\x11precreate_backlog\x18\x04 \x01(\rR\x10precreateBacklog\x12I\n" +
+	"\x12precreate_duration\x18\x05 \x01(\v2\x1a.warmpod.shim.v1.HistogramR\x11precreateDuration*W\n" +
 	"\x06Status\x12\x12\n" +
 	"\x0eSTATUS_UNKNOWN\x10\x00\x12\x12\n" +
 	"\x0eSTATUS_CREATED\x10\x01\x12\x12\n" +
@@ -1844,7 +2111,7 @@ const file_shim_v1_shim_proto_rawDesc = "" +
 	"\rEVENT_CREATED\x10\x01\x12\x11\n" +
 	"\rEVENT_STARTED\x10\x02\x12\x11\n" +
 	"\rEVENT_STOPPED\x10\x03\x12\x11\n" +
-	"\rEVENT_DELETED\x10\x042\xa8\t\n" +
+	"\rEVENT_DELETED\x10\x042\xf0\t\n" +
 	"\x04Shim\x12C\n" +
 	"\x04Info\x12\x1c.warmpod.shim.v1.InfoRequest\x1a\x1d.warmpod.shim.v1.InfoResponse\x12d\n" +
 	"\x0fCreateContainer\x12'.warmpod.shim.v1.CreateContainerRequest\x1a(.warmpod.shim.v1.CreateContainerResponse\x12W\n" +
@@ -1859,7 +2126,8 @@ const file_shim_v1_shim_proto_rawDesc = "" +
 	"\x0fUpdateResources\x12'.warmpod.shim.v1.UpdateResourcesRequest\x1a\".warmpod.shim.v1.ContainerResponse\x12O\n" +
 	"\bResetPod\x12 .warmpod.shim.v1.ResetPodRequest\x1a!.warmpod.shim.v1.ResetPodResponse\x12B\n" +
 	"\x06Events\x12\x1e.warmpod.shim.v1.EventsRequest\x1a\x16.warmpod.shim.v1.Event0\x01\x12O\n" +
-	"\bShutdown\x12 .warmpod.shim.v1.ShutdownRequest\x1a!.warmpod.shim.v1.ShutdownResponseB/Z-github.com/warmpod/warmpod/api/shim/v1;shimv1b\x06proto3"
+	"\bShutdown\x12 .warmpod.shim.v1.ShutdownRequest\x1a!.warmpod.shim.v1.ShutdownResponse\x12F\n" +
+	"\x05Stats\x12\x1d.warmpod.shim.v1.StatsRequest\x1a\x1e.warmpod.shim.v1.StatsResponseB/Z-github.com/warmpod/warmpod/api/shim/v1;shimv1b\x06proto3"
 
 var (
 	file_shim_v1_shim_proto_rawDescOnce sync.Once
@@ -1874,7 +2142,7 @@ func file_shim_v1_shim_proto_rawDescGZIP() []byte {
 }
 
 var file_shim_v1_shim_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_shim_v1_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_shim_v1_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_shim_v1_shim_proto_goTypes = []any{
 	(Status)(0),                     // 0: warmpod.shim.v1.Status
 	(EventType)(0),                  // 1: warmpod.shim.v1.EventType
@@ -1903,6 +2171,10 @@ var file_shim_v1_shim_proto_goTypes = []any{
 	(*Event)(nil),                   // 24: warmpod.shim.v1.Event
 	(*ShutdownRequest)(nil),         // 25: warmpod.shim.v1.ShutdownRequest
 	(*ShutdownResponse)(nil),        // 26: warmpod.shim.v1.ShutdownResponse
+	(*StatsRequest)(nil),            // 27: warmpod.shim.v1.StatsRequest
+	(*Histogram)(nil),               // 28: warmpod.shim.v1.Histogram
+	(*ResetStats)(nil),              // 29: warmpod.shim.v1.ResetStats
+	(*StatsResponse)(nil),           // 30: warmpod.shim.v1.StatsResponse
 }
 var file_shim_v1_shim_proto_depIdxs = []int32{
 	13, // 0: warmpod.shim.v1.CreateContainerResponse.state:type_name -> warmpod.shim.v1.ContainerState
@@ -1915,39 +2187,44 @@ var file_shim_v1_shim_proto_depIdxs = []int32{
 	13, // 7: warmpod.shim.v1.ResetPodResponse.containers:type_name -> warmpod.shim.v1.ContainerState
 	1,  // 8: warmpod.shim.v1.Event.type:type_name -> warmpod.shim.v1.EventType
 	13, // 9: warmpod.shim.v1.Event.container:type_name -> warmpod.shim.v1.ContainerState
-	2,  // 10: warmpod.shim.v1.Shim.Info:input_type -> warmpod.shim.v1.InfoRequest
-	4,  // 11: warmpod.shim.v1.Shim.CreateContainer:input_type -> warmpod.shim.v1.CreateContainerRequest
-	6,  // 12: warmpod.shim.v1.Shim.StartContainer:input_type -> warmpod.shim.v1.ContainerRequest
-	8,  // 13: warmpod.shim.v1.Shim.StopContainer:input_type -> warmpod.shim.v1.StopContainerRequest
-	6,  // 14: warmpod.shim.v1.Shim.RemoveContainer:input_type -> warmpod.shim.v1.ContainerRequest
-	10, // 15: warmpod.shim.v1.Shim.ListContainers:input_type -> warmpod.shim.v1.ListContainersRequest
-	14, // 16: warmpod.shim.v1.Shim.ExecSync:input_type -> warmpod.shim.v1.ExecSyncRequest
-	18, // 17: warmpod.shim.v1.Shim.Exec:input_type -> warmpod.shim.v1.StreamInput
-	18, // 18: warmpod.shim.v1.Shim.Attach:input_type -> warmpod.shim.v1.StreamInput
-	6,  // 19: warmpod.shim.v1.Shim.ReopenLog:input_type -> warmpod.shim.v1.ContainerRequest
-	20, // 20: warmpod.shim.v1.Shim.UpdateResources:input_type -> warmpod.shim.v1.UpdateResourcesRequest
-	21, // 21: warmpod.shim.v1.Shim.ResetPod:input_type -> warmpod.shim.v1.ResetPodRequest
-	23, // 22: warmpod.shim.v1.Shim.Events:input_type -> warmpod.shim.v1.EventsRequest
-	25, // 23: warmpod.shim.v1.Shim.Shutdown:input_type -> warmpod.shim.v1.ShutdownRequest
-	3,  // 24: warmpod.shim.v1.Shim.Info:output_type -> warmpod.shim.v1.InfoResponse
-	5,  // 25: warmpod.shim.v1.Shim.CreateContainer:output_type -> warmpod.shim.v1.CreateContainerResponse
-	7,  // 26: warmpod.shim.v1.Shim.StartContainer:output_type -> warmpod.shim.v1.ContainerResponse
-	7,  // 27: warmpod.shim.v1.Shim.StopContainer:output_type -> warmpod.shim.v1.ContainerResponse
-	9,  // 28: warmpod.shim.v1.Shim.RemoveContainer:output_type -> warmpod.shim.v1.RemoveContainerResponse
-	11, // 29: warmpod.shim.v1.Shim.ListContainers:output_type -> warmpod.shim.v1.ListContainersResponse
-	15, // 30: warmpod.shim.v1.Shim.ExecSync:output_type -> warmpod.shim.v1.ExecSyncResponse
-	19, // 31: warmpod.shim.v1.Shim.Exec:output_type -> warmpod.shim.v1.StreamOutput
-	19, // 32: warmpod.shim.v1.Shim.Attach:output_type -> warmpod.shim.v1.StreamOutput
-	7,  // 33: warmpod.shim.v1.Shim.ReopenLog:output_type -> warmpod.shim.v1.ContainerResponse
-	7,  // 34: warmpod.shim.v1.Shim.UpdateResources:output_type -> warmpod.shim.v1.ContainerResponse
-	22, // 35: warmpod.shim.v1.Shim.ResetPod:output_type -> warmpod.shim.v1.ResetPodResponse
-	24, // 36: warmpod.shim.v1.Shim.Events:output_type -> warmpod.shim.v1.Event
-	26, // 37: warmpod.shim.v1.Shim.Shutdown:output_type -> warmpod.shim.v1.ShutdownResponse
-	24, // [24:38] is the sub-list for method output_type
-	10, // [10:24] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	28, // 10: warmpod.shim.v1.ResetStats.duration:type_name -> warmpod.shim.v1.Histogram
+	29, // 11: warmpod.shim.v1.StatsResponse.resets:type_name -> warmpod.shim.v1.ResetStats
+	28, // 12: warmpod.shim.v1.StatsResponse.precreate_duration:type_name -> warmpod.shim.v1.Histogram
+	2,  // 13: warmpod.shim.v1.Shim.Info:input_type -> warmpod.shim.v1.InfoRequest
+	4,  // 14: warmpod.shim.v1.Shim.CreateContainer:input_type -> warmpod.shim.v1.CreateContainerRequest
+	6,  // 15: warmpod.shim.v1.Shim.StartContainer:input_type -> warmpod.shim.v1.ContainerRequest
+	8,  // 16: warmpod.shim.v1.Shim.StopContainer:input_type -> warmpod.shim.v1.StopContainerRequest
+	6,  // 17: warmpod.shim.v1.Shim.RemoveContainer:input_type -> warmpod.shim.v1.ContainerRequest
+	10, // 18: warmpod.shim.v1.Shim.ListContainers:input_type -> warmpod.shim.v1.ListContainersRequest
+	14, // 19: warmpod.shim.v1.Shim.ExecSync:input_type -> warmpod.shim.v1.ExecSyncRequest
+	18, // 20: warmpod.shim.v1.Shim.Exec:input_type -> warmpod.shim.v1.StreamInput
+	18, // 21: warmpod.shim.v1.Shim.Attach:input_type -> warmpod.shim.v1.StreamInput
+	6,  // 22: warmpod.shim.v1.Shim.ReopenLog:input_type -> warmpod.shim.v1.ContainerRequest
+	20, // 23: warmpod.shim.v1.Shim.UpdateResources:input_type -> warmpod.shim.v1.UpdateResourcesRequest
+	21, // 24: warmpod.shim.v1.Shim.ResetPod:input_type -> warmpod.shim.v1.ResetPodRequest
+	23, // 25: warmpod.shim.v1.Shim.Events:input_type -> warmpod.shim.v1.EventsRequest
+	25, // 26: warmpod.shim.v1.Shim.Shutdown:input_type -> warmpod.shim.v1.ShutdownRequest
+	27, // 27: warmpod.shim.v1.Shim.Stats:input_type -> warmpod.shim.v1.StatsRequest
+	3,  // 28: warmpod.shim.v1.Shim.Info:output_type -> warmpod.shim.v1.InfoResponse
+	5,  // 29: warmpod.shim.v1.Shim.CreateContainer:output_type -> warmpod.shim.v1.CreateContainerResponse
+	7,  // 30: warmpod.shim.v1.Shim.StartContainer:output_type -> warmpod.shim.v1.ContainerResponse
+	7,  // 31: warmpod.shim.v1.Shim.StopContainer:output_type -> warmpod.shim.v1.ContainerResponse
+	9,  // 32: warmpod.shim.v1.Shim.RemoveContainer:output_type -> warmpod.shim.v1.RemoveContainerResponse
+	11, // 33: warmpod.shim.v1.Shim.ListContainers:output_type -> warmpod.shim.v1.ListContainersResponse
+	15, // 34: warmpod.shim.v1.Shim.ExecSync:output_type -> warmpod.shim.v1.ExecSyncResponse
+	19, // 35: warmpod.shim.v1.Shim.Exec:output_type -> warmpod.shim.v1.StreamOutput
+	19, // 36: warmpod.shim.v1.Shim.Attach:output_type -> warmpod.shim.v1.StreamOutput
+	7,  // 37: warmpod.shim.v1.Shim.ReopenLog:output_type -> warmpod.shim.v1.ContainerResponse
+	7,  // 38: warmpod.shim.v1.Shim.UpdateResources:output_type -> warmpod.shim.v1.ContainerResponse
+	22, // 39: warmpod.shim.v1.Shim.ResetPod:output_type -> warmpod.shim.v1.ResetPodResponse
+	24, // 40: warmpod.shim.v1.Shim.Events:output_type -> warmpod.shim.v1.Event
+	26, // 41: warmpod.shim.v1.Shim.Shutdown:output_type -> warmpod.shim.v1.ShutdownResponse
+	30, // 42: warmpod.shim.v1.Shim.Stats:output_type -> warmpod.shim.v1.StatsResponse
+	28, // [28:43] is the sub-list for method output_type
+	13, // [13:28] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_shim_v1_shim_proto_init() }
@@ -1972,7 +2249,7 @@ func file_shim_v1_shim_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shim_v1_shim_proto_rawDesc), len(file_shim_v1_shim_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   25,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,6 +37,7 @@ const (
 	Shim_ResetPod_FullMethodName        = "/warmpod.shim.v1.Shim/ResetPod"
 	Shim_Events_FullMethodName          = "/warmpod.shim.v1.Shim/Events"
 	Shim_Shutdown_FullMethodName        = "/warmpod.shim.v1.Shim/Shutdown"
+	Shim_Stats_FullMethodName           = "/warmpod.shim.v1.Shim/Stats"
 )
 
 // ShimClient is the client API for Shim service.
@@ -68,6 +69,8 @@ type ShimClient interface {
 	Events(ctx context.Context, in *EventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error)
 	// Shutdown kills every container, releases their rootfs and exits the shim.
 	Shutdown(ctx context.Context, in *ShutdownRequest, opts ...grpc.CallOption) (*ShutdownResponse, error)
+	// Stats reports the shim's counters since it started, for the daemon's metrics.
+	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error)
 }
 
 type shimClient struct {
@@ -233,6 +236,16 @@ func (c *shimClient) Shutdown(ctx context.Context, in *ShutdownRequest, opts ...
 	return out, nil
 }
 
+func (c *shimClient) Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StatsResponse)
+	err := c.cc.Invoke(ctx, Shim_Stats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ShimServer is the server API for Shim service.
 // All implementations must embed UnimplementedShimServer
 // for forward compatibility.
@@ -262,6 +275,8 @@ type ShimServer interface {
 	Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error
 	// Shutdown kills every container, releases their rootfs and exits the shim.
 	Shutdown(context.Context, *ShutdownRequest) (*ShutdownResponse, error)
+	// Stats reports the shim's counters since it started, for the daemon's metrics.
+	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
 	mustEmbedUnimplementedShimServer()
 }
 
@@ -313,6 +328,9 @@ func (UnimplementedShimServer) Events(*EventsRequest, grpc.ServerStreamingServer
 }
 func (UnimplementedShimServer) Shutdown(context.Context, *ShutdownRequest) (*ShutdownResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Shutdown not implemented")
+}
+func (UnimplementedShimServer) Stats(context.Context, *StatsRequest) (*StatsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Stats not implemented")
 }
 func (UnimplementedShimServer) mustEmbedUnimplementedShimServer() {}
 func (UnimplementedShimServer) testEmbeddedByValue()              {}
@@ -558,6 +576,24 @@ func _Shim_Shutdown_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Shim_Stats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ShimServer).Stats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Shim_Stats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ShimServer).Stats(ctx, req.(*StatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Shim_ServiceDesc is the grpc.ServiceDesc for Shim service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -608,6 +644,10 @@ var Shim_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Shutdown",
 			Handler:    _Shim_Shutdown_Handler,
+		},
+		{
+			MethodName: "Stats",
+			Handler:    _Shim_Stats_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

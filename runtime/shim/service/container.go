@@ -364,6 +364,7 @@ func (s *Shim) Create(ctx context.Context, r *CreateRequest) (shim.Record, bool,
 		s.mu.Unlock()
 		return shim.Record{}, false, fmt.Errorf("create container %q: %w", r.Name, err)
 	}
+	s.stats.created(warm)
 	now := time.Now().UnixNano()
 	c.mu.Lock()
 	c.log = l
@@ -441,6 +442,7 @@ func (s *Shim) Start(ctx context.Context, id string) (shim.Record, error) {
 	}
 	rec := s.commit(c, shim.EventStarted)
 	c.mu.Unlock()
+	s.stats.startedByCall(c.name, time.Now())
 	s.schedule(c.slot)
 	return rec, nil
 }
@@ -549,6 +551,7 @@ func (s *Shim) Stop(ctx context.Context, id string, timeout time.Duration) (shim
 	if !running {
 		return c.record(), nil
 	}
+	s.stats.stoppedByCall(c.name, time.Now())
 	if timeout > 0 {
 		if err := g.c.Signal(c.template().stopSignal); err != nil {
 			log.G(ctx).WithError(err).WithField("container", id).Debug("stop signal")

@@ -57,10 +57,12 @@ func (s *Shim) precreateLoop() {
 			}
 			start := time.Now()
 			release := s.tokens.acquire()
+			created := time.Now()
 			g, err := s.newGen(t, true)
 			release()
 			if err == nil {
-				s.log.WithField("container", sl.name).Debugf("pre-created next generation in %s", time.Since(start))
+				s.stats.precreated(time.Since(created))
+				s.log.WithField("container", sl.name).Debugf("pre-created next generation in %s (%s of it waiting for a token)", time.Since(start), created.Sub(start))
 			}
 			s.mu.Lock()
 			if sl.finishPreparing(g, t, s.closed) {

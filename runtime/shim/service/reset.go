@@ -32,6 +32,12 @@ const (
 // run becomes its last termination. Reset returns once the last container
 // has been started. A reset asked for during another runs after it.
 func (s *Shim) Reset(ctx context.Context) ([]shim.Record, time.Duration, error) {
+	return s.reset(ctx, shim.TriggerResetPod)
+}
+
+// reset is Reset asked for by trigger, which its stats are counted under.
+func (s *Shim) reset(ctx context.Context, trigger string) (recs []shim.Record, d time.Duration, err error) {
+	defer func() { s.stats.reset(trigger, d, err) }()
 	s.resetMu.Lock()
 	defer s.resetMu.Unlock()
 	start := time.Now()
@@ -82,7 +88,7 @@ func (s *Shim) Reset(ctx context.Context) ([]shim.Record, time.Duration, error) 
 			steps = append(steps, fmt.Sprintf("%s@%s", c.name, time.Since(start)))
 		}
 	}
-	d := time.Since(start)
+	d = time.Since(start)
 	l.Debugf("reset in %s: killed at %s, started %v", d, killed, steps)
 	s.scheduleAll()
 	return s.recordsOf(cs), d, nil
@@ -153,6 +159,7 @@ func (s *Shim) restartInPlace(ctx context.Context, c *ctr) error {
 		}
 		c.rec.RestartCount++
 		c.rec.FromWarm = warm
+		s.stats.created(warm)
 		s.bind(c, g)
 		err = s.release(c, g)
 		s.commit(c, shim.EventStarted)
@@ -252,7 +259,7 @@ func (s *Shim) applyRule(c *ctr, action string, code int32) {
 		case shim.ActionRestart:
 			err = s.restartOne(ctx, c)
 		case shim.ActionRestartAllContainers:
-			_, _, err = s.Reset(ctx)
+			_, _, err = s.reset(ctx, shim.TriggerRestartRule)
 		}
 		if err != nil {
 			l.WithError(err).Warnf("apply %s rule", action)

@@ -212,6 +212,10 @@ func (v *server) Events(_ *shimv1.EventsRequest, stream shimv1.Shim_EventsServer
 	}
 }
 
+func (v *server) Stats(context.Context, *shimv1.StatsRequest) (*shimv1.StatsResponse, error) {
+	return v.s.Stats(), nil
+}
+
 func (v *server) Shutdown(ctx context.Context, _ *shimv1.ShutdownRequest) (*shimv1.ShutdownResponse, error) {
 	if err := v.s.Shutdown(ctx); err != nil {
 		return nil, err

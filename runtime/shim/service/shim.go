@@ -87,6 +87,7 @@ type Shim struct {
 	log    *log.Entry
 	pause  *pause.Process
 	tokens *tokens
+	stats  *stats
 
 	// resetMu serialises resets and restarts by rule: a reset asked for
 	// during another runs after it, as a reset of its own.
@@ -164,6 +165,7 @@ func New(ctx context.Context, cfg *shim.Config) (*Shim, error) {
 		events:        broadcast.New[shim.Event](eventBuffer),
 		log:           log.G(ctx),
 		tokens:        newTokens(cfg.PrecreateLockDir, cfg.MaxPrecreate),
+		stats:         newStats(),
 		containers:    make(map[string]*ctr),
 		slots:         make(map[string]*slot),
 		wake:          make(chan struct{}, 1),
