@@ -82,6 +82,8 @@ func setLocal(f cli.Flag) {
 		f.Local = true
 	case *cli.StringSliceFlag:
 		f.Local = true
+	case *cli.DurationFlag:
+		f.Local = true
 	default:
 		panic(fmt.Sprintf("flag %v: unexpected type %T", f.Names(), f))
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 	units "github.com/docker/go-units"
@@ -63,6 +64,30 @@ type RegistryConfig struct {
 	// Mirrors maps a registry host to mirror endpoints tried in order
 	// before it.
 	Mirrors map[string][]string `toml:"mirrors" json:"mirrors"`
+	// ConfigPath is a directory in containerd's hosts.toml layout
+	// (/etc/warmpod/certs.d or /etc/containerd/certs.d): per registry,
+	// mirrors with path prefixes, CAs, client certificates, skip_verify.
+	ConfigPath string `toml:"config_path" json:"configPath"`
+	// AuthFile is a Docker config.json whose credentials pulls use when the
+	// kubelet sends none.
+	AuthFile string `toml:"auth_file" json:"authFile"`
+	// ImagePullProgressTimeout fails a pull that receives nothing for that
+	// long ("0s": never).
+	ImagePullProgressTimeout duration `toml:"image_pull_progress_timeout" json:"imagePullProgressTimeout"`
+}
+
+// duration is a time.Duration written as "5m" in TOML and JSON.
+type duration struct{ time.Duration }
+
+func (d duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+func (d *duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
 }
 
 // ImageConfig bounds what one image may make the daemon read and write
@@ -137,6 +162,10 @@ func defaultConfig() Config {
 			CNIConfDir:  "/etc/cni/net.d",
 			CNIBinDirs:  []string{"/opt/cni/bin", "/usr/lib/cni"},
 		},
+		Registry: RegistryConfig{
+			// containerd's default.
+			ImagePullProgressTimeout: duration{5 * time.Minute},
+		},
 		Runtime: RuntimeConfig{
 			Handlers:     []string{"", "warmpod"},
 			CgroupDriver: cgroup.DriverCgroupfs,
@@ -180,6 +209,9 @@ var options = []option{
 	{name: "cni-cache-dir", usage: "CNI cache directory", field: func(c *Config) any { return &c.Network.CNICacheDir }, defaultText: "<state>/cni"},
 	{name: "registry-insecure", usage: "registries reached over plain HTTP (comma separated)", field: func(c *Config) any { return &c.Registry.Insecure }},
 	{name: "registry-mirror", usage: "registry mirror host=endpoint[,endpoint] (repeatable)", field: func(c *Config) any { return &c.Registry.Mirrors }},
+	{name: "registry-config-path", usage: "directory of per-registry hosts.toml files, containerd's layout", field: func(c *Config) any { return &c.Registry.ConfigPath }},
+	{name: "registry-auth-file", usage: "Docker config.json with the node's registry credentials", field: func(c *Config) any { return &c.Registry.AuthFile }},
+	{name: "image-pull-progress-timeout", usage: "fail a pull that receives nothing for this long (0s: never)", field: func(c *Config) any { return &c.Registry.ImagePullProgressTimeout }},
 	{name: "image-max-layer-size", usage: "largest layer: blob, tar stream and files (0: 32GiB)", field: func(c *Config) any { return &c.Image.MaxLayerSize }},
 	{name: "image-max-image-size", usage: "largest total of files one pull unpacks (0: 64GiB)", field: func(c *Config) any { return &c.Image.MaxImageSize }},
 	{name: "image-max-layer-entries", usage: "most entries of one layer (0: 1048576)", field: func(c *Config) any { return &c.Image.MaxLayerEntries }},
@@ -216,6 +248,8 @@ func flags() []cli.Flag {
 			f = &cli.StringFlag{Name: o.name, Usage: o.usage, Value: strings.Join(*p, ","), DefaultText: o.defaultText}
 		case *map[string][]string:
 			f = &cli.StringSliceFlag{Name: o.name, Usage: o.usage}
+		case *duration:
+			f = &cli.DurationFlag{Name: o.name, Usage: o.usage, Value: p.Duration, DefaultText: o.defaultText}
 		default:
 			panic(fmt.Sprintf("option %s: unsupported field type %T", o.name, p))
 		}
@@ -261,6 +295,8 @@ func loadConfig(cmd *cli.Command) (Config, error) {
 			}
 		case *[]string:
 			*p = splitList(cmd.String(o.name))
+		case *duration:
+			p.Duration = cmd.Duration(o.name)
 		case *map[string][]string:
 			m, err := parseMirrors(cmd.StringSlice(o.name))
 			if err != nil {
@@ -315,6 +351,9 @@ func finishConfig(cfg Config) (Config, error) {
 	}
 	if cfg.Image.MaxLayerEntries < 0 || cfg.Image.MaxImageEntries < 0 {
 		return cfg, fmt.Errorf("image max layer or image entries is negative")
+	}
+	if cfg.Registry.ImagePullProgressTimeout.Duration < 0 {
+		return cfg, fmt.Errorf("image pull progress timeout %s is negative", cfg.Registry.ImagePullProgressTimeout)
 	}
 	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
 		return cfg, fmt.Errorf("log format %q: want \"text\" or \"json\"", cfg.LogFormat)

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -74,6 +75,11 @@ func TestFlagsSetTheirFields(t *testing.T) {
 		{[]string{"--registry-mirror", "docker.io=http://m1,http://m2", "--registry-mirror", "quay.io=https://q"}, func(c Config) bool {
 			return reflect.DeepEqual(c.Registry.Mirrors, map[string][]string{"docker.io": {"http://m1", "http://m2"}, "quay.io": {"https://q"}})
 		}},
+		{[]string{"--registry-config-path", "/etc/containerd/certs.d", "--registry-auth-file", "/etc/warmpod/auth.json", "--image-pull-progress-timeout", "1m30s"}, func(c Config) bool {
+			r := c.Registry
+			return r.ConfigPath == "/etc/containerd/certs.d" && r.AuthFile == "/etc/warmpod/auth.json" && r.ImagePullProgressTimeout.Duration == 90*time.Second
+		}},
+		{nil, func(c Config) bool { return c.Registry.ImagePullProgressTimeout.Duration == 5*time.Minute }},
 		{[]string{"--runtime-handlers", ",a,b"}, func(c Config) bool { return reflect.DeepEqual(c.Runtime.Handlers, []string{"", "a", "b"}) }},
 		{[]string{"--cgroup-driver", "systemd"}, func(c Config) bool {
 			return c.Runtime.CgroupDriver == "systemd" && c.Runtime.CgroupParent == "warmpod.slice"
@@ -114,6 +120,8 @@ func TestEveryOptionHasAFlag(t *testing.T) {
 			val = "/x,/y"
 		case *map[string][]string:
 			val = "r.example=http://m"
+		case *duration:
+			val = "90s"
 		}
 		if o.name == "network-mode" {
 			val = "cni"
@@ -149,6 +157,7 @@ log_level = "warn"
 mtu = 1300
 [registry]
 insecure = ["file:5000"]
+image_pull_progress_timeout = "2m"
 [registry.mirrors]
 "docker.io" = ["http://file-mirror"]
 "quay.io" = ["http://file-quay"]
@@ -185,6 +194,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad port", []string{"--config", emptyFile(t), "--stream-port", "70000"}, "stream server port"},
 		{"bad mirror", []string{"--config", emptyFile(t), "--registry-mirror", "docker.io"}, "want host=endpoint"},
 		{"argument", []string{"--config", emptyFile(t), "serve"}, "unexpected arguments: [serve]"},
+		{"bad duration", []string{"--config", writeFile(t, "[registry]\nimage_pull_progress_timeout = \"soon\"\n")}, "image_pull_progress_timeout"},
+		{"negative duration", []string{"--config", emptyFile(t), "--image-pull-progress-timeout", "-1s"}, "negative"},
 		{"bad log format", []string{"--config", emptyFile(t), "--log-format", "xml"}, `log format "xml"`},
 		{"bad metrics address", []string{"--config", emptyFile(t), "--metrics-address", "9090"}, `metrics address "9090"`},
 		{"bad cgroup driver", []string{"--config", emptyFile(t), "--cgroup-driver", "cgroupv2"}, `cgroup driver "cgroupv2"`},
@@ -239,7 +250,7 @@ func tomlKeys(t reflect.Type, prefix string) []string {
 		if name == "" || name == "-" {
 			continue
 		}
-		if f.Type.Kind() == reflect.Struct {
+		if isTable(f.Type) {
 			keys = append(keys, tomlKeys(f.Type, prefix+name+".")...)
 			continue
 		}

@@ -104,18 +104,16 @@ func serve(cfg Config, load func() (Config, error)) error {
 		}
 	}
 
-	images, err := image.New(ctx, image.Options{
-		Root:     filepath.Join(cfg.Root, "images"),
-		Mirrors:  cfg.Registry.Mirrors,
-		Insecure: cfg.Registry.Insecure,
-		Limits: image.Limits{
-			LayerSize:    int64(cfg.Image.MaxLayerSize),
-			ImageSize:    int64(cfg.Image.MaxImageSize),
-			LayerEntries: cfg.Image.MaxLayerEntries,
-			ImageEntries: cfg.Image.MaxImageEntries,
-			ManifestSize: int64(cfg.Image.MaxManifestSize),
-		},
-	})
+	imageOpts := registryOptions(cfg.Registry)
+	imageOpts.Root = filepath.Join(cfg.Root, "images")
+	imageOpts.Limits = image.Limits{
+		LayerSize:    int64(cfg.Image.MaxLayerSize),
+		ImageSize:    int64(cfg.Image.MaxImageSize),
+		LayerEntries: cfg.Image.MaxLayerEntries,
+		ImageEntries: cfg.Image.MaxImageEntries,
+		ManifestSize: int64(cfg.Image.MaxManifestSize),
+	}
+	images, err := image.New(ctx, imageOpts)
 	if err != nil {
 		return err
 	}
@@ -313,4 +311,15 @@ func serveMetrics(addr string, log *logrus.Entry) (stop func(), bound string, er
 	}()
 	log.WithField("address", l.Addr().String()).Info("serving metrics at /metrics")
 	return func() { _ = srv.Close() }, l.Addr().String(), nil
+}
+
+// registryOptions are the image store's registry settings from r.
+func registryOptions(r RegistryConfig) image.Options {
+	return image.Options{
+		Mirrors:             r.Mirrors,
+		Insecure:            r.Insecure,
+		ConfigPath:          r.ConfigPath,
+		AuthFile:            r.AuthFile,
+		PullProgressTimeout: r.ImagePullProgressTimeout.Duration,
+	}
 }

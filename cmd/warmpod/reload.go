@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding"
 	"fmt"
 	"reflect"
 	"strings"
@@ -52,7 +53,7 @@ func (r *reloader) reload() {
 		}
 	}
 	if !reflect.DeepEqual(r.cfg.Registry, cfg.Registry) {
-		if err := r.images.Reconfigure(image.Options{Mirrors: cfg.Registry.Mirrors, Insecure: cfg.Registry.Insecure}); err != nil {
+		if err := r.images.Reconfigure(registryOptions(cfg.Registry)); err != nil {
 			r.log.WithError(err).Error("reload: registry settings refused; nothing changed")
 			return
 		}
@@ -100,7 +101,7 @@ func changedKeys(a, b Config) []string {
 				continue
 			}
 			fa, fb := va.Field(i), vb.Field(i)
-			if fa.Kind() == reflect.Struct {
+			if isTable(fa.Type()) {
 				walk(fa, fb, prefix+name+".")
 				continue
 			}
@@ -127,4 +128,10 @@ func monotonicUsec() int64 {
 		return time.Now().UnixMicro()
 	}
 	return ts.Nano() / 1000
+}
+
+// isTable tells a TOML table (a struct) from a value a struct holds (a
+// duration).
+func isTable(t reflect.Type) bool {
+	return t.Kind() == reflect.Struct && !t.Implements(reflect.TypeFor[encoding.TextMarshaler]())
 }

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
@@ -32,7 +33,8 @@ func TestChangedKeys(t *testing.T) {
 	b.Network.Bridge = "br9"
 	b.Registry.Mirrors = map[string][]string{"docker.io": {"http://m"}}
 	b.Runtime.Handlers = []string{"x"}
-	want := []string{"log_level", "network.bridge", "registry.mirrors", "runtime.handlers"}
+	b.Registry.ImagePullProgressTimeout.Duration = time.Second
+	want := []string{"log_level", "network.bridge", "registry.mirrors", "registry.image_pull_progress_timeout", "runtime.handlers"}
 	if got := changedKeys(a, b); !reflect.DeepEqual(got, want) {
 		t.Errorf("changedKeys = %v, want %v", got, want)
 	}

@@ -2,25 +2,38 @@ package image
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
-// netConfig is the validated form of Options.Mirrors and Options.Insecure plus the HTTP transports pulls
-// share (one verifying TLS, one not), so connections are reused across pulls.
+// netConfig is the validated form of the registry settings of Options plus the HTTP transports pulls
+// share (one verifying TLS, one not, and those of hosts with CAs or client certificates of their own), so
+// connections are reused across pulls.
 type netConfig struct {
 	mirrors  map[string][]endpoint // normalised registry host -> mirrors in order
 	insecure map[string]bool       // normalised host[:port]
 	verified http.RoundTripper
 	skipTLS  http.RoundTripper
+	// configPath is containerd's hosts directory layout (see hosts.go); "" for none.
+	configPath string
+	tls        *tlsTransports
+	// authFile is a Docker config.json whose credentials pulls use when CRI gives none.
+	authFile string
+	// progressTimeout fails a pull that makes no progress for that long (0: never).
+	progressTimeout time.Duration
 }
 
 // registries holds the store's current netConfig; Reconfigure replaces it while pulls run, each pull keeping
@@ -34,12 +47,41 @@ func (r *registries) set(nc netConfig) { r.p.Store(&nc) }
 // pulls already running finish with the settings they started with. The other fields of opts are ignored:
 // the root and platform of a store do not change. On error nothing changes.
 func (s *Store) Reconfigure(opts Options) error {
-	nc, err := newNetConfig(opts.Mirrors, opts.Insecure)
+	nc, err := netConfigOf(opts)
 	if err != nil {
 		return fmt.Errorf("reconfigure image store: %w", err)
 	}
 	s.net.set(nc)
 	return nil
+}
+
+// netConfigOf validates the registry settings of opts.
+func netConfigOf(opts Options) (netConfig, error) {
+	nc, err := newNetConfig(opts.Mirrors, opts.Insecure)
+	if err != nil {
+		return netConfig{}, err
+	}
+	if opts.ConfigPath != "" {
+		st, err := os.Stat(opts.ConfigPath)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return netConfig{}, fmt.Errorf("registry config path: %w", err)
+		}
+		if err == nil && !st.IsDir() {
+			return netConfig{}, fmt.Errorf("registry config path %s is not a directory", opts.ConfigPath)
+		}
+		nc.configPath = opts.ConfigPath
+	}
+	if opts.AuthFile != "" {
+		if _, err := readAuthFile(opts.AuthFile); err != nil {
+			return netConfig{}, err
+		}
+		nc.authFile = opts.AuthFile
+	}
+	if opts.PullProgressTimeout < 0 {
+		return netConfig{}, fmt.Errorf("pull progress timeout %s is negative", opts.PullProgressTimeout)
+	}
+	nc.progressTimeout = opts.PullProgressTimeout
+	return nc, nil
 }
 
 // endpoint is one place to pull a repository from: a mirror or the registry itself.
@@ -48,10 +90,16 @@ type endpoint struct {
 	plainHTTP bool   // plain HTTP allowed to host
 	skipTLS   bool   // TLS certificate not verified
 	mirror    bool
+	// apiRoot is where the registry API lives on host when not at /v2 (a mirror's path prefix).
+	apiRoot string
+	// noResolve: the host may serve content by digest but not turn tags into digests.
+	noResolve bool
+	// rt is the host's own transport (its CAs, client certificates), nil for the shared ones.
+	rt http.RoundTripper
 }
 
 func newNetConfig(mirrors map[string][]string, insecure []string) (netConfig, error) {
-	nc := netConfig{mirrors: map[string][]endpoint{}, insecure: map[string]bool{}}
+	nc := netConfig{mirrors: map[string][]endpoint{}, insecure: map[string]bool{}, tls: &tlsTransports{}}
 	for _, h := range insecure {
 		host := strings.TrimSuffix(stripScheme(strings.TrimSpace(h)), "/")
 		if host == "" || strings.ContainsAny(host, "/ ") {
@@ -111,6 +159,22 @@ func parseMirror(raw string) (endpoint, error) {
 	return endpoint{host: u.Host, plainHTTP: u.Scheme == "http", mirror: true}, nil
 }
 
+// resolveEndpoints lists where to pull from a registry: from its directory in the hosts layout when
+// there is one, else from the mirrors and insecure settings.
+func (nc *netConfig) resolveEndpoints(registry string) ([]endpoint, error) {
+	dir, err := hostsDir(nc.configPath, registry)
+	if err != nil {
+		return nil, err
+	}
+	if dir == "" {
+		return nc.endpoints(registry), nil
+	}
+	if len(nc.mirrors[registry]) > 0 && filepath.Base(dir) != "_default" {
+		return nil, fmt.Errorf("registry %s is configured twice, by registry.mirrors and by %s: keep one", registry, dir)
+	}
+	return nc.loadHosts(dir, registry)
+}
+
 // endpoints lists where to pull from a registry: its mirrors in order, then the registry itself.
 func (nc netConfig) endpoints(registry string) []endpoint {
 	eps := append([]endpoint(nil), nc.mirrors[registry]...)
@@ -129,10 +193,17 @@ func (nc netConfig) endpoints(registry string) []endpoint {
 // loopback and RFC 1918 hosts; the guard narrows that to what the operator allowed.
 func (nc netConfig) transport(ep endpoint) http.RoundTripper {
 	base := nc.verified
-	if ep.skipTLS {
+	switch {
+	case ep.rt != nil:
+		base = ep.rt
+	case ep.skipTLS:
 		base = nc.skipTLS
 	}
-	return &schemeGuard{base: base, ep: ep, insecure: nc.insecure}
+	var rt http.RoundTripper = &schemeGuard{base: base, ep: ep, insecure: nc.insecure}
+	if ep.apiRoot != "" {
+		rt = &pathRewrite{base: rt, host: ep.host, root: ep.apiRoot}
+	}
+	return rt
 }
 
 // display names the endpoint in errors.
@@ -142,7 +213,7 @@ func (ep endpoint) display() string {
 		if ep.plainHTTP {
 			scheme = "http"
 		}
-		return "mirror " + scheme + "://" + ep.host
+		return "mirror " + scheme + "://" + ep.host + strings.TrimSuffix(ep.apiRoot, "/v2")
 	}
 	return ep.host
 }

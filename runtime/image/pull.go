@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -29,16 +30,30 @@ func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (Image, error)
 	)
 	// One configuration for the whole pull, even if it is replaced meanwhile.
 	nc := s.net.get()
-	for _, ep := range nc.endpoints(r.registry) {
-		img, err := s.pullFrom(ctx, nc, ep, r, auth)
+	eps, err := nc.resolveEndpoints(r.registry)
+	if err != nil {
+		return Image{}, fmt.Errorf("pull %q: %w", ref, err)
+	}
+	w := newPullWatch(ctx, r.canonical, nc.progressTimeout)
+	defer w.stop()
+	ctx = w.ctx
+	for _, ep := range eps {
+		// A host without the resolve capability serves content by digest only.
+		if ep.noResolve && !r.isDigest {
+			continue
+		}
+		img, err := s.pullFrom(ctx, nc, w, ep, r, auth)
 		if err == nil {
 			return img, nil
 		}
 		if ctx.Err() != nil {
-			return Image{}, fmt.Errorf("pull %q: %w", ref, ctx.Err())
+			return Image{}, fmt.Errorf("pull %q from %s: %w", ref, ep.display(), w.err())
 		}
 		failures = append(failures, fmt.Sprintf("%s: %v", ep.display(), err))
 		last = err
+	}
+	if last == nil {
+		return Image{}, fmt.Errorf("pull %q: no configured host may resolve a tag: %w", ref, ErrNotFound)
 	}
 	if isNotFound(last) {
 		return Image{}, fmt.Errorf("pull %q: %w: %s", ref, ErrNotFound, strings.Join(failures, "; "))
@@ -49,15 +64,22 @@ func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (Image, error)
 	return Image{}, fmt.Errorf("pull %q: %w (earlier endpoints: %s)", ref, last, strings.Join(failures[:len(failures)-1], "; "))
 }
 
-func (s *Store) pullFrom(ctx context.Context, nc *netConfig, ep endpoint, r imageRef, auth *Auth) (Image, error) {
+func (s *Store) pullFrom(ctx context.Context, nc *netConfig, w *pullWatch, ep endpoint, r imageRef, auth *Auth) (Image, error) {
 	ref, err := ep.reference(r)
 	if err != nil {
 		return Image{}, err
 	}
+	creds := authenticator(auth, ep.host)
+	if creds == authn.Anonymous {
+		// No credential from the caller for this host: the node's own, if it has one.
+		if creds, err = nc.fileAuthenticator(ep.host); err != nil {
+			return Image{}, err
+		}
+	}
 	opts := []remote.Option{
 		remote.WithContext(ctx),
-		remote.WithAuth(authenticator(auth, ep.host)),
-		remote.WithTransport(&manifestLimit{base: nc.transport(ep), max: s.limits.ManifestSize}),
+		remote.WithAuth(creds),
+		remote.WithTransport(w.wrap(&manifestLimit{base: nc.transport(ep), max: s.limits.ManifestSize})),
 		remote.WithPlatform(s.platform),
 		remote.WithUserAgent("warmpod"),
 	}

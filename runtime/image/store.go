@@ -35,6 +35,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -68,6 +69,16 @@ type Options struct {
 	// Insecure lists host[:port] that may be reached over plain HTTP and whose TLS certificates are not
 	// verified. Loopback hosts are always allowed plain HTTP.
 	Insecure []string
+	// ConfigPath is a directory in containerd's hosts layout (/etc/containerd/certs.d): per registry,
+	// mirrors with path prefixes, CAs, client certificates, skip_verify (see hosts.go). A registry with a
+	// directory there is configured by it alone.
+	ConfigPath string
+	// AuthFile is a Docker config.json ("auths") whose credentials are used for a registry or mirror when
+	// the pull brings none.
+	AuthFile string
+	// PullProgressTimeout fails a pull that receives nothing for that long (0: never); a pull's progress
+	// is logged at debug level.
+	PullProgressTimeout time.Duration
 	// Platform picks the image from multi-arch indexes; default linux/<host arch>.
 	Platform *v1.Platform
 	// Limits bounds what one pull or import may read and write.
@@ -148,7 +159,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new image store: root %q: %w", opts.Root, err)
 	}
-	nc, err := newNetConfig(opts.Mirrors, opts.Insecure)
+	nc, err := netConfigOf(opts)
 	if err != nil {
 		return nil, fmt.Errorf("new image store: %w", err)
 	}
