@@ -39,7 +39,7 @@ func host() (manager, error) {
 		case cgroups.Unified:
 			hostMgr = &v2Manager{mountpoint: hostRoot}
 		case cgroups.Legacy, cgroups.Hybrid:
-			hostMgr = &v1Manager{root: hostRoot, procRoot: "/proc"}
+			hostMgr = &v1Manager{root: hostRoot, procRoot: "/proc", mountedOnly: true}
 		default:
 			hostErr = fmt.Errorf("no cgroup hierarchy mounted at %s: %w", hostRoot, errors.ErrUnsupported)
 		}

@@ -21,6 +21,13 @@ import (
 // look up block device names.
 type v1Manager struct {
 	root, procRoot string
+	// mountedOnly keeps only the controllers with a cgroup hierarchy
+	// mounted at their directory. Under a systemd that runs in a cgroup
+	// namespace, the directories of controllers it could not mount (a new
+	// hierarchy can only be made in the initial cgroup namespace) are left
+	// empty on a read-only tmpfs; runc, which finds hierarchies by their
+	// mounts, does not use them either.
+	mountedOnly bool
 }
 
 // pather is what every cgroup1 controller implements to place a cgroup
@@ -57,9 +64,16 @@ func (m *v1Manager) subsystems() ([]cgroup1.Subsystem, error) {
 	}
 	var mounted []cgroup1.Subsystem
 	for _, s := range all {
-		if _, err := os.Lstat(s.Path("/")); err == nil {
-			mounted = append(mounted, s)
+		if _, err := os.Lstat(s.Path("/")); err != nil {
+			continue
 		}
+		if m.mountedOnly {
+			var st unix.Statfs_t
+			if err := unix.Statfs(s.Path("/"), &st); err != nil || st.Type != unix.CGROUP_SUPER_MAGIC {
+				continue
+			}
+		}
+		mounted = append(mounted, s)
 	}
 	if len(mounted) == 0 {
 		return nil, fmt.Errorf("no cgroup v1 controller mounted under %s", m.root)
