@@ -8,8 +8,8 @@ import (
 	"github.com/containerd/log"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/warmpod/warmpod/metrics"
 	"github.com/warmpod/warmpod/runtime/image"
+	"github.com/warmpod/warmpod/runtime/metrics"
 )
 
 // PullImage pulls an image and returns its id, the same id ContainerStatus

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/warmpod/warmpod/metrics"
+	"github.com/warmpod/warmpod/runtime/metrics"
 )
 
 func TestUnaryInterceptorLogsAndCounts(t *testing.T) {

@@ -23,8 +23,8 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	warmpodv1 "github.com/warmpod/warmpod/api/warmpod/v1"
-	"github.com/warmpod/warmpod/metrics"
 	"github.com/warmpod/warmpod/runtime/image"
+	"github.com/warmpod/warmpod/runtime/metrics"
 	"github.com/warmpod/warmpod/runtime/shim"
 	"github.com/warmpod/warmpod/sandbox"
 )

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	warmpodv1 "github.com/warmpod/warmpod/api/warmpod/v1"
-	"github.com/warmpod/warmpod/metrics"
+	"github.com/warmpod/warmpod/runtime/metrics"
 	"github.com/warmpod/warmpod/runtime/shim"
 	"github.com/warmpod/warmpod/sandbox"
 )

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
-	"github.com/warmpod/warmpod/metrics"
+	"github.com/warmpod/warmpod/runtime/metrics"
 	"github.com/warmpod/warmpod/runtime/shim"
 )
 

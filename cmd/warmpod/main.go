@@ -25,9 +25,9 @@ import (
 
 	"github.com/warmpod/warmpod/cri"
 	"github.com/warmpod/warmpod/devices"
-	"github.com/warmpod/warmpod/metrics"
 	"github.com/warmpod/warmpod/runtime/container"
 	"github.com/warmpod/warmpod/runtime/image"
+	"github.com/warmpod/warmpod/runtime/metrics"
 	"github.com/warmpod/warmpod/runtime/pause"
 	"github.com/warmpod/warmpod/runtime/shim/service"
 	"github.com/warmpod/warmpod/sandbox"

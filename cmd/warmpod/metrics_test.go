@@ -10,7 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
-	"github.com/warmpod/warmpod/metrics"
+	"github.com/warmpod/warmpod/runtime/metrics"
 )
 
 func TestServeMetrics(t *testing.T) {
