@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/containerd/cgroups/v3"
 	sdcgroups "github.com/opencontainers/cgroups/systemd"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // hostRoot is where the kernel's cgroup hierarchies are mounted.
@@ -22,6 +24,10 @@ type manager interface {
 	stats(path string) (*Metrics, error)
 	procs(path string) ([]int, error)
 	addProc(path string, pid int) error
+	// killAll sends SIGKILL to every process in the cgroup and below it,
+	// in a way none of them can escape by forking meanwhile (cgroup.kill,
+	// or freezing the subtree while the signals go out).
+	killAll(path string) error
 }
 
 var (
@@ -195,6 +201,55 @@ func remove(m manager, path string) error {
 	return nil
 }
 
+// Kill kills every process in the cgroup at path and below it, and waits
+// until none is left (zombies do not count: they hold no cgroup). It is for
+// a pod whose shim is gone: nothing else will end what the shim left
+// running. Killing in a missing cgroup succeeds. When processes remain
+// after killTimeout (a process stuck in the kernel, in uninterruptible
+// sleep, dies only once it wakes) it fails with ErrNotEmpty.
+func Kill(path string) error {
+	if err := checkPath(path); err != nil {
+		return err
+	}
+	m, err := host()
+	if err != nil {
+		return err
+	}
+	return kill(m, path, killTimeout)
+}
+
+// killTimeout bounds how long Kill waits for the processes to be gone.
+const killTimeout = 10 * time.Second
+
+func kill(m manager, path string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, err := m.exists(path)
+		if err != nil {
+			return fmt.Errorf("kill processes of cgroup %s: %w", path, err)
+		}
+		if !ok {
+			return nil
+		}
+		pids, err := m.procs(path)
+		if err != nil {
+			return fmt.Errorf("kill processes of cgroup %s: %w", path, err)
+		}
+		if len(pids) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("kill processes of cgroup %s: %w (pids %v)", path, ErrNotEmpty, pids)
+		}
+		if err := m.killAll(path); err != nil {
+			return fmt.Errorf("kill processes of cgroup %s: %w", path, err)
+		}
+		// A killed process leaves its cgroup once it has exited, which
+		// takes a moment (longer for one that must first be thawed).
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // Stats reads the usage of the cgroup at path, its subtree included.
 func Stats(path string) (*Metrics, error) {
 	fsPath, _, err := resolve(path)
@@ -283,6 +338,29 @@ func addProc(m manager, path string, pid int) error {
 		return fmt.Errorf("add pid %d to cgroup %s: %w", pid, path, err)
 	}
 	return nil
+}
+
+// freezeTimeout bounds the wait for a cgroup to freeze: a task in
+// uninterruptible sleep holds the freeze back. The kill goes out frozen or
+// not, and Kill repeats it.
+const freezeTimeout = time.Second
+
+// waitFor polls cond until it holds or timeout passes.
+func waitFor(timeout time.Duration, cond func() bool) {
+	for deadline := time.Now().Add(timeout); !cond() && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// signalAll sends SIGKILL to every pid; one already gone is no error. A pid
+// of 0 or 1 (a process of another pid namespace, or init) is never one to
+// kill: kill(2) would take 0 for the caller's process group.
+func signalAll(pids []int) {
+	for _, pid := range pids {
+		if pid > 1 {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+	}
 }
 
 // dedupe drops repeated pids, keeping first-seen order.

@@ -33,3 +33,6 @@ func AddProc(path string, pid int) error { return errNoCgroups }
 
 // PlaceShim needs Linux cgroups.
 func PlaceShim(podCgroup, podID string, pid int) (string, error) { return "", errNoCgroups }
+
+// Kill needs Linux cgroups.
+func Kill(path string) error { return errNoCgroups }

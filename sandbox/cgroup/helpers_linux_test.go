@@ -175,3 +175,71 @@ func TestPublicCallsRejectBadPaths(t *testing.T) {
 		t.Errorf("AddProc pid 0 = %v, want ErrInvalid", err)
 	}
 }
+
+// exerciseKill puts a process that keeps forking and a sleeper with a child
+// in two cgroups below a pod cgroup, as containers are, and checks that
+// kill of the pod cgroup leaves none of them, so that it can be removed.
+func exerciseKill(t *testing.T, m manager, parent string) {
+	path, err := create(m, parent+"/pod", nil)
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := remove(m, path); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	var cmds []*exec.Cmd
+	for _, c := range []struct{ name, script string }{
+		// A shell that forks a new sleeper as fast as it can.
+		{"forker", "while true; do sleep 600 & done"},
+		{"sleeper", "sleep 600 & exec sleep 600"},
+	} {
+		cg, err := create(m, path+"/"+c.name, nil)
+		if err != nil {
+			t.Fatalf("create %s: %v", c.name, err)
+		}
+		cmd := exec.Command("/bin/sh", "-c", "read go; "+c.script)
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds = append(cmds, cmd)
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		if err := addProc(m, cg, cmd.Process.Pid); err != nil {
+			t.Fatalf("addProc: %v", err)
+		}
+		if _, err := io.WriteString(stdin, "go\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for {
+		pids, err := procs(m, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pids) > 4 {
+			break
+		}
+	}
+	if err := kill(m, path, killTimeout); err != nil {
+		t.Fatalf("kill: %v", err)
+	}
+	if pids, err := procs(m, path); err != nil || len(pids) != 0 {
+		t.Fatalf("processes after kill: %v, %v", pids, err)
+	}
+	for _, cmd := range cmds {
+		if err := cmd.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
+			t.Errorf("%v ended with %v, want killed", cmd.Args, err)
+		}
+	}
+	if err := remove(m, path); err != nil {
+		t.Fatalf("remove after kill: %v", err)
+	}
+	if err := kill(m, path, killTimeout); err != nil {
+		t.Errorf("kill in a removed cgroup: %v", err)
+	}
+}

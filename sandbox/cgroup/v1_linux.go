@@ -184,6 +184,34 @@ func (m *v1Manager) procs(path string) ([]int, error) {
 	return dedupe(pids), nil
 }
 
+// killAll freezes the subtree (freezing a v1 cgroup freezes every cgroup
+// below it), kills every process in it and thaws it, so that the signals
+// take effect. Without a freezer controller the processes are killed as
+// they are; Kill repeats the round for any forked meanwhile.
+func (m *v1Manager) killAll(path string) error {
+	thaw := freezeV1(filepath.Join(m.root, string(cgroup1.Freezer), path, "freezer.state"))
+	defer thaw()
+	pids, err := m.procs(path)
+	if err != nil {
+		return err
+	}
+	signalAll(pids)
+	return nil
+}
+
+// freezeV1 freezes the cgroup whose freezer.state file is state, waiting
+// at most freezeTimeout for it, and returns the function that thaws it.
+func freezeV1(state string) func() {
+	if err := os.WriteFile(state, []byte("FROZEN"), 0); err != nil {
+		return func() {}
+	}
+	waitFor(freezeTimeout, func() bool {
+		data, err := os.ReadFile(state)
+		return err != nil || strings.TrimSpace(string(data)) == "FROZEN"
+	})
+	return func() { _ = os.WriteFile(state, []byte("THAWED"), 0) }
+}
+
 func (m *v1Manager) addProc(path string, pid int) error {
 	cg, err := m.load(path)
 	if err != nil {

@@ -182,6 +182,19 @@ func TestV1Host(t *testing.T) {
 	exercise(t, m, parent)
 }
 
+// Kill ends every process of a pod cgroup, those of its children too, and
+// one that keeps forking.
+func TestV1HostKill(t *testing.T) {
+	m := hostV1(t)
+	parent := uniqueParent(t)
+	t.Cleanup(func() {
+		if err := remove(m, parent); err != nil {
+			t.Errorf("cleanup parent: %v", err)
+		}
+	})
+	exerciseKill(t, m, parent)
+}
+
 func TestV1HostLimitsAndStats(t *testing.T) {
 	hostV1(t)
 	parent := uniqueParent(t)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/containerd/cgroups/v3/cgroup2"
 	v2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
@@ -135,6 +136,37 @@ func (m *v2Manager) procs(path string) ([]int, error) {
 		return nil, err
 	}
 	return dedupe(pids), nil
+}
+
+// killAll writes cgroup.kill (Linux 5.14), which kills the whole subtree at
+// once; older kernels get the freeze, kill and thaw that runc does.
+func (m *v2Manager) killAll(path string) error {
+	dir := filepath.Join(m.mountpoint, path)
+	err := os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	thaw := freezeV2(dir)
+	defer thaw()
+	pids, err := m.procs(path)
+	if err != nil {
+		return err
+	}
+	signalAll(pids)
+	return nil
+}
+
+// freezeV2 freezes the cgroup at dir (and so its subtree), waiting at most
+// freezeTimeout for it, and returns the function that thaws it.
+func freezeV2(dir string) func() {
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.freeze"), []byte("1"), 0); err != nil {
+		return func() {}
+	}
+	waitFor(freezeTimeout, func() bool {
+		data, err := os.ReadFile(filepath.Join(dir, "cgroup.events"))
+		return err != nil || strings.Contains(string(data), "frozen 1")
+	})
+	return func() { _ = os.WriteFile(filepath.Join(dir, "cgroup.freeze"), []byte("0"), 0) }
 }
 
 func (m *v2Manager) addProc(path string, pid int) error {

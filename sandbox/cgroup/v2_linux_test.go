@@ -204,3 +204,16 @@ func TestV2Host(t *testing.T) {
 	})
 	exercise(t, m, parent)
 }
+
+// Kill, on the unified hierarchy (cgroup.kill, where the kernel has it).
+func TestV2HostKill(t *testing.T) {
+	m := hostV2(t)
+	restoreSubtreeControl(t, m.mountpoint)
+	parent := uniqueParent(t)
+	t.Cleanup(func() {
+		if err := remove(m, parent); err != nil {
+			t.Errorf("cleanup parent: %v", err)
+		}
+	})
+	exerciseKill(t, m, parent)
+}
