@@ -290,6 +290,9 @@ func (s *Shim) genSpec(t *template, id string, rfs rootfs.Rootfs) (*specs.Spec, 
 // time nothing else wants (pre-creation); a foreground one at full
 // priority. On error nothing is left behind.
 func (s *Shim) newGen(t *template, idle bool) (*gen, error) {
+	if s.newGenHook != nil {
+		s.newGenHook(idle)
+	}
 	id := newID()
 	rfs, err := rootfs.Mount(t.layers, filepath.Join(s.cfg.RootDir, "gens", id), s.cfg.UserNS)
 	if err != nil {
@@ -318,13 +321,17 @@ func (s *Shim) Create(ctx context.Context, r *CreateRequest) (shim.Record, bool,
 	if err != nil {
 		return shim.Record{}, false, err
 	}
+	if err := s.enter(); err != nil {
+		return shim.Record{}, false, err
+	}
+	defer s.leave()
 	s.noteActivity()
 	c := &ctr{id: r.ID, name: r.Name, tmpl: t, stdout: newFanout(), stderr: newFanout()}
 
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return shim.Record{}, false, fmt.Errorf("pod %s is shutting down: %w", s.cfg.PodID, errdefs.ErrFailedPrecondition)
+		return shim.Record{}, false, s.errShuttingDown()
 	}
 	if _, ok := s.containers[r.ID]; ok {
 		s.mu.Unlock()
@@ -338,35 +345,44 @@ func (s *Shim) Create(ctx context.Context, r *CreateRequest) (shim.Record, bool,
 	stale := g != nil && g.key != t.key
 	sl.adopt(c, t)
 	s.mu.Unlock()
+	// fail lets go of the reservation, and of g when there is one.
+	fail := func(err error) (shim.Record, bool, error) {
+		if g != nil {
+			s.discard(g)
+		}
+		s.mu.Lock()
+		delete(s.containers, r.ID)
+		sl.forget(c)
+		s.mu.Unlock()
+		return shim.Record{}, false, err
+	}
 
 	warm := g != nil && !stale
 	if stale {
 		s.discard(g)
+		g = nil
 	}
 	if !warm {
 		s.beginForeground()
 		g, err = s.newGen(t, false)
 		s.endForeground()
 		if err != nil {
-			s.mu.Lock()
-			delete(s.containers, r.ID)
-			sl.forget(c)
-			s.mu.Unlock()
-			return shim.Record{}, false, fmt.Errorf("create container %q: %w", r.Name, err)
+			g = nil
+			return fail(fmt.Errorf("create container %q: %w", r.Name, err))
 		}
 	}
 	l, err := logs.Open(r.LogPath)
 	if err != nil {
-		s.discard(g)
-		s.mu.Lock()
-		delete(s.containers, r.ID)
-		sl.forget(c)
-		s.mu.Unlock()
-		return shim.Record{}, false, fmt.Errorf("create container %q: %w", r.Name, err)
+		return fail(fmt.Errorf("create container %q: %w", r.Name, err))
 	}
 	s.stats.created(warm)
 	now := time.Now().UnixNano()
 	c.mu.Lock()
+	if err := s.fenced(); err != nil {
+		c.mu.Unlock()
+		l.Close()
+		return fail(err)
+	}
 	c.log = l
 	c.rec = shim.Record{ID: r.ID, Name: r.Name, State: shim.StateCreated, CreatedAt: now, LogPath: r.LogPath, FromWarm: warm}
 	s.bind(c, g)
@@ -428,12 +444,20 @@ func (s *Shim) Start(ctx context.Context, id string) (shim.Record, error) {
 	if err != nil {
 		return shim.Record{}, err
 	}
+	if err := s.enter(); err != nil {
+		return shim.Record{}, err
+	}
+	defer s.leave()
 	s.noteActivity()
 	c.mu.Lock()
 	if c.rec.State != shim.StateCreated {
 		st := c.rec.State
 		c.mu.Unlock()
 		return shim.Record{}, fmt.Errorf("container %q is %s, not created: %w", id, st, errdefs.ErrFailedPrecondition)
+	}
+	if err := s.fenced(); err != nil {
+		c.mu.Unlock()
+		return shim.Record{}, err
 	}
 	g := c.gen
 	if err := s.release(c, g); err != nil {
@@ -528,6 +552,11 @@ func (s *Shim) monitor(c *ctr, g *gen) {
 	c.mu.Unlock()
 	close(g.exited)
 	if action != "" {
+		if err := s.enter(); err != nil {
+			// Shutdown began: the exit stands.
+			s.resumeEvents(c)
+			return
+		}
 		s.applyRule(c, action, rec.ExitCode)
 	}
 }
@@ -582,6 +611,11 @@ func (s *Shim) Remove(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	// Shutdown releases every generation itself.
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.leave()
 	s.noteActivity()
 	c.mu.Lock()
 	if c.removed {
@@ -638,6 +672,10 @@ func (s *Shim) Update(id string, res *specs.LinuxResources) error {
 	if err != nil {
 		return err
 	}
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.leave()
 	c.mu.Lock()
 	g, st, old := c.gen, c.rec.State, c.tmpl
 	c.mu.Unlock()

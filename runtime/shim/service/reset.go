@@ -37,6 +37,12 @@ func (s *Shim) Reset(ctx context.Context) ([]shim.Record, time.Duration, error) 
 
 // reset is Reset asked for by trigger, which its stats are counted under.
 func (s *Shim) reset(ctx context.Context, trigger string) (recs []shim.Record, d time.Duration, err error) {
+	if err := s.enter(); err != nil {
+		return nil, 0, err
+	}
+	defer s.leave()
+	ctx, cancel := s.withStop(ctx)
+	defer cancel()
 	defer func() { s.stats.reset(trigger, d, err) }()
 	s.resetMu.Lock()
 	defer s.resetMu.Unlock()
@@ -45,7 +51,7 @@ func (s *Shim) reset(ctx context.Context, trigger string) (recs []shim.Record, d
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return nil, 0, fmt.Errorf("pod %s is shutting down: %w", s.cfg.PodID, errdefs.ErrFailedPrecondition)
+		return nil, 0, s.errShuttingDown()
 	}
 	var cs []*ctr
 	for _, sl := range s.order {
@@ -134,6 +140,11 @@ func (s *Shim) restartInPlace(ctx context.Context, c *ctr) error {
 			c.mu.Unlock()
 			s.discard(g)
 			return nil
+		}
+		if err := s.fenced(); err != nil {
+			c.mu.Unlock()
+			s.discard(g)
+			return err
 		}
 		old := c.gen
 		prev := c.rec
@@ -248,11 +259,13 @@ func (s *Shim) recordsOf(cs []*ctr) []shim.Record {
 
 // applyRule carries out the restart rule action that matched c's exit.
 // c's events are suppressed until the restart is done (or failed).
+// Preconditions: the restart is in flight (enter); applyRule leaves.
 func (s *Shim) applyRule(c *ctr, action string, code int32) {
 	l := s.log.WithField("container", c.name)
 	l.Debugf("exit code %d matches a %s rule", code, action)
 	ctx := log.WithLogger(context.Background(), l)
 	go func() {
+		defer s.leave()
 		defer s.resumeEvents(c)
 		var err error
 		switch action {
@@ -269,6 +282,12 @@ func (s *Shim) applyRule(c *ctr, action string, code int32) {
 
 // restartOne restarts container c alone, in place.
 func (s *Shim) restartOne(ctx context.Context, c *ctr) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.leave()
+	ctx, cancel := s.withStop(ctx)
+	defer cancel()
 	s.resetMu.Lock()
 	defer s.resetMu.Unlock()
 	s.beginForeground()

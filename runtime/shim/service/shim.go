@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -51,11 +52,11 @@ const lcDir = "lc"
 //   - a destroyer per discarded generation that cleanupLoop's queue cannot
 //     take (full, or closed by Shutdown), counted in bg.
 //
-// Shutdown kills every generation it finds, which ends the monitors and
-// copiers; it waits for precreateLoop, cleanupLoop and bg. It does not wait
-// for a reset or a restart by rule in progress (resetMu): a generation such
-// a restart makes after Shutdown has looked is not killed by it. The pause
-// process's waiter belongs to package pause.
+// Shutdown first fences the operations that start or discard generations
+// (creates, starts, resets, restarts by rule, removes, updates: enter,
+// fenced) and waits for those in flight; then it kills every generation,
+// which ends the monitors and copiers, and waits for precreateLoop,
+// cleanupLoop and bg. The pause process's waiter belongs to package pause.
 //
 // # Locks
 //
@@ -117,14 +118,32 @@ type Shim struct {
 	// idle, a condition on mu, is signalled when foreground drops to zero,
 	// when a slot's preparation finishes, and at Shutdown.
 	idle *sync.Cond
-	// closed is set by Shutdown: no container is created after it.
+	// closed is set by Shutdown: no container is created after it, and no
+	// operation that may start a generation begins (enter).
 	closed bool
+	// inflight counts the operations that may start or discard a
+	// generation (enter): creates, starts, resets, restarts by rule,
+	// removes and updates. Shutdown waits for it to drop to zero before it
+	// kills the pod's generations.
+	inflight int
 	// cleanupsClosed is set when cleanups is closed.
 	cleanupsClosed bool
+
+	// shutting is set when Shutdown begins, with closed. It is read under
+	// a ctr's mu, where mu cannot be taken, right before a generation is
+	// bound or released: none is after Shutdown began (fenced).
+	shutting atomic.Bool
+	// stop is done when Shutdown begins: in-flight work that waits (a
+	// reset waiting for an init container, a retry's back-off) gives up.
+	stop       context.Context
+	cancelStop context.CancelFunc
 
 	// killedHook, when set (by tests, before any reset), runs while a reset
 	// holds the AllContainersRestarting condition, after its kills.
 	killedHook func()
+	// newGenHook, when set (by tests, before any container operation),
+	// runs at the start of every generation's creation.
+	newGenHook func(idle bool)
 
 	// wake asks precreateLoop to look for slots wanting a next generation;
 	// Shutdown closes it.
@@ -173,6 +192,7 @@ func New(ctx context.Context, cfg *shim.Config) (*Shim, error) {
 		precreateDone: make(chan struct{}),
 	}
 	s.idle = sync.NewCond(&s.mu)
+	s.stop, s.cancelStop = context.WithCancel(context.Background())
 	if cfg.SharedPID {
 		userns := ""
 		if cfg.UserNS != nil {
@@ -261,6 +281,11 @@ func (s *Shim) lookup(id string) (*ctr, error) {
 // Shutdown kills every container (pre-created generations included),
 // releases their rootfs and stops the pause process. The shim is unusable
 // afterwards.
+//
+// Shutdown fences the operations that start or discard generations: from
+// its start no create, start, reset, restart by rule, remove or update
+// begins, those in flight start no generation any more, and it waits for
+// them to return before it kills the generations, so none outlives it.
 func (s *Shim) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closed {
@@ -268,6 +293,12 @@ func (s *Shim) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	s.closed = true
+	s.shutting.Store(true)
+	s.cancelStop()
+	s.idle.Broadcast()
+	for s.inflight > 0 {
+		s.idle.Wait()
+	}
 	var gens []*gen
 	for _, sl := range s.slots {
 		if g := sl.dropNext(); g != nil {
@@ -278,7 +309,6 @@ func (s *Shim) Shutdown(ctx context.Context) error {
 	for _, c := range s.containers {
 		cs = append(cs, c)
 	}
-	s.idle.Broadcast()
 	s.mu.Unlock()
 	close(s.wake)
 
@@ -311,6 +341,49 @@ func (s *Shim) Shutdown(ctx context.Context) error {
 	s.events.Close()
 	s.records.Close()
 	return nil
+}
+
+// errShuttingDown is what operations refused by Shutdown's fence fail with.
+func (s *Shim) errShuttingDown() error {
+	return fmt.Errorf("pod %s is shutting down: %w", s.cfg.PodID, errdefs.ErrFailedPrecondition)
+}
+
+// enter begins an operation that may start generations; it fails once
+// Shutdown has begun. Every enter that succeeds is paired with a leave.
+func (s *Shim) enter() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return s.errShuttingDown()
+	}
+	s.inflight++
+	return nil
+}
+
+// leave ends an operation begun by enter.
+func (s *Shim) leave() {
+	s.mu.Lock()
+	s.inflight--
+	if s.inflight == 0 {
+		s.idle.Broadcast()
+	}
+	s.mu.Unlock()
+}
+
+// fenced fails once Shutdown has begun: a generation made meanwhile must be
+// discarded, not bound or released.
+func (s *Shim) fenced() error {
+	if s.shutting.Load() {
+		return s.errShuttingDown()
+	}
+	return nil
+}
+
+// withStop returns ctx, done as well once Shutdown begins.
+func (s *Shim) withStop(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.stop, cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
 func newID() string {

@@ -9,7 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -65,6 +67,8 @@ type fixture struct {
 	layer  string
 	vol    string
 	logDir string
+	// cgroup is the pod cgroup, below the cgroup root.
+	cgroup string
 }
 
 func newFixture(t testing.TB, cfgMod func(*shim.Config)) *fixture {
@@ -92,11 +96,65 @@ func newFixture(t testing.TB, cfgMod func(*shim.Config)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f := &fixture{t: t, s: s, layer: layer, vol: t.TempDir(), logDir: t.TempDir(), cgroup: cgroup}
 	t.Cleanup(func() {
 		_ = s.Shutdown(context.Background())
+		// Every generation ends with Shutdown: nothing of the pod may be
+		// left running.
+		if left := f.podProcesses(); len(left) > 0 {
+			t.Errorf("processes left in the pod cgroup after Shutdown: %v", left)
+			for _, pid := range left {
+				_ = unix.Kill(pid, unix.SIGKILL)
+			}
+		}
 		removeCgroup(cgroup)
 	})
-	return &fixture{t: t, s: s, layer: layer, vol: t.TempDir(), logDir: t.TempDir()}
+	return f
+}
+
+// podProcesses lists the live processes in the pod cgroup or below it.
+func (f *fixture) podProcesses() []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// The state follows the command name, which ends at the last ')'.
+		if i := strings.LastIndexByte(string(stat), ')'); i < 0 || strings.HasPrefix(string(stat[i+1:]), " Z") {
+			continue
+		}
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+		if err == nil && strings.Contains(string(data), ":/"+f.cgroup+"/") {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// holdNewGen makes the creation of every generation for which hold(idle)
+// is true wait until release is called; entered receives once per held
+// creation. Call it before any container operation.
+func (f *fixture) holdNewGen(hold func(idle bool) bool) (entered <-chan bool, release func()) {
+	ch := make(chan bool, 64)
+	gate := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(gate) }) }
+	f.s.newGenHook = func(idle bool) {
+		if !hold(idle) {
+			return
+		}
+		ch <- idle
+		<-gate
+	}
+	// Before the fixture's Shutdown, which may wait for a held creation.
+	f.t.Cleanup(release)
+	return ch, release
 }
 
 // removeCgroup removes the pod cgroup libcontainer created as the parent of
