@@ -45,7 +45,14 @@ const (
 	ReasonError     = "Error"
 	ReasonOOMKilled = "OOMKilled"
 	ReasonUnknown   = "Unknown"
+	// ReasonStartError is a run that never began: the container's process
+	// could not be made or released (exit code 128, as containerd and
+	// CRI-O report it).
+	ReasonStartError = "StartError"
 )
+
+// StartErrorExitCode is the exit code of a run that ended in StartError.
+const StartErrorExitCode = 128
 
 // Termination is one finished run of a container.
 type Termination struct {

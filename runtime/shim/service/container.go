@@ -486,7 +486,7 @@ func (s *Shim) release(c *ctr, g *gen) error {
 		c.rec.StartedAt = at.UnixNano()
 		c.rec.FinishedAt = at.UnixNano()
 		c.rec.ExitCode = int32(code)
-		c.rec.Reason = shim.ReasonError
+		c.rec.Reason = shim.ReasonStartError
 		c.rec.Message = err.Error()
 		close(g.exited)
 		return fmt.Errorf("start container %q: %w", c.name, err)

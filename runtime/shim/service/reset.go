@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -24,13 +25,20 @@ const (
 //  1. AllContainersRestarting: every container is killed at once, without a
 //     stop signal or grace period, and its exit recorded.
 //  2. Init containers run again in their original order, each to
-//     completion; a failing one is retried with back-off until ctx ends,
-//     unless the pod's restart policy is Never.
-//  3. Sidecars and main containers start in their original order.
+//     completion; one that fails (to start, or in its run) is retried with
+//     back-off until ctx ends, unless the pod's restart policy is Never:
+//     then, as when ctx ends, the sequence ends there and the containers
+//     after it stay exited, as the kubelet starts no app container of a
+//     pod whose init containers did not complete.
+//  3. Sidecars and main containers start in their original order. One that
+//     cannot be started is recorded as exited with reason StartError, and
+//     the sequence goes on with the next.
 //
 // Each container keeps its id; its restart count goes up and its previous
 // run becomes its last termination. Reset returns once the last container
-// has been started. A reset asked for during another runs after it.
+// has been started, with every record, and an error that names each
+// container it could not start. A reset asked for during another runs
+// after it.
 func (s *Shim) Reset(ctx context.Context) ([]shim.Record, time.Duration, error) {
 	return s.reset(ctx, shim.TriggerResetPod)
 }
@@ -84,15 +92,26 @@ func (s *Shim) reset(ctx context.Context, trigger string) (recs []shim.Record, d
 	s.mu.Unlock()
 
 	l := log.G(ctx)
+	// A container that cannot be started is recorded so and the sequence
+	// goes on: the containers after it do not stay dead for it. An init
+	// container that does not complete ends the sequence (restartInPlace).
 	var steps []string
+	var errs []error
 	for _, c := range cs {
 		if err := s.restartInPlace(ctx, c); err != nil {
-			s.scheduleAll()
-			return s.recordsOf(cs), time.Since(start), err
+			errs = append(errs, err)
+			if !errors.Is(err, errStartFailed) {
+				break
+			}
+			continue
 		}
 		if l.Logger.IsLevelEnabled(log.DebugLevel) {
 			steps = append(steps, fmt.Sprintf("%s@%s", c.name, time.Since(start)))
 		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		s.scheduleAll()
+		return s.recordsOf(cs), time.Since(start), err
 	}
 	d = time.Since(start)
 	l.Debugf("reset in %s: killed at %s, started %v", d, killed, steps)
@@ -125,88 +144,145 @@ func (s *Shim) killAll(cs []*ctr) {
 	}
 }
 
+// errStartFailed marks the error of a container that could not be started
+// again: it is recorded as exited with reason StartError, and a reset goes
+// on with the next container.
+var errStartFailed = errors.New("failed to start")
+
 // restartInPlace gives c a new generation, the pre-created one when ready,
 // and starts it; for an init container it waits for its successful
-// completion.
+// completion. An init container that fails, to start or in its run, is run
+// again after a back-off until ctx ends, or, when the pod's restart policy
+// is Never, ends the reset; any other container that fails to start is
+// recorded so (errStartFailed).
 func (s *Shim) restartInPlace(ctx context.Context, c *ctr) error {
 	backoff := initRetryBackoff
 	for {
-		g, warm, err := s.takeNext(c)
-		if err != nil {
-			return err
-		}
-		c.mu.Lock()
-		if c.removed {
-			c.mu.Unlock()
-			s.discard(g)
+		g, err := s.startNext(c)
+		if errors.Is(err, errRemoved) {
 			return nil
 		}
-		if err := s.fenced(); err != nil {
-			c.mu.Unlock()
-			s.discard(g)
+		if errors.Is(err, errFenced) {
 			return err
 		}
-		old := c.gen
-		prev := c.rec
+		init := s.isInit(c.slot)
 		switch {
-		case prev.State == shim.StateExited && prev.StartedAt != 0:
-			c.rec.LastTermination = &shim.Termination{
-				ExitCode:   prev.ExitCode,
-				StartedAt:  prev.StartedAt,
-				FinishedAt: prev.FinishedAt,
-				Reason:     prev.Reason,
-				Message:    prev.Message,
+		case err != nil && !init:
+			return fmt.Errorf("restart container %q: %w: %w", c.name, errStartFailed, err)
+		case err != nil:
+			err = fmt.Errorf("init container %q failed to start: %w", c.name, err)
+		case !init:
+			return nil
+		default:
+			// The next container may start once this one's process is
+			// gone; its exit record is made meanwhile.
+			select {
+			case <-g.c.Init.Done():
+			case <-ctx.Done():
+				return fmt.Errorf("wait for init container %q: %w", c.name, ctx.Err())
 			}
-		case prev.State == shim.StateRunning && old != nil:
-			// Killed and reaped, but its monitor has not recorded it yet
-			// (and, the generation replaced, never will).
-			code, at := old.c.Init.Exit()
-			c.rec.LastTermination = &shim.Termination{
-				ExitCode:   int32(code),
-				StartedAt:  prev.StartedAt,
-				FinishedAt: at.UnixNano(),
-				Reason:     shim.ReasonError,
+			code := s.noteExit(c, g)
+			if code == 0 {
+				return nil
 			}
+			<-g.exited
+			err = fmt.Errorf("init container %q exited with code %d", c.name, code)
 		}
-		c.rec.RestartCount++
+		if s.cfg.RestartPolicy == "Never" {
+			return fmt.Errorf("%w: %w", err, errdefs.ErrFailedPrecondition)
+		}
+		log.G(ctx).WithField("container", c.name).WithError(err).Debugf("retrying init container in %s", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", err, ctx.Err())
+		}
+		backoff = min(2*backoff, initRetryMaxBackoff)
+	}
+}
+
+// errRemoved is startNext's answer for a container removed meanwhile.
+var errRemoved = errors.New("container removed")
+
+// startNext gives c its next generation and releases it. When none can be
+// made or released, c is recorded as exited with reason StartError and the
+// error is returned. Either way its previous run becomes its last
+// termination and its restart count goes up. A container removed
+// meanwhile gets nothing (errRemoved); once Shutdown has begun nothing is
+// started (errFenced).
+func (s *Shim) startNext(c *ctr) (*gen, error) {
+	g, warm, err := s.takeNext(c)
+	c.mu.Lock()
+	if c.removed {
+		c.mu.Unlock()
+		if g != nil {
+			s.discard(g)
+		}
+		return nil, errRemoved
+	}
+	if ferr := s.fenced(); ferr != nil {
+		c.mu.Unlock()
+		if g != nil {
+			s.discard(g)
+		}
+		return nil, ferr
+	}
+	old := c.gen
+	s.retireRun(c)
+	if err != nil {
+		c.gen = nil
+		now := time.Now().UnixNano()
+		c.rec.State = shim.StateExited
+		c.rec.Pid = 0
+		c.rec.StartedAt = 0
+		c.rec.FinishedAt = now
+		c.rec.ExitCode = shim.StartErrorExitCode
+		c.rec.Reason = shim.ReasonStartError
+		c.rec.Message = err.Error()
+		c.rec.FromWarm = false
+	} else {
 		c.rec.FromWarm = warm
 		s.stats.created(warm)
 		s.bind(c, g)
 		err = s.release(c, g)
-		s.commit(c, shim.EventStarted)
-		c.mu.Unlock()
-		if old != nil && old != g {
-			s.discard(old)
-		}
-		if err != nil {
-			return err
-		}
-		if !s.isInit(c.slot) {
-			return nil
-		}
-		// The next container may start once this one's process is gone;
-		// its exit record is made meanwhile.
-		select {
-		case <-g.c.Init.Done():
-		case <-ctx.Done():
-			return fmt.Errorf("wait for init container %q: %w", c.name, ctx.Err())
-		}
-		code := s.noteExit(c, g)
-		if code == 0 {
-			return nil
-		}
-		<-g.exited
-		if s.cfg.RestartPolicy == "Never" {
-			return fmt.Errorf("init container %q exited with code %d: %w", c.name, code, errdefs.ErrFailedPrecondition)
-		}
-		log.G(ctx).WithField("container", c.name).Debugf("init container exited with %d, retrying in %s", code, backoff)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return fmt.Errorf("init container %q exited with code %d: %w", c.name, code, ctx.Err())
-		}
-		backoff = min(2*backoff, initRetryMaxBackoff)
 	}
+	s.commit(c, c.rec.State.Event())
+	c.mu.Unlock()
+	if old != nil && old != g {
+		s.discard(old)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// retireRun makes c's current run its last termination and counts the
+// restart that replaces it.
+// Preconditions: c.mu held; c's current generation has exited.
+func (s *Shim) retireRun(c *ctr) {
+	prev := c.rec
+	switch {
+	case prev.State == shim.StateExited && prev.FinishedAt != 0:
+		c.rec.LastTermination = &shim.Termination{
+			ExitCode:   prev.ExitCode,
+			StartedAt:  prev.StartedAt,
+			FinishedAt: prev.FinishedAt,
+			Reason:     prev.Reason,
+			Message:    prev.Message,
+		}
+	case prev.State == shim.StateRunning && c.gen != nil:
+		// Killed and reaped, but its monitor has not recorded it yet
+		// (and, the generation replaced, never will).
+		code, at := c.gen.c.Init.Exit()
+		c.rec.LastTermination = &shim.Termination{
+			ExitCode:   int32(code),
+			StartedAt:  prev.StartedAt,
+			FinishedAt: at.UnixNano(),
+			Reason:     shim.ReasonError,
+		}
+	}
+	c.rec.RestartCount++
 }
 
 // takeNext returns the pre-created generation of c's slot when it fits c,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -343,9 +344,12 @@ func (s *Shim) Shutdown(ctx context.Context) error {
 	return nil
 }
 
+// errFenced marks the errors of operations refused by Shutdown's fence.
+var errFenced = errors.New("shutting down")
+
 // errShuttingDown is what operations refused by Shutdown's fence fail with.
 func (s *Shim) errShuttingDown() error {
-	return fmt.Errorf("pod %s is shutting down: %w", s.cfg.PodID, errdefs.ErrFailedPrecondition)
+	return fmt.Errorf("pod %s is %w: %w", s.cfg.PodID, errFenced, errdefs.ErrFailedPrecondition)
 }
 
 // enter begins an operation that may start generations; it fails once
