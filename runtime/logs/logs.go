@@ -30,7 +30,8 @@ const (
 )
 
 // File is a container's log file, shared by its stdout and stderr copiers.
-// An empty path discards output.
+// An empty path discards output, and so does a nil File: a process whose log
+// is missing by some mistake must not take its copier down with it.
 type File struct {
 	path string
 
@@ -66,6 +67,9 @@ func openFile(path string) (*os.File, error) {
 
 // Write writes one record.
 func (l *File) Write(stream string, partial bool, ts time.Time, line []byte) error {
+	if l == nil {
+		return nil
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.f == nil {

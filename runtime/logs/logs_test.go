@@ -99,6 +99,10 @@ func TestDiscard(t *testing.T) {
 	if err := Copy(l, Stdout, strings.NewReader("x\n"), nil); err != nil {
 		t.Fatal(err)
 	}
+	// No log at all drops the output too, rather than crash the copier.
+	if err := Copy(nil, Stdout, strings.NewReader("x\n"), nil); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // waitForContent waits until the copier has written want to path.

@@ -291,7 +291,7 @@ func (s *Shim) genSpec(t *template, id string, rfs rootfs.Rootfs) (*specs.Spec, 
 // priority. On error nothing is left behind.
 func (s *Shim) newGen(t *template, idle bool) (*gen, error) {
 	if s.newGenHook != nil {
-		s.newGenHook(idle)
+		s.newGenHook(t.name, idle)
 	}
 	id := newID()
 	rfs, err := rootfs.Mount(t.layers, filepath.Join(s.cfg.RootDir, "gens", id), s.cfg.UserNS)
@@ -337,13 +337,14 @@ func (s *Shim) Create(ctx context.Context, r *CreateRequest) (shim.Record, bool,
 		s.mu.Unlock()
 		return shim.Record{}, false, fmt.Errorf("container %q: %w", r.ID, errdefs.ErrAlreadyExists)
 	}
-	// Reserve the id before creating anything.
+	// Reserve the id before creating anything. The slot adopts c only
+	// once it is created (log open, generation bound): until then a reset
+	// must not restart it.
 	s.containers[r.ID] = c
 	sl := s.slotFor(r.Name)
 	c.slot = sl
 	g := s.takeNextLocked(sl)
 	stale := g != nil && g.key != t.key
-	sl.adopt(c, t)
 	s.mu.Unlock()
 	// fail lets go of the reservation, and of g when there is one.
 	fail := func(err error) (shim.Record, bool, error) {
@@ -377,9 +378,15 @@ func (s *Shim) Create(ctx context.Context, r *CreateRequest) (shim.Record, bool,
 	}
 	s.stats.created(warm)
 	now := time.Now().UnixNano()
+	s.mu.Lock()
 	c.mu.Lock()
-	if err := s.fenced(); err != nil {
+	err = s.fenced()
+	if err == nil && c.removed {
+		err = fmt.Errorf("container %q was removed while it was created: %w", r.ID, errdefs.ErrNotFound)
+	}
+	if err != nil {
 		c.mu.Unlock()
+		s.mu.Unlock()
 		l.Close()
 		return fail(err)
 	}
@@ -388,6 +395,8 @@ func (s *Shim) Create(ctx context.Context, r *CreateRequest) (shim.Record, bool,
 	s.bind(c, g)
 	rec := s.commit(c, shim.EventCreated)
 	c.mu.Unlock()
+	sl.adopt(c, t)
+	s.mu.Unlock()
 	return rec, warm, nil
 }
 
@@ -413,8 +422,9 @@ func (s *Shim) slotFor(name string) *slot {
 	return sl
 }
 
-// bind makes g the current generation of c and starts copying its output.
-// Preconditions: c.mu held.
+// bind makes g the current generation of c and starts copying its output
+// to c's log.
+// Preconditions: c.mu held; c.log set (c is created).
 func (s *Shim) bind(c *ctr, g *gen) {
 	c.gen = g
 	c.rec.Pid = g.c.Init.Pid()

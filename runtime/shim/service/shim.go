@@ -143,8 +143,9 @@ type Shim struct {
 	// holds the AllContainersRestarting condition, after its kills.
 	killedHook func()
 	// newGenHook, when set (by tests, before any container operation),
-	// runs at the start of every generation's creation.
-	newGenHook func(idle bool)
+	// runs at the start of the creation of every generation of container
+	// name.
+	newGenHook func(name string, idle bool)
 
 	// wake asks precreateLoop to look for slots wanting a next generation;
 	// Shutdown closes it.

@@ -137,16 +137,16 @@ func (f *fixture) podProcesses() []int {
 	return out
 }
 
-// holdNewGen makes the creation of every generation for which hold(idle)
-// is true wait until release is called; entered receives once per held
-// creation. Call it before any container operation.
-func (f *fixture) holdNewGen(hold func(idle bool) bool) (entered <-chan bool, release func()) {
+// holdNewGen makes the creation of every generation for which hold(name,
+// idle) is true wait until release is called; entered receives once per
+// held creation. Call it before any container operation.
+func (f *fixture) holdNewGen(hold func(name string, idle bool) bool) (entered <-chan bool, release func()) {
 	ch := make(chan bool, 64)
 	gate := make(chan struct{})
 	var once sync.Once
 	release = func() { once.Do(func() { close(gate) }) }
-	f.s.newGenHook = func(idle bool) {
-		if !hold(idle) {
+	f.s.newGenHook = func(name string, idle bool) {
+		if !hold(name, idle) {
 			return
 		}
 		ch <- idle

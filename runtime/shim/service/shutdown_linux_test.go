@@ -39,7 +39,7 @@ func (f *fixture) shutDownWhileHeld(release func()) {
 
 func TestShutdownFencesCreate(t *testing.T) {
 	f := newFixture(t, nil)
-	entered, release := f.holdNewGen(func(idle bool) bool { return !idle })
+	entered, release := f.holdNewGen(func(_ string, idle bool) bool { return !idle })
 	created := make(chan error, 1)
 	go func() {
 		_, _, err := f.s.Create(context.Background(), &CreateRequest{
@@ -68,7 +68,7 @@ func TestShutdownFencesReset(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, nil)
 			var armed atomic.Bool
-			entered, release := f.holdNewGen(func(bool) bool { return armed.Load() })
+			entered, release := f.holdNewGen(func(string, bool) bool { return armed.Load() })
 			f.create("s1", "sidecar", "sleep", "1000")
 			f.start("s1")
 			f.create("m1", "main", "sleep", "1000")
@@ -103,7 +103,7 @@ func TestShutdownFencesRuleRestart(t *testing.T) {
 		}
 	})
 	var armed atomic.Bool
-	entered, release := f.holdNewGen(func(bool) bool { return armed.Load() })
+	entered, release := f.holdNewGen(func(string, bool) bool { return armed.Load() })
 	f.create("m", "main", "sh", "-c", "exit 3")
 	armed.Store(true)
 	f.start("m")
@@ -122,7 +122,7 @@ func TestShutdownFencesRuleRestart(t *testing.T) {
 
 func TestShutdownFencesPrecreation(t *testing.T) {
 	f := newFixture(t, nil)
-	entered, release := f.holdNewGen(func(idle bool) bool { return idle })
+	entered, release := f.holdNewGen(func(_ string, idle bool) bool { return idle })
 	f.create("m", "main", "sleep", "1000")
 	f.start("m")
 	<-entered
