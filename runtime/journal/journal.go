@@ -7,10 +7,23 @@
 //
 // Nothing is synced: the objects describe processes and mounts that do not
 // survive a reboot either. A line torn by a crash is skipped when reading.
+//
+// # A full disk
+//
+// A change that cannot be written (ENOSPC, or any write error) fails and
+// changes nothing, in memory as on disk: what a reader sees after a reopen
+// is what the journal held. A write cut short leaves part of a line; the
+// file is truncated back to its last whole line at once, or, when even that
+// fails, before the next change, which otherwise starts on a line of its
+// own; a reader skips the partial line either way (it has no newline, or it
+// does not parse), so it never swallows the change after it. Opening needs
+// no free space: a partial last line is cut off (which frees space), and
+// the rewrite that compacts the file, which needs room for a second copy,
+// is put off while it fails.
 package journal
 
 import (
-	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,16 +33,33 @@ import (
 )
 
 // compactAfter is the number of lines past which the file is rewritten when
-// most of its lines are stale.
+// most of its lines are stale; after a failed rewrite, the number of lines
+// appended before the next try.
 const compactAfter = 1024
+
+// appendFile is the journal's open file: an *os.File opened for appending
+// (tests put a faulty one in its place).
+type appendFile interface {
+	Write(p []byte) (int, error)
+	Truncate(size int64) error
+	Stat() (os.FileInfo, error)
+	Close() error
+}
 
 // Journal is one journal file. It is safe for concurrent use.
 type Journal struct {
 	path string
 
-	mu    sync.Mutex
-	f     *os.File
-	lines int
+	mu sync.Mutex
+	f  appendFile
+	// size is the length of the file's whole lines (-1: unknown); torn is
+	// set when a partial line may follow them, which could not be cut off.
+	size int64
+	torn bool
+	// lines counts the file's lines; compactAt is the count at which the
+	// next compaction is tried, when most lines are stale.
+	lines     int
+	compactAt int
 	// live holds the latest line of every id, in the order ids appeared.
 	live  map[string][]byte
 	order []string
@@ -41,22 +71,45 @@ type line struct {
 	Value   json.RawMessage `json:"value,omitempty"`
 }
 
-// Open opens (creating) the journal at path and loads what it holds.
+// Open opens (creating) the journal at path and loads what it holds. It
+// compacts the file when it can, and needs no free space when it cannot.
 func Open(path string) (*Journal, error) {
 	j := &Journal{path: path, live: map[string][]byte{}}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create journal dir: %w", err)
 	}
-	if err := j.load(); err != nil {
+	whole, err := j.load()
+	if err != nil {
 		return nil, err
 	}
-	if err := j.compactLocked(); err != nil {
-		return nil, err
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open journal: %w", err)
 	}
+	j.f = f
+	j.size = whole.size
+	if whole.partial {
+		// What a failed write left; cutting it off frees space.
+		j.torn = !j.cutLocked()
+	}
+	j.lines = whole.lines
+	// Compacting rewrites the whole file beside the old one: on a full
+	// disk it waits for later (compactAt).
+	_ = j.compactLocked()
 	return j, nil
 }
 
-func (j *Journal) load() error {
+// extent is what scan found in a journal file.
+type extent struct {
+	// size is the length of the file's whole lines, lines their number.
+	size  int64
+	lines int
+	// partial is set when the file ends in a line without its newline: a
+	// write cut short.
+	partial bool
+}
+
+func (j *Journal) load() (extent, error) {
 	return scan(j.path, func(l *line, raw []byte) {
 		if l.Deleted {
 			delete(j.live, l.ID)
@@ -69,29 +122,33 @@ func (j *Journal) load() error {
 	})
 }
 
-// scan calls fn for every well-formed line of the file at path.
-func scan(path string, fn func(l *line, raw []byte)) error {
-	f, err := os.Open(path)
+// scan calls fn for every well-formed line of the file at path. A last line
+// without its newline is no line: its write was cut short.
+func scan(path string, fn func(l *line, raw []byte)) (extent, error) {
+	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return extent{}, nil
 	}
 	if err != nil {
-		return fmt.Errorf("read journal: %w", err)
+		return extent{}, fmt.Errorf("read journal: %w", err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 64<<20)
-	for sc.Scan() {
+	var e extent
+	for {
+		i := bytes.IndexByte(data[e.size:], '\n')
+		if i < 0 {
+			break
+		}
+		raw := data[e.size : e.size+int64(i)]
+		e.size += int64(i) + 1
+		e.lines++
 		var l line
-		if json.Unmarshal(sc.Bytes(), &l) != nil || l.ID == "" {
+		if json.Unmarshal(raw, &l) != nil || l.ID == "" {
 			continue
 		}
-		fn(&l, sc.Bytes())
+		fn(&l, raw)
 	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read journal %s: %w", path, err)
-	}
-	return nil
+	e.partial = e.size < int64(len(data))
+	return e, nil
 }
 
 // Put records v as the value of id.
@@ -115,7 +172,8 @@ func (j *Journal) Put(id string, v any) error {
 		j.order = append(j.order, id)
 	}
 	j.live[id] = data
-	return j.compactIfStaleLocked()
+	j.compactIfDueLocked()
+	return nil
 }
 
 // valueLine is json.Marshal(&line{ID: id, Value: val}) for val from
@@ -169,7 +227,8 @@ func (j *Journal) Delete(id string) error {
 		return err
 	}
 	delete(j.live, id)
-	return j.compactIfStaleLocked()
+	j.compactIfDueLocked()
+	return nil
 }
 
 // Each calls fn with the id and value of every live object, oldest id first.
@@ -199,7 +258,7 @@ func (j *Journal) Each(fn func(id string, value json.RawMessage) error) error {
 func Read(path string) (map[string]json.RawMessage, []string, error) {
 	live := map[string]json.RawMessage{}
 	var order []string
-	err := scan(path, func(l *line, _ []byte) {
+	_, err := scan(path, func(l *line, _ []byte) {
 		if l.Deleted {
 			delete(live, l.ID)
 			return
@@ -218,26 +277,65 @@ func Read(path string) (map[string]json.RawMessage, []string, error) {
 	return live, ids, err
 }
 
+// appendLocked writes data as one line. A write that fails leaves no part
+// of the line behind or, when the file cannot be truncated, a partial line
+// that the next append steps past.
 func (j *Journal) appendLocked(data []byte) error {
 	if j.f == nil {
 		return os.ErrClosed
 	}
-	if _, err := j.f.Write(append(data, '\n')); err != nil {
+	buf := make([]byte, 0, len(data)+2)
+	if j.torn {
+		if j.cutLocked() {
+			j.torn = false
+		} else {
+			// The partial line ends here and parses as nothing.
+			buf = append(buf, '\n')
+		}
+	}
+	buf = append(buf, data...)
+	buf = append(buf, '\n')
+	n, err := j.f.Write(buf)
+	if err != nil {
+		if n > 0 {
+			j.torn = !j.cutLocked()
+		}
 		return fmt.Errorf("append to %s: %w", j.path, err)
+	}
+	switch {
+	case j.torn:
+		// Written past a partial line of unknown length: where the whole
+		// lines end now must be asked of the file.
+		j.torn = false
+		j.size = -1
+		if fi, err := j.f.Stat(); err == nil {
+			j.size = fi.Size()
+		}
+	case j.size >= 0:
+		j.size += int64(n)
 	}
 	j.lines++
 	return nil
 }
 
-// compactIfStaleLocked compacts the file once most of its lines are stale.
-func (j *Journal) compactIfStaleLocked() error {
-	if j.lines > compactAfter && j.lines > 4*len(j.live) {
-		return j.compactLocked()
-	}
-	return nil
+// cutLocked truncates the file to its whole lines, when their length is
+// known, and tells whether it did.
+func (j *Journal) cutLocked() bool {
+	return j.size >= 0 && j.f.Truncate(j.size) == nil
 }
 
-// compactLocked rewrites the file with one line per live id.
+// compactIfDueLocked compacts the file once it has grown past compactAt
+// with most of its lines stale. A compaction that fails (a full disk) is
+// tried again compactAfter lines later; the change that was appended stands.
+func (j *Journal) compactIfDueLocked() {
+	if j.lines > max(compactAfter, j.compactAt) && j.lines > 4*len(j.live) {
+		_ = j.compactLocked()
+	}
+}
+
+// compactLocked rewrites the file with one line per live id, beside it, and
+// renames it into place. On failure the file stays as it was, and the next
+// try waits for compactAfter more lines.
 func (j *Journal) compactLocked() error {
 	var buf []byte
 	order := j.order[:0]
@@ -251,23 +349,30 @@ func (j *Journal) compactLocked() error {
 		buf = append(buf, '\n')
 	}
 	j.order = order
+	j.compactAt = j.lines + compactAfter
 	tmp := j.path + ".tmp"
 	if err := os.WriteFile(tmp, buf, 0o600); err != nil {
-		return fmt.Errorf("compact %s: %w", j.path, err)
-	}
-	if err := os.Rename(tmp, j.path); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("compact %s: %w", j.path, err)
 	}
-	f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return err
+		os.Remove(tmp)
+		return fmt.Errorf("compact %s: %w", j.path, err)
+	}
+	if err := os.Rename(tmp, j.path); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("compact %s: %w", j.path, err)
 	}
 	if j.f != nil {
 		j.f.Close()
 	}
 	j.f = f
+	j.size = int64(len(buf))
+	j.torn = false
 	j.lines = len(order)
+	j.compactAt = 0
 	return nil
 }
 
