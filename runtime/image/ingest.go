@@ -97,7 +97,7 @@ func (s *Store) ingest(ctx context.Context, src *source) (_ Image, retErr error)
 		// The layers and blobs that landed before the failure belong to no image: a failed pull leaves
 		// nothing behind.
 		s.mu.Lock()
-		trash, err := s.sweepLocked()
+		trash, err := s.sweepLocked(false)
 		s.mu.Unlock()
 		s.removeAll(log.G(ctx), trash)
 		if err != nil {

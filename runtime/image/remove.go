@@ -2,12 +2,14 @@ package image
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"sync"
 
 	"github.com/containerd/log"
+	"golang.org/x/sys/unix"
 )
 
 // Remove deletes the image ref names, with all its tags and digests. Its layers and blobs are deleted when
@@ -30,6 +32,14 @@ func (s *Store) Remove(ctx context.Context, ref string) error {
 		delete(s.images, r.ID)
 	}
 	if err := s.persistLocked(); err != nil {
+		if !r.Removed && diskFull(err) {
+			err = s.freeOnFullDiskLocked(log.G(ctx))
+			s.mu.Unlock()
+			if err != nil {
+				return fmt.Errorf("remove image %s: %w", r.ID, err)
+			}
+			return nil
+		}
 		s.restoreLocked(snap)
 		s.mu.Unlock()
 		return fmt.Errorf("remove image %s: %w", r.ID, err)
@@ -39,6 +49,30 @@ func (s *Store) Remove(ctx context.Context, ref string) error {
 	s.removeAll(log.G(ctx), trash)
 	if err != nil {
 		log.G(ctx).WithError(err).WithField("image", r.ID).Warn("image store: garbage collection after remove")
+	}
+	return nil
+}
+
+// diskFull tells whether err says the store's filesystem (or the user's
+// quota on it) is full.
+func diskFull(err error) bool { return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) }
+
+// freeOnFullDiskLocked finishes the removal of records already dropped from
+// memory when the records cannot be rewritten for want of space, which is
+// when the kubelet removes images: to free some. The content no record
+// names any more is deleted first, in place (moving it aside may need
+// space too), then the records are written. Should that still fail, or the
+// daemon die in between, a record left on disk names layers that are gone,
+// and New drops it.
+// Preconditions: s.mu held.
+func (s *Store) freeOnFullDiskLocked(l *log.Entry) error {
+	trash, err := s.sweepLocked(true)
+	s.removeAll(l, trash)
+	if err != nil {
+		return fmt.Errorf("free space on a full disk: %w", err)
+	}
+	if err := s.persistLocked(); err != nil {
+		l.WithError(err).Warn("image store: deleted the content of removed images, but not yet their records")
 	}
 	return nil
 }
@@ -96,7 +130,7 @@ func (s *Store) GC() error {
 
 // collectLocked drops collectable records nobody retains, persists, then sweeps. Records go to disk first:
 // a crash in between leaves unreferenced content that New cleans, never a record pointing at missing
-// layers.
+// layers; but on a full disk, where the records cannot be written first, see freeOnFullDiskLocked.
 // Preconditions: s.mu held.
 func (s *Store) collectLocked() ([]string, error) {
 	var dropped []*record
@@ -112,17 +146,21 @@ func (s *Store) collectLocked() ([]string, error) {
 			delete(s.images, r.ID)
 		}
 		if err := s.persistLocked(); err != nil {
+			if diskFull(err) {
+				return nil, s.freeOnFullDiskLocked(s.log)
+			}
 			s.restoreLocked(snap)
 			return nil, err
 		}
 	}
-	return s.sweepLocked()
+	return s.sweepLocked(false)
 }
 
 // sweepLocked moves layer dirs and blobs that no record names and no ingest holds into tmp/ (a rename
-// each, so the lock is held briefly) and returns them for removeAll.
+// each, so the lock is held briefly) and returns them for removeAll; inPlace deletes them where they are
+// instead, which needs no new directory.
 // Preconditions: s.mu held.
-func (s *Store) sweepLocked() ([]string, error) {
+func (s *Store) sweepLocked(inPlace bool) ([]string, error) {
 	used := make(map[string]bool, len(s.inflight))
 	for k := range s.inflight {
 		used[k] = true
@@ -137,6 +175,9 @@ func (s *Store) sweepLocked() ([]string, error) {
 	}
 	var trash []string
 	move := func(path string) error {
+		if inPlace {
+			return os.RemoveAll(path)
+		}
 		tmp, err := os.MkdirTemp(s.tmpDir(), "trash-")
 		if err != nil {
 			return err

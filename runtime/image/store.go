@@ -240,13 +240,15 @@ func (s *Store) open() error {
 		s.index(r)
 	}
 	if dropped {
+		// Not fatal: on a full disk the daemon must still start and serve the image removals that free
+		// space. The records in memory are right; the next change writes them.
 		if err := s.persistLocked(); err != nil {
-			return err
+			s.log.WithError(err).Warn("image store: write records without the dropped images")
 		}
 	}
 	// Only content no record names: removed-but-retained records must wait for the daemon to re-retain
 	// what its surviving containers use, and then for GC.
-	trash, err := s.sweepLocked()
+	trash, err := s.sweepLocked(false)
 	s.removeAll(s.log, trash)
 	return err
 }
