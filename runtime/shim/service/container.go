@@ -217,8 +217,8 @@ func (c *ctr) record() shim.Record {
 // transitions.
 func (s *Shim) commit(c *ctr, t shim.EventType) shim.Record {
 	rec := c.rec
-	if err := s.records.Put(rec.ID, &rec); err != nil {
-		s.log.WithError(err).Warn("record container state")
+	if err := s.records.put(rec); err != nil {
+		s.log.WithError(err).WithField("container", rec.ID).Warn("record container state; written again with the next record")
 	}
 	if !c.eventsSuppressed {
 		s.events.Publish(shim.Event{Type: t, Container: rec, Timestamp: time.Now().UnixNano()})
@@ -645,8 +645,8 @@ func (s *Shim) Remove(ctx context.Context, id string) error {
 	if g != nil {
 		s.discard(g)
 	}
-	if err := s.records.Delete(id); err != nil {
-		log.G(ctx).WithError(err).WithField("container", id).Warn("remove container record")
+	if err := s.records.delete(id); err != nil {
+		log.G(ctx).WithError(err).WithField("container", id).Warn("remove container record; written again with the next record")
 	}
 	s.emit(shim.EventDeleted, c)
 	go func() {

@@ -19,7 +19,6 @@ import (
 
 	"github.com/warmpod/warmpod/runtime/broadcast"
 	"github.com/warmpod/warmpod/runtime/container"
-	"github.com/warmpod/warmpod/runtime/journal"
 	"github.com/warmpod/warmpod/runtime/pause"
 	"github.com/warmpod/warmpod/runtime/shim"
 )
@@ -63,9 +62,11 @@ const lcDir = "lc"
 //
 // The lock order is
 //
-//	resetMu → mu → ctr.mu → the journal's, the event hub's and a fanout's
+//	resetMu → mu → ctr.mu → the record store's (then the journal's), the
+//	event hub's and a fanout's
 //
-// (the last three are leaves: nothing is locked under them). mu is never
+// (the last three are leaves: nothing is locked under them but the
+// journal's). mu is never
 // held across an operation that blocks on a container (create, wait, kill):
 // waits for a condition release it (idle.Wait, waitQuietLocked). ctr.mu is
 // held across a generation's release (its execve) and the commit of the
@@ -80,7 +81,7 @@ const lcDir = "lc"
 type Shim struct {
 	// Set by New, never changed.
 	cfg     *shim.Config
-	records *journal.Journal
+	records *recordStore
 	engine  *container.Engine
 	events  *broadcast.Hub[shim.Event]
 	// log is the shim's own logger (derived from New's context), for the
@@ -171,7 +172,7 @@ func New(ctx context.Context, cfg *shim.Config) (*Shim, error) {
 			return nil, fmt.Errorf("create shim dirs: %w", err)
 		}
 	}
-	records, err := journal.Open(shim.JournalPath(cfg.StateDir))
+	records, err := openRecords(cfg.StateDir)
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +203,7 @@ func New(ctx context.Context, cfg *shim.Config) (*Shim, error) {
 		}
 		p, err := pause.Start(shim.PIDNamespacePath(cfg.StateDir), userns)
 		if err != nil {
-			records.Close()
+			records.close()
 			return nil, err
 		}
 		s.pause = p
@@ -341,7 +342,7 @@ func (s *Shim) Shutdown(ctx context.Context) error {
 		s.pause.Stop()
 	}
 	s.events.Close()
-	s.records.Close()
+	s.records.close()
 	return nil
 }
 
