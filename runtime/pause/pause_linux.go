@@ -86,6 +86,9 @@ func startPauseIn(userns string, life *os.File) (*os.Process, error) {
 // Pid is the pause process's pid, as the shim sees it.
 func (p *Process) Pid() int { return p.proc.Pid }
 
+// Done is closed once the pause process has exited and been waited for.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
 // Stop kills the pause process, and with it every process left in the pid
 // namespace, and removes the namespace's pin.
 func (p *Process) Stop() {

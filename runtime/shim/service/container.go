@@ -293,6 +293,10 @@ func (s *Shim) newGen(t *template, idle bool) (*gen, error) {
 	if s.newGenHook != nil {
 		s.newGenHook(t.name, idle)
 	}
+	// Mounting the rootfs and creating the container start processes that
+	// are waited for by pid, some inside these calls.
+	s.reaper.hold()
+	defer s.reaper.release()
 	id := newID()
 	rfs, err := rootfs.Mount(t.layers, filepath.Join(s.cfg.RootDir, "gens", id), s.cfg.UserNS)
 	if err != nil {
@@ -308,6 +312,7 @@ func (s *Shim) newGen(t *template, idle bool) (*gen, error) {
 		_ = rfs.Remove()
 		return nil, err
 	}
+	s.reaper.ownUntil(c.Init.Pid(), c.Init.Done())
 	return &gen{id: id, key: t.key, c: c, rootfs: rfs, exited: make(chan struct{})}, nil
 }
 

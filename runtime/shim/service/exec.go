@@ -42,10 +42,13 @@ func (s *Shim) Exec(id string, o ExecOptions) (*container.Proc, error) {
 	p.Args = o.Cmd
 	p.Terminal = o.Tty
 	p.ConsoleSize = nil
+	s.reaper.hold()
+	defer s.reaper.release()
 	proc, err := g.c.Exec(&p, o.Tty, o.Stdin)
 	if err != nil {
 		return nil, fmt.Errorf("exec in container %q: %w", id, err)
 	}
+	s.reaper.ownUntil(proc.Pid(), proc.Done())
 	return proc, nil
 }
 

@@ -34,8 +34,9 @@ func loseLayer(t *testing.T, layer string) {
 // recorded as such, and the main containers after it are restarted all the
 // same.
 func TestResetContinuesPastFailedStart(t *testing.T) {
-	f := newFixture(t, nil)
+	// Made before the shim reaps this process's children.
 	sideLayer := busyboxLayer(t)
+	f := newFixture(t, nil)
 	f.createWithLayer("s", "sidecar", sideLayer, "sleep", "1000")
 	f.start("s")
 	for _, id := range []string{"m1", "m2"} {
@@ -89,11 +90,11 @@ func TestResetContinuesPastFailedStart(t *testing.T) {
 // An init container that cannot be started again ends the reset of a pod
 // that never restarts failed containers; the main container stays exited.
 func TestResetInitFailsToStart(t *testing.T) {
+	initLayer := busyboxLayer(t)
 	f := newFixture(t, func(c *shim.Config) {
 		c.RestartPolicy = "Never"
 		c.InitContainers = []string{"init"}
 	})
-	initLayer := busyboxLayer(t)
 	f.createWithLayer("i", "init", initLayer, "true")
 	f.start("i")
 	f.waitExited("i")

@@ -51,6 +51,10 @@ const lcDir = "lc"
 //     process has exited and its output drained.
 //   - a destroyer per discarded generation that cleanupLoop's queue cannot
 //     take (full, or closed by Shutdown), counted in bg.
+//   - the reaper's loop (one): waits, on SIGCHLD, for the children nobody
+//     else waits for (reap.go). Stopped by Shutdown, last. And one per
+//     owned process (reaper.ownUntil), until the process has been waited
+//     for.
 //
 // Shutdown first fences the operations that start or discard generations
 // (creates, starts, resets, restarts by rule, removes, updates: enter,
@@ -91,6 +95,7 @@ type Shim struct {
 	pause  *pause.Process
 	tokens *tokens
 	stats  *stats
+	reaper *reaper
 
 	// resetMu serialises resets and restarts by rule: a reset asked for
 	// during another runs after it, as a reset of its own.
@@ -196,13 +201,20 @@ func New(ctx context.Context, cfg *shim.Config) (*Shim, error) {
 	}
 	s.idle = sync.NewCond(&s.mu)
 	s.stop, s.cancelStop = context.WithCancel(context.Background())
+	s.reaper = newReaper()
 	if cfg.SharedPID {
 		userns := ""
 		if cfg.UserNS != nil {
 			userns = cfg.UserNS.Path
 		}
+		s.reaper.hold()
 		p, err := pause.Start(shim.PIDNamespacePath(cfg.StateDir), userns)
+		if err == nil {
+			s.reaper.ownUntil(p.Pid(), p.Done())
+		}
+		s.reaper.release()
 		if err != nil {
+			s.reaper.stop()
 			records.close()
 			return nil, err
 		}
@@ -341,6 +353,7 @@ func (s *Shim) Shutdown(ctx context.Context) error {
 	if s.pause != nil {
 		s.pause.Stop()
 	}
+	s.reaper.stop()
 	s.events.Close()
 	s.records.close()
 	return nil
