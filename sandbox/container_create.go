@@ -267,7 +267,9 @@ func (m *Manager) buildSpec(p *pod, id string, cfg *ContainerConfig, img *image.
 		if st.State != shim.StateRunning || st.Pid == 0 {
 			return nil, fmt.Errorf("target container %s of container %q's pid namespace is not running: %w", target.meta.ID, cfg.Name, errdefs.ErrFailedPrecondition)
 		}
-		op.TargetPIDNS = fmt.Sprintf("/proc/%d/ns/pid", st.Pid)
+		// The shim resolves it for every generation: the target's pid
+		// changes with each of its own.
+		op.TargetPIDNS = shim.TargetPIDNamespace(target.meta.ID)
 	}
 	oimg := &oci.Image{
 		Name:       cfg.Image,

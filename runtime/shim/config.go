@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -101,6 +102,24 @@ const (
 	// shares one.
 	PIDNamespaceFile = "pidns"
 )
+
+// targetPIDPrefix starts the pid namespace path of a container whose pid
+// namespace is another container's (CRI namespace mode TARGET: an
+// ephemeral container that debugs another).
+const targetPIDPrefix = "warmpod-target-container:"
+
+// TargetPIDNamespace is what the daemon writes, in a container's spec, as
+// the path of a pid namespace that is container id's: the shim resolves it
+// for every generation, from the generation id runs then. A path frozen at
+// create (/proc/<pid>/ns/pid) would, once the target restarted, name the
+// namespace of whatever process took its old pid.
+func TargetPIDNamespace(id string) string { return targetPIDPrefix + id }
+
+// TargetOfPIDNamespace returns the container a pid namespace path of
+// TargetPIDNamespace names.
+func TargetOfPIDNamespace(path string) (id string, ok bool) {
+	return strings.CutPrefix(path, targetPIDPrefix)
+}
 
 // PIDNamespacePath is where a pod's shared pid namespace is pinned.
 func PIDNamespacePath(stateDir string) string { return filepath.Join(stateDir, PIDNamespaceFile) }

@@ -57,7 +57,14 @@ type template struct {
 	// process is spec's process, parsed once for execs: they copy it and
 	// never change what it points to.
 	process *specs.Process
+	// target is the container whose pid namespace every generation joins
+	// (target.go); such a container is ephemeral.
+	target string
 }
+
+// ephemeral tells whether the container is never restarted by the shim
+// nor pre-created (target.go).
+func (t *template) ephemeral() bool { return t.target != "" }
 
 func newTemplate(r *CreateRequest) (*template, error) {
 	var spec specs.Spec
@@ -127,6 +134,7 @@ func templateOf(r *CreateRequest, spec *specs.Spec) (*template, error) {
 		stdinOnce:     r.StdinOnce,
 		stopSignal:    sig,
 		key:           hex.EncodeToString(h.Sum(nil)),
+		target:        targetOf(spec),
 	}, nil
 }
 
@@ -149,6 +157,9 @@ type gen struct {
 	// drained is closed once the process's output has been copied to
 	// the log; nil until the generation is bound to a container.
 	drained chan struct{}
+	// start is when the init process started (procStart): with its pid,
+	// the process for good.
+	start uint64
 }
 
 // drainTimeout bounds the wait for a dead container's output: a process
@@ -307,13 +318,22 @@ func (s *Shim) newGen(t *template, idle bool) (*gen, error) {
 		_ = rfs.Remove()
 		return nil, err
 	}
+	joined, err := s.joinTarget(t, spec)
+	if err != nil {
+		_ = rfs.Remove()
+		return nil, err
+	}
 	c, err := s.engine.Create(container.Config{ID: id, Spec: spec, Tty: t.tty, Stdin: t.stdin, Idle: idle})
+	joined()
 	if err != nil {
 		_ = rfs.Remove()
 		return nil, err
 	}
 	s.reaper.ownUntil(c.Init.Pid(), c.Init.Done())
-	return &gen{id: id, key: t.key, c: c, rootfs: rfs, exited: make(chan struct{})}, nil
+	g := &gen{id: id, key: t.key, c: c, rootfs: rfs, exited: make(chan struct{})}
+	// Blocked before its execve, the process cannot have exited yet.
+	g.start, _ = procStart(c.Init.Pid())
+	return g, nil
 }
 
 // Create creates container r.ID, from the slot's pre-created generation when
@@ -546,7 +566,7 @@ func (s *Shim) monitor(c *ctr, g *gen) {
 		return
 	}
 	action := ""
-	if !c.killing {
+	if !c.killing && !c.tmpl.ephemeral() {
 		if a, ok := shim.MatchRule(s.cfg.RestartRules[c.name], int32(code)); ok {
 			action = a
 			c.eventsSuppressed = true

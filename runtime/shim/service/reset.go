@@ -32,7 +32,8 @@ const (
 //     pod whose init containers did not complete.
 //  3. Sidecars and main containers start in their original order. One that
 //     cannot be started is recorded as exited with reason StartError, and
-//     the sequence goes on with the next.
+//     the sequence goes on with the next. Ephemeral containers stay
+//     exited (target.go).
 //
 // Each container keeps its id; its restart count goes up and its previous
 // run becomes its last termination. Reset returns once the last container
@@ -98,6 +99,10 @@ func (s *Shim) reset(ctx context.Context, trigger string) (recs []shim.Record, d
 	var steps []string
 	var errs []error
 	for _, c := range cs {
+		if c.template().ephemeral() {
+			// Terminated with the others, never restarted (target.go).
+			continue
+		}
 		if err := s.restartInPlace(ctx, c); err != nil {
 			errs = append(errs, err)
 			if !errors.Is(err, errStartFailed) {

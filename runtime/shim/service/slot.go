@@ -69,7 +69,7 @@ func (sl *slot) want() { sl.wanted = true }
 // needsPreparing tells whether precreateLoop should make a next generation
 // now.
 func (sl *slot) needsPreparing() bool {
-	return sl.wanted && sl.next == nil && sl.tmpl != nil && !sl.preparing
+	return sl.wanted && sl.next == nil && sl.tmpl != nil && !sl.tmpl.ephemeral() && !sl.preparing
 }
 
 // startPreparing moves the slot from none to preparing and returns the
