@@ -110,27 +110,20 @@ func (m *Manager) refresh(ctx context.Context, p *pod, client shimConn) {
 	}
 }
 
-// shimLost handles the end of a pod's event stream: when the shim is still
-// the pod's and no longer answers, the pod is not ready any more and its
-// containers' fate is read from the records the shim left.
+// shimLost handles the end of a pod's event stream. A shim whose process
+// still runs is followed again; one that is gone died (StopPodSandbox, which
+// makes the pod not ready first, handles its own shim's exit).
 func (m *Manager) shimLost(p *pod, client shimConn) {
 	p.mu.Lock()
-	current := p.shim == client
+	current := p.shim == client && p.status.State == PodReady
 	p.mu.Unlock()
-	if !current || client.Alive(context.Background()) {
-		if current {
-			// The stream broke but the shim lives: follow it again.
-			time.AfterFunc(100*time.Millisecond, func() { m.watch(p, client) })
-		}
+	if !current {
 		return
 	}
-	p.mu.Lock()
-	if p.shim == client {
-		p.shim = nil
-		p.status.State = PodNotReady
+	if !client.Exited() {
+		// The stream broke but the shim lives: follow it again.
+		time.AfterFunc(100*time.Millisecond, func() { m.watch(p, client) })
+		return
 	}
-	p.mu.Unlock()
-	client.Close()
-	m.log.WithField("pod", p.meta.ID).Warn("shim of pod is gone; pod is not ready")
-	m.syncFromRecords(m.background(), p)
+	m.shimDied(p, client)
 }

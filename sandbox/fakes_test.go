@@ -24,6 +24,7 @@ import (
 	shimv1 "github.com/warmpod/warmpod/api/shim/v1"
 	"github.com/warmpod/warmpod/runtime/image"
 	"github.com/warmpod/warmpod/runtime/shim"
+	shimclient "github.com/warmpod/warmpod/runtime/shim/client"
 	"github.com/warmpod/warmpod/sandbox/cgroup"
 	"github.com/warmpod/warmpod/sandbox/netns"
 	"github.com/warmpod/warmpod/sandbox/network"
@@ -46,6 +47,9 @@ type fakeHost struct {
 	limits map[string]*specs.LinuxResources
 	// shims are the placements placeShim made.
 	shims []string
+	// killed lists the cgroups whose processes were killed, in order.
+	killed []string
+	onKill func(path string)
 }
 
 func newFakeHost() *fakeHost {
@@ -126,6 +130,27 @@ func (h *fakeHost) placeShim(podCgroup, _ string, pid int) error {
 	h.shims = append(h.shims, fmt.Sprintf("%d in %s/shim", pid, podCgroup))
 	return nil
 }
+
+// killCgroup records that the processes of the cgroup were killed, and
+// runs onKill (set by a test before the manager runs) first.
+func (h *fakeHost) killCgroup(path string) error {
+	if h.onKill != nil {
+		h.onKill(path)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.killed = append(h.killed, path)
+	return nil
+}
+
+// wasKilled tells whether the processes of cgroup path were killed.
+func (h *fakeHost) wasKilled(path string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Contains(h.killed, path)
+}
+
+func (h *fakeHost) unmountBelow(dirs ...string) error { return nil }
 
 func (h *fakeHost) mountShm(path string) error {
 	h.mu.Lock()
@@ -232,12 +257,12 @@ func (f *fakeShims) start(_ context.Context, cfg *shim.Config, place func(pid in
 	return s, nil
 }
 
-func (f *fakeShims) connect(stateDir string) (shimConn, error) {
+func (f *fakeShims) connect(_ context.Context, stateDir string) (shimConn, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s, ok := f.shims[stateDir]
-	if !ok {
-		return nil, fmt.Errorf("shim socket in %s: no such file", stateDir)
+	if !ok || s.Exited() {
+		return nil, fmt.Errorf("no shim serves %s: %w", stateDir, shimclient.ErrGone)
 	}
 	return s, nil
 }
@@ -260,11 +285,13 @@ type fakeShimConn struct {
 	createHook func(*shimv1.CreateContainerRequest) error
 	// holdEvents, when set, holds Events calls back until it is closed.
 	holdEvents chan struct{}
+	// hung, when set, makes Shutdown fail as a shim that does not answer.
+	hung bool
 
 	mu     sync.Mutex
 	calls  []string
 	ctrs   map[string]*shimv1.ContainerState
-	down   bool // shut down: Alive is false, calls fail
+	down   bool // shut down or killed: Exited, calls fail
 	closed bool
 	// gone is closed at shutdown: the events stream ends.
 	gone chan struct{}
@@ -301,10 +328,19 @@ func (s *fakeShimConn) called(call string) int {
 
 func (s *fakeShimConn) Pid() int { return s.pid }
 
-func (s *fakeShimConn) Alive(context.Context) bool {
+func (s *fakeShimConn) Exited() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return !s.down
+	return s.down
+}
+
+// Stop kills the shim unless it is gone already.
+func (s *fakeShimConn) Stop(context.Context, time.Duration) error {
+	s.mu.Lock()
+	s.calls = append(s.calls, "Stop")
+	s.mu.Unlock()
+	s.kill()
+	return nil
 }
 
 func (s *fakeShimConn) Close() error {
@@ -328,6 +364,9 @@ func (s *fakeShimConn) Shutdown(context.Context, *shimv1.ShutdownRequest, ...grp
 	if err := s.note("Shutdown"); err != nil {
 		return nil, err
 	}
+	if s.hung {
+		return nil, fmt.Errorf("shim: %w", context.DeadlineExceeded)
+	}
 	s.kill()
 	return &shimv1.ShutdownResponse{}, nil
 }
@@ -344,13 +383,6 @@ func (s *fakeShimConn) Stats(context.Context, *shimv1.StatsRequest, ...grpc.Call
 		WarmCreates: 1,
 		Resets:      []*shimv1.ResetStats{{Trigger: shim.TriggerResetPod, Duration: shim.HistogramToProto(h)}},
 	}, nil
-}
-
-func (s *fakeShimConn) ShutdownWait(ctx context.Context, _ time.Duration) (bool, error) {
-	if _, err := s.Shutdown(ctx, &shimv1.ShutdownRequest{}); err != nil {
-		return false, err
-	}
-	return true, nil
 }
 
 func (s *fakeShimConn) Info(context.Context, *shimv1.InfoRequest, ...grpc.CallOption) (*shimv1.InfoResponse, error) {

@@ -61,7 +61,7 @@ func (w *fakeWorld) podsLeft(t *testing.T) {
 	w.shims.mu.Lock()
 	defer w.shims.mu.Unlock()
 	for dir, s := range w.shims.shims {
-		if s.Alive(context.Background()) || !s.closed {
+		if !s.Exited() || !s.closed {
 			t.Errorf("shim of %s left running or connected", dir)
 		}
 	}
@@ -431,8 +431,12 @@ func TestRecover(t *testing.T) {
 	if r := status(exited); r.State != shim.StateExited || r.ExitCode != 3 || r.Reason != shim.ReasonError {
 		t.Errorf("exited container of the lost pod = %+v, want exited 3 (Error)", r)
 	}
-	if r := status(vanished); r.State != shim.StateExited || r.Reason != shim.ReasonUnknown {
-		t.Errorf("running container of the lost pod = %+v, want exited (Unknown)", r)
+	if r := status(vanished); r.State != shim.StateExited || r.Reason != shim.ReasonUnknown || r.Message != ShimDiedMessage {
+		t.Errorf("running container of the lost pod = %+v, want exited (Unknown, the shim died)", r)
+	}
+	// What the dead shim left running was killed; nothing of the others.
+	if !w.host.wasKilled(filepath.Join("/warmpod-test", lost)) || w.host.wasKilled(filepath.Join("/warmpod-test", live)) {
+		t.Errorf("cgroups killed: %v, want the lost pod's only", w.host.killed)
 	}
 	if h := w.images.holds[busybox.ID]; h != 3 {
 		t.Errorf("image held %d times, want 3, once by each container", h)

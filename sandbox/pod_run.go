@@ -158,7 +158,10 @@ func (m *Manager) RunPod(ctx context.Context, cfg PodConfig) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("start shim of pod %s: %w", id, err)
 	}
-	undo.add(func(ctx context.Context) { m.shutdownShim(ctx, client) })
+	undo.add(func(ctx context.Context) {
+		_ = m.stopShim(ctx, client)
+		client.Close()
+	})
 
 	if err := m.meta.put("pods", id, &meta); err != nil {
 		return "", err

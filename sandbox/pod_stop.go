@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -43,15 +42,27 @@ func (m *Manager) StopPod(ctx context.Context, id string) error {
 func (m *Manager) stopPod(ctx context.Context, p *pod) error {
 	p.mu.Lock()
 	client := p.shim
-	p.shim = nil
 	p.status.State = PodNotReady
 	p.mu.Unlock()
 
 	if client != nil {
-		m.shutdownShim(ctx, client)
+		// The pod keeps its client until the shim is gone for sure: a
+		// StopPod that fails here is retried with it.
+		if err := m.stopShim(ctx, client); err != nil {
+			return fmt.Errorf("stop shim of pod %s: %w", p.meta.ID, err)
+		}
+		p.mu.Lock()
+		if p.shim == client {
+			p.shim = nil
+		}
+		p.mu.Unlock()
+		client.Close()
 	}
-	// The shim recorded every exit before it went; take the final word.
-	m.syncFromRecords(ctx, p)
+	// The shim is gone: whatever it left in the pod's cgroup is ended, and
+	// the containers get the final word of its records.
+	if err := m.reapPod(ctx, p); err != nil {
+		return err
+	}
 
 	if !p.meta.Config.HostNetwork() {
 		if err := m.opts.Network.Teardown(ctx, m.networkPod(&p.meta)); err != nil {
@@ -64,6 +75,11 @@ func (m *Manager) stopPod(ctx context.Context, p *pod) error {
 	if p.meta.Shm != "" {
 		m.host.unmountShm(p.meta.Shm)
 	}
+	// What a dead shim left mounted: root filesystems, the pinned pid
+	// namespace.
+	if err := m.host.unmountBelow(p.meta.StateDir, p.meta.RootDir); err != nil {
+		return fmt.Errorf("release what the shim of pod %s left: %w", p.meta.ID, err)
+	}
 	p.mu.Lock()
 	p.meta.Stopped = true
 	meta := p.meta
@@ -75,28 +91,11 @@ func (m *Manager) stopPod(ctx context.Context, p *pod) error {
 	return nil
 }
 
-// shutdownShim asks a shim to kill its containers and exit, and waits a
-// while until it has: the shim lives in the pod's cgroup, which can only be
-// removed once it is empty.
-func (m *Manager) shutdownShim(ctx context.Context, c shimConn) {
-	m.retireShim(ctx, c)
-	exited, err := c.ShutdownWait(ctx, shimExitTimeout)
-	c.Close()
-	switch {
-	case err != nil && !errdefs.IsUnavailable(err):
-		log.G(ctx).WithError(err).Warn("shut down shim")
-	case err == nil && !exited:
-		log.G(ctx).WithField("pid", c.Pid()).Warnf("shim still running %s after shutting down", shimExitTimeout)
-	}
-}
-
-// shimExitTimeout bounds the wait for a shim told to shut down.
-const shimExitTimeout = 10 * time.Second
-
 // syncFromRecords updates the pod's containers from the records its shim
-// left on disk. A container the records show as created or running has lost
-// its shim: what became of it cannot be known, so it is reported exited with
-// reason Unknown.
+// left on disk. Preconditions: the shim is gone and what it left running has
+// been killed (reapPod). A container the records show as created or running
+// was killed then, or died with the shim: its exit is unknown, and it is
+// reported exited with reason Unknown and a message that says so.
 func (m *Manager) syncFromRecords(ctx context.Context, p *pod) {
 	recs, err := shim.ReadRecords(p.meta.StateDir)
 	if err != nil {
@@ -117,7 +116,7 @@ func (m *Manager) syncFromRecords(ctx context.Context, p *pod) {
 				r.State = shim.StateExited
 				r.Reason = shim.ReasonUnknown
 				r.ExitCode = 255
-				r.Message = "the container's shim is gone"
+				r.Message = ShimDiedMessage
 				if r.FinishedAt == 0 {
 					r.FinishedAt = nowNanos()
 				}
@@ -164,6 +163,14 @@ func (m *Manager) RemovePod(ctx context.Context, id string) error {
 	}
 	for _, c := range m.podContainers(p.meta.ID) {
 		m.forgetContainer(ctx, c)
+	}
+	// A pod stopped by an earlier daemon may have left processes and mounts
+	// of a dead shim; its shim is gone in any case.
+	if err := m.reapPod(ctx, p); err != nil {
+		return err
+	}
+	if err := m.host.unmountBelow(p.meta.StateDir, p.meta.RootDir); err != nil {
+		return fmt.Errorf("release what the shim of pod %s left: %w", p.meta.ID, err)
 	}
 	if err := m.host.deleteCgroup(p.meta.CgroupPath); err != nil && !errors.Is(err, cgroup.ErrNotFound) {
 		return fmt.Errorf("remove cgroup of pod %s: %w", p.meta.ID, err)

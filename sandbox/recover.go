@@ -8,6 +8,7 @@ import (
 
 	"github.com/containerd/log"
 	"github.com/warmpod/warmpod/runtime/shim"
+	shimclient "github.com/warmpod/warmpod/runtime/shim/client"
 )
 
 // recover rebuilds the daemon's state from the metadata on disk and the
@@ -68,19 +69,25 @@ func (m *Manager) recover(ctx context.Context) error {
 			m.syncFromRecords(ctx, p)
 			continue
 		}
-		client, err := m.shims.connect(p.meta.StateDir)
-		if err == nil && client.Alive(ctx) {
+		client, err := m.shims.connect(ctx, p.meta.StateDir)
+		if err == nil {
 			p.shim = client
 			p.status.State = PodReady
 			m.refresh(ctx, p, client)
 			go m.watch(p, client)
 			continue
 		}
-		if client != nil {
-			client.Close()
+		l := log.G(ctx).WithField("pod", p.meta.ID)
+		if !errors.Is(err, shimclient.ErrGone) {
+			// The shim may run, but it cannot be held: its pod is not
+			// ready, and StopPodSandbox will try again.
+			l.WithError(err).Error("reconnect to the pod's shim")
+			continue
 		}
-		log.G(ctx).WithField("pod", p.meta.ID).Warn("shim of pod is gone; pod is not ready")
-		m.syncFromRecords(ctx, p)
+		l.WithError(err).Warn("shim of pod died while the daemon was down; killing the processes it left")
+		if err := m.reapPod(ctx, p); err != nil {
+			l.WithError(err).Error("kill what the dead shim left")
+		}
 	}
 	m.vols.prune()
 	log.G(ctx).Infof("recovered %d pods and %d containers", len(m.pods), len(m.ctrs))

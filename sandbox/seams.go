@@ -25,13 +25,14 @@ type shimConn interface {
 	shimv1.ShimClient
 	// Pid is the shim process's pid, 0 when it is not known.
 	Pid() int
-	// Alive tells whether the shim answers.
-	Alive(ctx context.Context) bool
+	// Exited tells whether the shim process has exited: a shim that does
+	// not answer may only be busy.
+	Exited() bool
+	// Stop makes sure the shim process is gone: it waits up to grace for
+	// it to exit, then kills it.
+	Stop(ctx context.Context, grace time.Duration) error
 	// Close closes the connection; the shim keeps running.
 	Close() error
-	// ShutdownWait shuts the shim down and waits, up to wait, until its
-	// process has exited; it tells whether it has.
-	ShutdownWait(ctx context.Context, wait time.Duration) (bool, error)
 }
 
 // shimLauncher starts pod shims and connects to running ones.
@@ -40,9 +41,9 @@ type shimLauncher interface {
 	// connects to it once it is ready. place runs on the shim's pid before
 	// the shim does anything (see shimclient.Start).
 	start(ctx context.Context, cfg *shim.Config, place func(pid int) error) (shimConn, error)
-	// connect connects to the shim serving in stateDir without waiting:
-	// a shim that is gone fails the first call.
-	connect(stateDir string) (shimConn, error)
+	// connect connects to the shim an earlier daemon started for stateDir;
+	// it fails with shimclient.ErrGone when that shim runs no more.
+	connect(ctx context.Context, stateDir string) (shimConn, error)
 }
 
 // clientLauncher starts shims from the warmpod binary with
@@ -57,8 +58,8 @@ func (l clientLauncher) start(ctx context.Context, cfg *shim.Config, place func(
 	return c, nil
 }
 
-func (clientLauncher) connect(stateDir string) (shimConn, error) {
-	c, err := shimclient.Connect(stateDir)
+func (clientLauncher) connect(ctx context.Context, stateDir string) (shimConn, error) {
+	c, err := shimclient.Reconnect(ctx, stateDir)
 	if err != nil {
 		return nil, err
 	}
@@ -77,8 +78,12 @@ type podHost interface {
 	// placeShim puts a starting shim in its cgroup below the pod cgroup
 	// and gives it its OOM score (placeShim in shim_place.go).
 	placeShim(podCgroup, podID string, pid int) error
+	// killCgroup kills every process in the cgroup and below it.
+	killCgroup(path string) error
 	mountShm(path string) error
 	unmountShm(path string)
+	// unmountBelow detaches every mount below the dirs.
+	unmountBelow(dirs ...string) error
 }
 
 // hostPod is the node's: sandbox/netns, sandbox/cgroup and a tmpfs mount.
@@ -103,6 +108,9 @@ func (hostPod) deleteCgroup(path string) error { return cgroup.Delete(path) }
 func (hostPod) placeShim(podCgroup, podID string, pid int) error {
 	return placeShim(podCgroup, podID, pid)
 }
+func (hostPod) killCgroup(path string) error { return cgroup.Kill(path) }
+
+func (hostPod) unmountBelow(dirs ...string) error { return unmountBelow(dirs...) }
 
 func (hostPod) mountShm(path string) error { return mountShm(path) }
 

@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs/pkg/errgrpc"
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -33,12 +32,15 @@ import (
 // startTimeout bounds how long a new shim may take to report ready.
 const startTimeout = 30 * time.Second
 
-// Client is a connection to one pod's shim. Errors it returns carry the
-// errdefs class the shim gave them (errors.Is(err, errdefs.ErrNotFound)).
+// Client is a connection to one pod's shim, and, from Start or Reconnect, a
+// hold on its process (Exited, Stop). Errors it returns carry the errdefs
+// class the shim gave them (errors.Is(err, errdefs.ErrNotFound)).
 type Client struct {
 	shimv1.ShimClient
 	conn *grpc.ClientConn
 	pid  int
+	// proc is the shim process; nil for a client of Connect.
+	proc *process
 }
 
 // Pid is the shim process's pid, 0 when it is not known.
@@ -96,6 +98,9 @@ func Start(ctx context.Context, binary string, cfg *shim.Config, place func(pid 
 		return nil, fmt.Errorf("start shim: %w", err)
 	}
 	readyW.Close()
+	// Held before anything waits for the child: until then its pid cannot
+	// be another process's.
+	proc, procErr := openProcess(cmd.Process.Pid)
 	// The daemon reaps its shims while it lives; a restarted daemon's shims
 	// are reaped by init.
 	exited := make(chan struct{})
@@ -104,8 +109,14 @@ func Start(ctx context.Context, binary string, cfg *shim.Config, place func(pid 
 		if retErr != nil {
 			_ = cmd.Process.Kill()
 			<-exited
+			if proc != nil {
+				proc.close()
+			}
 		}
 	}()
+	if procErr != nil {
+		return nil, procErr
+	}
 
 	if place != nil {
 		if err := place(cmd.Process.Pid); err != nil {
@@ -139,6 +150,33 @@ func Start(ctx context.Context, binary string, cfg *shim.Config, place func(pid 
 		return nil, err
 	}
 	c.pid = cmd.Process.Pid
+	c.proc = proc
+	return c, nil
+}
+
+// Reconnect connects to the shim serving in stateDir, started by an earlier
+// daemon, and holds its process. It fails with ErrGone when that shim does
+// not run any more. A shim that runs without its socket cannot be driven
+// again: Reconnect kills it and reports it gone.
+func Reconnect(ctx context.Context, stateDir string) (*Client, error) {
+	proc, err := findProcess(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Connect(stateDir)
+	if err != nil {
+		kerr := proc.kill()
+		if kerr == nil {
+			kerr = proc.wait(ctx)
+		}
+		proc.close()
+		if kerr != nil {
+			return nil, fmt.Errorf("%w: %w; killing it: %w", ErrGone, err, kerr)
+		}
+		return nil, fmt.Errorf("%w: %w; killed it", ErrGone, err)
+	}
+	c.pid = proc.pid
+	c.proc = proc
 	return c, nil
 }
 
@@ -184,40 +222,38 @@ func readPid(stateDir string) int {
 	return pid
 }
 
-// Close closes the connection; the shim keeps running.
-func (c *Client) Close() error { return c.conn.Close() }
+// Close closes the connection and lets go of the process; the shim keeps
+// running.
+func (c *Client) Close() error {
+	if c.proc != nil {
+		c.proc.close()
+	}
+	return c.conn.Close()
+}
 
-// ShutdownWait asks the shim to kill its containers and exit (Shutdown),
-// then waits, up to wait, until its process has exited, and tells whether it
-// has. The process is held by a pidfd taken before the request, so the wait
-// cannot end up on a process that reused the shim's pid.
-func (c *Client) ShutdownWait(ctx context.Context, wait time.Duration) (bool, error) {
-	pidfd := -1
-	if c.pid > 0 {
-		if fd, err := unix.PidfdOpen(c.pid, 0); err == nil {
-			pidfd = fd
-			defer unix.Close(fd)
+// Exited tells whether the shim process has exited (false for a client of
+// Connect, which does not hold the process).
+func (c *Client) Exited() bool { return c.proc != nil && c.proc.exited() }
+
+// Stop makes sure the shim process is gone: it waits up to grace for it to
+// exit (after a Shutdown), then kills it and waits until it has exited or
+// ctx ends. A shim that exited already is fine.
+func (c *Client) Stop(ctx context.Context, grace time.Duration) error {
+	if c.proc == nil {
+		return errors.New("stop shim: the client does not hold its process")
+	}
+	if grace > 0 {
+		wctx, cancel := context.WithTimeout(ctx, grace)
+		err := c.proc.wait(wctx)
+		cancel()
+		if err == nil {
+			return nil
 		}
 	}
-	if _, err := c.Shutdown(ctx, &shimv1.ShutdownRequest{}); err != nil {
-		return false, err
+	if err := c.proc.kill(); err != nil {
+		return err
 	}
-	if pidfd < 0 {
-		return false, nil
-	}
-	deadline := time.Now().Add(wait)
-	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return false, nil
-		}
-		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-		n, err := unix.Poll(fds, int(left.Milliseconds())+1)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		return err == nil && n > 0, nil
-	}
+	return c.proc.wait(ctx)
 }
 
 // Alive tells whether the shim answers.
