@@ -30,6 +30,13 @@ import (
 // it left.
 func startExtraDaemon(t testing.TB, name string, extra ...string) *daemon {
 	t.Helper()
+	return startExtraDaemonWith(t, name, nil, extra...)
+}
+
+// startExtraDaemonWith is startExtraDaemon with setup run on the daemon's
+// settings before it starts (to put its directories elsewhere, say).
+func startExtraDaemonWith(t testing.TB, name string, setup func(cfg *launch.Config), extra ...string) *daemon {
+	t.Helper()
 	base := filepath.Join(d.base, name+"-"+randomHex(6))
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		t.Fatal(err)
@@ -47,6 +54,9 @@ func startExtraDaemon(t testing.TB, name string, extra ...string) *daemon {
 	// A short state directory, unlike the main daemon's deep one.
 	cfg.State = "/run/" + cfg.Bridge
 	cfg.Mirrors, cfg.Insecure, cfg.Args = d.Mirrors, d.Insecure, extra
+	if setup != nil {
+		setup(&cfg)
+	}
 	x := &daemon{Daemon: &launch.Daemon{Config: cfg}, base: base}
 	if err := x.Start(); err != nil {
 		_ = x.Remove()

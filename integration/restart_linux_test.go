@@ -6,11 +6,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	warmpodv1 "github.com/warmpod/warmpod/api/warmpod/v1"
 )
 
 // The worker writes numbered lines until the test creates /ctl/exit, then
@@ -226,4 +229,195 @@ func firstDiff(a, b []string) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// TestDaemonKilledMidOperation kills the daemon (SIGKILL, as a crash) while
+// a reset and container creates are in flight, in several rounds. The
+// reset is held in the middle (its init container waits for a file) when
+// the kill comes; the creates land wherever they land. Nothing may be lost
+// or half-made: after a restart every container known before is listed,
+// and every create that succeeded; the daemon's view of each container
+// comes to match its shim's (the shim finishes the reset on its own); the
+// shim knows no container the daemon does not; a container whose create was
+// cut short is removable; and the pod goes on working.
+func TestDaemonKilledMidOperation(t *testing.T) {
+	ctx := begin(t)
+	ctl, err := os.MkdirTemp(d.base, "ctl-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(ctl) })
+	podCfg := newPodConfig("killed-mid-op")
+	podCfg.Annotations["warmpod.io/init-containers"] = "init"
+	podID := runPod(t, podCfg)
+	t.Cleanup(func() {
+		if d.PID() == 0 {
+			if err := d.Start(); err != nil {
+				t.Errorf("start the daemon again after the test: %v", err)
+			}
+		}
+	})
+	withCtl := func(c *runtimeapi.ContainerConfig) *runtimeapi.ContainerConfig {
+		c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/ctl", HostPath: ctl}}
+		return c
+	}
+	// The init container runs through at first; in a reset it waits for
+	// /ctl/go.
+	initCfg := withCtl(newContainerConfig("init", "sh", "-c",
+		"if [ -e /ctl/started ]; then while [ ! -e /ctl/go ]; do sleep 0.02; done; fi; touch /ctl/started"))
+	initID := runContainer(t, podID, podCfg, initCfg)
+	waitExited(t, initID)
+	known := map[string]bool{initID: true}
+	for _, name := range []string{"sidecar", "main"} {
+		known[runContainer(t, podID, podCfg, newContainerConfig(name, "sleep", "3600"))] = true
+	}
+
+	for round := 1; round <= 3; round++ {
+		_ = os.Remove(filepath.Join(ctl, "go"))
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = wp().ResetPod(ctx, &warmpodv1.ResetPodRequest{PodSandboxId: podID})
+		}()
+		waitFor(t, "the reset to wait for its init container", func() (bool, string) {
+			st, err := wp().PodStatus(ctx, &warmpodv1.PodStatusRequest{PodSandboxId: podID})
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, c := range st.Containers {
+				if c.Id == initID {
+					return c.RestartCount == uint32(round) && c.State == "CONTAINER_RUNNING", fmt.Sprintf("init %s, restarts %d", c.State, c.RestartCount)
+				}
+			}
+			return false, "init not listed"
+		})
+		var mu sync.Mutex
+		created := map[string]bool{}
+		for i := range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cfg := newContainerConfig(fmt.Sprintf("extra-%d-%d", round, i), "sleep", "3600")
+				resp, err := d.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: podCfg})
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				created[resp.ContainerId] = true
+				mu.Unlock()
+				_, _ = d.Runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: resp.ContainerId})
+			}()
+		}
+		d.Kill()
+		wg.Wait()
+		if err := d.Start(); err != nil {
+			t.Fatalf("round %d: start the daemon again: %v", round, err)
+		}
+		if err := os.WriteFile(filepath.Join(ctl, "go"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if st := podStatus(t, podID); st.State != runtimeapi.PodSandboxState_SANDBOX_READY {
+			t.Fatalf("round %d: pod is %v after the restart", round, st.State)
+		}
+		listed := map[string]bool{}
+		for _, id := range containerIDs(listContainers(t, podID)) {
+			listed[id] = true
+		}
+		for id := range known {
+			if !listed[id] {
+				t.Errorf("round %d: container %s known before the kill is gone", round, short(id))
+			}
+		}
+		for id := range created {
+			if !listed[id] {
+				t.Errorf("round %d: container %s, created before the kill, is gone", round, short(id))
+			}
+		}
+		var views string
+		waitFor(t, "the daemon's view to match the shim's", func() (bool, string) {
+			ok, v := sameViews(t, podID)
+			views = v
+			return ok, v
+		})
+		// A create cut short between the daemon's record and the shim's:
+		// the daemon has the container, the shim never made it. It goes.
+		for id := range listed {
+			if inShim(t, podID, id) {
+				known[id] = true
+				continue
+			}
+			if known[id] {
+				t.Errorf("round %d: the shim lost container %s:\n%s", round, short(id), views)
+			}
+			if _, err := d.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+				t.Errorf("round %d: remove container %s whose create was cut short: %v", round, short(id), err)
+			}
+		}
+	}
+	// The pod still resets, all of it.
+	if err := os.WriteFile(filepath.Join(ctl, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := wp().ResetPod(ctx, &warmpodv1.ResetPodRequest{PodSandboxId: podID})
+	if err != nil {
+		t.Fatalf("ResetPod after the rounds: %v", err)
+	}
+	for _, c := range resp.Containers {
+		if c.Id != initID && c.State != "CONTAINER_RUNNING" {
+			t.Errorf("container %s (%s) after the last reset: %s", short(c.Id), c.Name, c.State)
+		}
+	}
+}
+
+func listContainers(t testing.TB, podID string) []*runtimeapi.Container {
+	t.Helper()
+	resp, err := d.Runtime.ListContainers(testCtx(t), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: podID}})
+	if err != nil {
+		t.Fatalf("ListContainers: %v", err)
+	}
+	return resp.Containers
+}
+
+// sameViews tells whether the daemon reports every container the pod's
+// shim has as the shim has it (state and restart count), and the shim has
+// every container the daemon reports but for those never made; it returns
+// both views.
+func sameViews(t testing.TB, podID string) (bool, string) {
+	t.Helper()
+	live, err := wp().PodStatus(testCtx(t), &warmpodv1.PodStatusRequest{PodSandboxId: podID})
+	if err != nil {
+		return false, err.Error()
+	}
+	shimView := map[string]string{}
+	for _, c := range live.Containers {
+		shimView[c.Id] = fmt.Sprintf("%s %s restarts %d", c.Name, c.State, c.RestartCount)
+	}
+	daemonView := map[string]string{}
+	for _, c := range listContainers(t, podID) {
+		restarts, _ := verboseInfo(t, c.Id)["restartCount"].(float64)
+		daemonView[c.Id] = fmt.Sprintf("%s %s restarts %d", c.Metadata.Name, c.State, int(restarts))
+	}
+	same := true
+	for id, s := range shimView {
+		if daemonView[id] != s {
+			same = false
+		}
+	}
+	return same, fmt.Sprintf("shim: %v\ndaemon: %v", shimView, daemonView)
+}
+
+// inShim tells whether the pod's shim has container id.
+func inShim(t testing.TB, podID, id string) bool {
+	t.Helper()
+	live, err := wp().PodStatus(testCtx(t), &warmpodv1.PodStatusRequest{PodSandboxId: podID})
+	if err != nil {
+		t.Fatalf("PodStatus: %v", err)
+	}
+	for _, c := range live.Containers {
+		if c.Id == id {
+			return true
+		}
+	}
+	return false
 }

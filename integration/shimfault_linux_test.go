@@ -53,8 +53,8 @@ func testShimDeath(t *testing.T, sig syscall.Signal, sharedPID, daemonDown bool)
 	}
 	podID := runPod(t, podCfg)
 	t.Cleanup(func() {
-		if d.pid() == 0 {
-			if err := d.start(); err != nil {
+		if d.PID() == 0 {
+			if err := d.Start(); err != nil {
 				t.Errorf("start the daemon again after the test: %v", err)
 			}
 		}
@@ -79,7 +79,7 @@ func testShimDeath(t *testing.T, sig syscall.Signal, sharedPID, daemonDown bool)
 	}
 
 	if daemonDown {
-		d.kill()
+		d.Kill()
 	}
 	if err := syscall.Kill(int(shimPid), sig); err != nil {
 		t.Fatalf("kill shim %d: %v", int(shimPid), err)
@@ -92,7 +92,7 @@ func testShimDeath(t *testing.T, sig syscall.Signal, sharedPID, daemonDown bool)
 		if left := cgroupProcesses(t, cgroup); len(left) == 0 {
 			t.Fatal("the pod's processes died with the shim: nothing for the daemon to do")
 		}
-		if err := d.start(); err != nil {
+		if err := d.Start(); err != nil {
 			t.Fatalf("start the daemon again: %v", err)
 		}
 	}
@@ -116,10 +116,10 @@ func testShimDeath(t *testing.T, sig syscall.Signal, sharedPID, daemonDown bool)
 		}
 	}
 
-	if _, err := d.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
+	if _, err := d.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
 		t.Fatalf("StopPodSandbox: %v", err)
 	}
-	if _, err := d.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
+	if _, err := d.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
 		t.Fatalf("RemovePodSandbox: %v", err)
 	}
 	// A daemon started again opens some fds only when it first needs them.
@@ -139,7 +139,7 @@ func testShimDeath(t *testing.T, sig syscall.Signal, sharedPID, daemonDown bool)
 // podVerboseInfo returns the "info" of a pod's verbose status.
 func podVerboseInfo(t testing.TB, id string) map[string]any {
 	t.Helper()
-	resp, err := d.rt.PodSandboxStatus(testCtx(t), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id, Verbose: true})
+	resp, err := d.Runtime.PodSandboxStatus(testCtx(t), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id, Verbose: true})
 	if err != nil {
 		t.Fatalf("PodSandboxStatus %s: %v", id, err)
 	}
