@@ -206,16 +206,19 @@ func remove(m manager, path string) error {
 // a pod whose shim is gone: nothing else will end what the shim left
 // running. Killing in a missing cgroup succeeds. When processes remain
 // after killTimeout (a process stuck in the kernel, in uninterruptible
-// sleep, dies only once it wakes) it fails with ErrNotEmpty.
+// sleep, dies only once it wakes) it fails with ErrNotEmpty. A systemd
+// slice is killed through its cgroupfs path: its scopes end with their
+// processes.
 func Kill(path string) error {
-	if err := checkPath(path); err != nil {
+	fsPath, _, err := resolve(path)
+	if err != nil {
 		return err
 	}
 	m, err := host()
 	if err != nil {
 		return err
 	}
-	return kill(m, path, killTimeout)
+	return kill(m, fsPath, killTimeout)
 }
 
 // killTimeout bounds how long Kill waits for the processes to be gone.
