@@ -269,9 +269,16 @@ type CreateContainerRequest struct {
 	Stdin     bool     `protobuf:"varint,8,opt,name=stdin,proto3" json:"stdin,omitempty"`
 	StdinOnce bool     `protobuf:"varint,9,opt,name=stdin_once,json=stdinOnce,proto3" json:"stdin_once,omitempty"`
 	// Signal sent by StopContainer before the timeout (image STOPSIGNAL).
-	StopSignal    int32 `protobuf:"varint,10,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	StopSignal int32 `protobuf:"varint,10,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
+	// The container path of the kubelet's termination message file, when the
+	// spec binds one there: a host file the kubelet makes anew for every
+	// container and reads once the container has exited. The shim binds a
+	// file of its own there instead, so that the mount does not change the
+	// container's process shape, and copies what the container left in it to
+	// the spec's file when the container exits, before the exit is reported.
+	TerminationMessagePath string `protobuf:"bytes,11,opt,name=termination_message_path,json=terminationMessagePath,proto3" json:"termination_message_path,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *CreateContainerRequest) Reset() {
@@ -372,6 +379,13 @@ func (x *CreateContainerRequest) GetStopSignal() int32 {
 		return x.StopSignal
 	}
 	return 0
+}
+
+func (x *CreateContainerRequest) GetTerminationMessagePath() string {
+	if x != nil {
+		return x.TerminationMessagePath
+	}
+	return ""
 }
 
 type CreateContainerResponse struct {
@@ -1581,11 +1595,16 @@ func (*EventsRequest) Descriptor() ([]byte, []int) {
 	return file_shim_v1_shim_proto_rawDescGZIP(), []int{21}
 }
 
+// Event is one container transition. The shim publishes its events in the
+// order of their timestamps, which are unique within the pod.
 type Event struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Type          EventType              `protobuf:"varint,1,opt,name=type,proto3,enum=warmpod.shim.v1.EventType" json:"type,omitempty"`
-	Container     *ContainerState        `protobuf:"bytes,2,opt,name=container,proto3" json:"container,omitempty"`
-	Timestamp     int64                  `protobuf:"varint,3,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Type  EventType              `protobuf:"varint,1,opt,name=type,proto3,enum=warmpod.shim.v1.EventType" json:"type,omitempty"`
+	// The container's state right after the transition.
+	Container *ContainerState `protobuf:"bytes,2,opt,name=container,proto3" json:"container,omitempty"`
+	// When the transition happened (Unix nanoseconds): the container's
+	// created_at for CREATED, started_at for STARTED, finished_at for STOPPED.
+	Timestamp     int64 `protobuf:"varint,3,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1975,7 +1994,7 @@ const file_shim_v1_shim_proto_rawDesc = "" +
 	"\tpause_pid\x18\x03 \x01(\x05R\bpausePid\x12\x18\n" +
 	"\aversion\x18\x04 \x01(\tR\aversion\x12:\n" +
 	"\x19all_containers_restarting\x18\x05 \x01(\bR\x17allContainersRestarting\x12\x16\n" +
-	"\x06resets\x18\x06 \x01(\x04R\x06resets\"\x85\x02\n" +
+	"\x06resets\x18\x06 \x01(\x04R\x06resets\"\xbf\x02\n" +
 	"\x16CreateContainerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -1989,7 +2008,8 @@ const file_shim_v1_shim_proto_rawDesc = "" +
 	"stdin_once\x18\t \x01(\bR\tstdinOnce\x12\x1f\n" +
 	"\vstop_signal\x18\n" +
 	" \x01(\x05R\n" +
-	"stopSignal\"d\n" +
+	"stopSignal\x128\n" +
+	"\x18termination_message_path\x18\v \x01(\tR\x16terminationMessagePath\"d\n" +
 	"\x17CreateContainerResponse\x125\n" +
 	"\x05state\x18\x01 \x01(\v2\x1f.warmpod.shim.v1.ContainerStateR\x05state\x12\x12\n" +
 	"\x04warm\x18\x02 \x01(\bR\x04warm\"\"\n" +

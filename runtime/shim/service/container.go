@@ -2,8 +2,6 @@ package service
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -35,6 +33,9 @@ type CreateRequest struct {
 	Stdin      bool
 	StdinOnce  bool
 	StopSignal int
+	// TerminationMessagePath is the container path of the kubelet's
+	// termination message file, bound by Spec (see api/shim/v1).
+	TerminationMessagePath string
 }
 
 // template is what every generation of a container is made from: the
@@ -51,6 +52,12 @@ type template struct {
 	stdin         bool
 	stdinOnce     bool
 	stopSignal    syscall.Signal
+	// termPath is the container path of the kubelet's termination message
+	// file ("" when none): every generation binds a file of its own there
+	// (gen.termFile). termSource is the kubelet's host file the request
+	// bound there, for its container only (ctr.termHost).
+	termPath   string
+	termSource string
 	// key identifies the process shape: generations with equal keys are
 	// interchangeable.
 	key string
@@ -95,6 +102,7 @@ func (t *template) withResources(res *specs.LinuxResources) (*template, error) {
 	}
 	return templateOf(&CreateRequest{
 		Name: t.name, Spec: data, Layers: t.layers, Tty: t.tty, Stdin: t.stdin, StdinOnce: t.stdinOnce, StopSignal: t.stopSignalReq,
+		TerminationMessagePath: t.termPath,
 	}, &spec)
 }
 
@@ -103,22 +111,17 @@ func templateOf(r *CreateRequest, spec *specs.Spec) (*template, error) {
 	if spec.Process == nil || len(spec.Process.Args) == 0 {
 		return nil, fmt.Errorf("spec of container %q has no process args: %w", r.Name, errdefs.ErrInvalidArgument)
 	}
-	// Annotations carry per-attempt data (the kubelet's restart count);
-	// root path and cgroup are set per generation: none shapes the process.
-	spec.Annotations = nil
-	if spec.Root != nil {
-		spec.Root.Path = ""
-	}
-	if spec.Linux != nil {
-		spec.Linux.CgroupsPath = ""
-	}
-	canon, err := json.Marshal(spec)
+	key, err := shim.ProcessKey(spec, shim.Shape{
+		Layers: r.Layers, Tty: r.Tty, Stdin: r.Stdin, StdinOnce: r.StdinOnce, StopSignal: r.StopSignal,
+		TerminationMessagePath: r.TerminationMessagePath,
+	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("container %q: %w", r.Name, err)
 	}
-	h := sha256.New()
-	h.Write(canon)
-	fmt.Fprintf(h, "\x00%s\x00%t%t%t%d", strings.Join(r.Layers, "\x00"), r.Tty, r.Stdin, r.StdinOnce, r.StopSignal)
+	termSource := ""
+	if r.TerminationMessagePath != "" {
+		termSource = spec.Mounts[shim.TerminationMount(spec, r.TerminationMessagePath)].Source
+	}
 	sig := syscall.Signal(r.StopSignal)
 	if sig == 0 {
 		sig = unix.SIGTERM
@@ -133,7 +136,9 @@ func templateOf(r *CreateRequest, spec *specs.Spec) (*template, error) {
 		stdin:         r.Stdin,
 		stdinOnce:     r.StdinOnce,
 		stopSignal:    sig,
-		key:           hex.EncodeToString(h.Sum(nil)),
+		termPath:      r.TerminationMessagePath,
+		termSource:    termSource,
+		key:           key,
 		target:        targetOf(spec),
 	}, nil
 }
@@ -149,6 +154,9 @@ type gen struct {
 	key    string
 	c      *container.Gen
 	rootfs rootfs.Rootfs
+	// termFile is the file bound at the template's termination message
+	// path ("" when none).
+	termFile string
 	// exited is closed once the process exit has been recorded; only for a
 	// released generation (released set, under ctr.mu, before monitor
 	// starts).
@@ -189,6 +197,9 @@ type ctr struct {
 	slot   *slot
 	stdout *fanout
 	stderr *fanout
+	// termHost is the kubelet's termination message file of this
+	// container, "" when it has none: each exit's message is copied there.
+	termHost string
 
 	// mu guards the fields below.
 	mu sync.Mutex
@@ -269,8 +280,9 @@ func (c *ctr) closeLog() {
 	}
 }
 
-// genSpec makes the spec of a new generation from the template.
-func (s *Shim) genSpec(t *template, id string, rfs rootfs.Rootfs) (*specs.Spec, error) {
+// genSpec makes the spec of a new generation from the template, with
+// termFile bound at its termination message path.
+func (s *Shim) genSpec(t *template, id string, rfs rootfs.Rootfs, termFile string) (*specs.Spec, error) {
 	var spec specs.Spec
 	if err := json.Unmarshal(t.spec, &spec); err != nil {
 		return nil, err
@@ -293,6 +305,9 @@ func (s *Shim) genSpec(t *template, id string, rfs rootfs.Rootfs) (*specs.Spec, 
 		return nil, err
 	}
 	spec.Linux.CgroupsPath = cgroupsPath
+	if t.termPath != "" {
+		spec.Mounts[shim.TerminationMount(&spec, t.termPath)].Source = termFile
+	}
 	return &spec, nil
 }
 
@@ -313,7 +328,15 @@ func (s *Shim) newGen(t *template, idle bool) (*gen, error) {
 	if err != nil {
 		return nil, err
 	}
-	spec, err := s.genSpec(t, id, rfs)
+	termFile := ""
+	if t.termPath != "" {
+		termFile = filepath.Join(rfs.Dir, termFileName)
+		if err := createTermFile(termFile); err != nil {
+			_ = rfs.Remove()
+			return nil, err
+		}
+	}
+	spec, err := s.genSpec(t, id, rfs, termFile)
 	if err != nil {
 		_ = rfs.Remove()
 		return nil, err
@@ -330,7 +353,7 @@ func (s *Shim) newGen(t *template, idle bool) (*gen, error) {
 		return nil, err
 	}
 	s.reaper.ownUntil(c.Init.Pid(), c.Init.Done())
-	g := &gen{id: id, key: t.key, c: c, rootfs: rfs, exited: make(chan struct{})}
+	g := &gen{id: id, key: t.key, c: c, rootfs: rfs, termFile: termFile, exited: make(chan struct{})}
 	// Blocked before its execve, the process cannot have exited yet.
 	g.start, _ = procStart(c.Init.Pid())
 	return g, nil
@@ -351,7 +374,7 @@ func (s *Shim) Create(ctx context.Context, r *CreateRequest) (shim.Record, bool,
 	}
 	defer s.leave()
 	s.noteActivity()
-	c := &ctr{id: r.ID, name: r.Name, tmpl: t, stdout: newFanout(), stderr: newFanout()}
+	c := &ctr{id: r.ID, name: r.Name, tmpl: t, stdout: newFanout(), stderr: newFanout(), termHost: t.termSource}
 
 	s.mu.Lock()
 	if s.closed {
@@ -572,6 +595,7 @@ func (s *Shim) monitor(c *ctr, g *gen) {
 			c.eventsSuppressed = true
 		}
 	}
+	s.saveTermMessage(c, g)
 	c.rec.State = shim.StateExited
 	c.rec.FinishedAt = at.UnixNano()
 	c.rec.ExitCode = int32(code)
@@ -593,6 +617,19 @@ func (s *Shim) monitor(c *ctr, g *gen) {
 			return
 		}
 		s.applyRule(c, action, rec.ExitCode)
+	}
+}
+
+// saveTermMessage copies the termination message g, c's generation that
+// has exited, left in its file to the kubelet's file of c.
+// Preconditions: c.mu held, before the exit is committed: the kubelet reads
+// its file once it learns of the exit.
+func (s *Shim) saveTermMessage(c *ctr, g *gen) {
+	if g.termFile == "" || c.termHost == "" {
+		return
+	}
+	if err := copyTermMessage(g.termFile, c.termHost); err != nil {
+		s.log.WithError(err).WithField("container", c.id).Warn("copy termination message")
 	}
 }
 

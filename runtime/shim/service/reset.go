@@ -318,6 +318,7 @@ func (s *Shim) noteExit(c *ctr, g *gen) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.gen == g && c.rec.State == shim.StateRunning {
+		s.saveTermMessage(c, g)
 		c.rec.State = shim.StateExited
 		c.rec.FinishedAt = at.UnixNano()
 		c.rec.ExitCode = int32(code)

@@ -113,6 +113,8 @@ func (v *server) CreateContainer(ctx context.Context, r *shimv1.CreateContainerR
 		Stdin:      r.Stdin,
 		StdinOnce:  r.StdinOnce,
 		StopSignal: int(r.StopSignal),
+
+		TerminationMessagePath: r.TerminationMessagePath,
 	})
 	if err != nil {
 		return nil, err

@@ -1,8 +1,10 @@
 package service
 
 import (
+	"strings"
 	"testing"
 
+	"github.com/containerd/errdefs"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -14,7 +16,11 @@ func TestTemplateKey(t *testing.T) {
 		spec := specconv.Example()
 		spec.Process.Args = []string{"sleep", "1000"}
 		spec.Root = &specs.Root{}
-		return &CreateRequest{Name: "main", Layers: []string{"/layers/a", "/layers/b"}}, spec
+		spec.Mounts = append(spec.Mounts, specs.Mount{
+			Destination: "/dev/termination-log", Type: "bind", Source: "/var/lib/kubelet/pods/u/containers/main/0badf00d",
+			Options: []string{"rbind", "rprivate", "rw"},
+		})
+		return &CreateRequest{Name: "main", Layers: []string{"/layers/a", "/layers/b"}, TerminationMessagePath: "/dev/termination-log"}, spec
 	}
 	key := func(adjust func(*CreateRequest, *specs.Spec)) string {
 		t.Helper()
@@ -37,6 +43,10 @@ func TestTemplateKey(t *testing.T) {
 		},
 		"root path":    func(_ *CreateRequest, s *specs.Spec) { s.Root.Path = "/run/gen-2/rootfs" },
 		"cgroups path": func(_ *CreateRequest, s *specs.Spec) { s.Linux.CgroupsPath = "/kubepods/gen-2" },
+		// The kubelet makes a new one for every container.
+		"termination message file": func(_ *CreateRequest, s *specs.Spec) {
+			s.Mounts[len(s.Mounts)-1].Source = "/var/lib/kubelet/pods/u/containers/main/12345678"
+		},
 	} {
 		if k := key(adjust); k != baseKey {
 			t.Errorf("%s changed the key", name)
@@ -55,9 +65,26 @@ func TestTemplateKey(t *testing.T) {
 		"tty":         func(r *CreateRequest, _ *specs.Spec) { r.Tty = true },
 		"stdin":       func(r *CreateRequest, _ *specs.Spec) { r.Stdin = true },
 		"stop signal": func(r *CreateRequest, _ *specs.Spec) { r.StopSignal = 2 },
+		"termination message path": func(r *CreateRequest, s *specs.Spec) {
+			r.TerminationMessagePath = "/msg"
+			s.Mounts[len(s.Mounts)-1].Destination = "/msg"
+		},
+		"a plain mount where the termination message was": func(r *CreateRequest, _ *specs.Spec) {
+			r.TerminationMessagePath = ""
+		},
 	} {
 		if k := key(adjust); k == baseKey {
 			t.Errorf("%s did not change the key", name)
 		}
+	}
+}
+
+// A termination message path the spec binds nothing at is the caller's error.
+func TestTemplateTerminationPathNotMounted(t *testing.T) {
+	spec := specconv.Example()
+	spec.Process.Args = []string{"sleep", "1000"}
+	_, err := templateOf(&CreateRequest{Name: "main", TerminationMessagePath: "/dev/termination-log"}, spec)
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "/dev/termination-log") {
+		t.Errorf("templateOf = %v, want InvalidArgument naming the path", err)
 	}
 }
