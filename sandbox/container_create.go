@@ -148,6 +148,8 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg Contain
 		Stdin:      cfg.Stdin,
 		StdinOnce:  cfg.StdinOnce,
 		StopSignal: int32(stopSignal),
+
+		TerminationMessagePath: kubeletTerminationMessagePath(p.meta.Config.UID, &specCfg),
 	})
 	if err != nil {
 		return "", fmt.Errorf("create container %q in pod %s: %w", cfg.Name, p.meta.ID, err)
