@@ -217,8 +217,12 @@ type ctr struct {
 	// eventsSuppressed holds back events while the shim restarts the
 	// container itself (a reset, a restart rule): the kubelet sees only
 	// where the restart ends, never the transient exit it would otherwise
-	// act on.
+	// act on (publish.go).
 	eventsSuppressed bool
+	// told is the record of the last event published of the container
+	// (toldAny: there was one).
+	told    shim.Record
+	toldAny bool
 }
 
 func (c *ctr) template() *template {
@@ -232,43 +236,6 @@ func (c *ctr) record() shim.Record {
 	defer c.mu.Unlock()
 	r := c.rec
 	return r
-}
-
-// commit records c's state on disk and publishes event t about it.
-// Preconditions: c.mu held, so records and events keep the order of the
-// transitions.
-func (s *Shim) commit(c *ctr, t shim.EventType) shim.Record {
-	rec := c.rec
-	if err := s.records.put(rec); err != nil {
-		s.log.WithError(err).WithField("container", rec.ID).Warn("record container state; written again with the next record")
-	}
-	if !c.eventsSuppressed {
-		s.events.Publish(shim.Event{Type: t, Container: rec, Timestamp: time.Now().UnixNano()})
-	}
-	return rec
-}
-
-// suppressEvents holds back c's events until resumeEvents: the shim is
-// about to restart c itself (a reset, a restart rule).
-func (c *ctr) suppressEvents() {
-	c.mu.Lock()
-	c.eventsSuppressed = true
-	c.mu.Unlock()
-}
-
-// resumeEvents ends the suppression of c's events and publishes where the
-// restart ended: one event for c's current state.
-func (s *Shim) resumeEvents(c *ctr) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.eventsSuppressed {
-		return
-	}
-	c.eventsSuppressed = false
-	if c.removed {
-		return
-	}
-	s.events.Publish(shim.Event{Type: c.rec.State.Event(), Container: c.rec, Timestamp: time.Now().UnixNano()})
 }
 
 func (c *ctr) closeLog() {
@@ -508,6 +475,10 @@ func (s *Shim) Start(ctx context.Context, id string) (shim.Record, error) {
 	defer s.leave()
 	s.noteActivity()
 	c.mu.Lock()
+	if c.removed {
+		c.mu.Unlock()
+		return shim.Record{}, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
+	}
 	if c.rec.State != shim.StateCreated {
 		st := c.rec.State
 		c.mu.Unlock()
@@ -519,6 +490,7 @@ func (s *Shim) Start(ctx context.Context, id string) (shim.Record, error) {
 	}
 	g := c.gen
 	if err := s.release(c, g); err != nil {
+		s.commit(c, shim.EventStopped)
 		c.mu.Unlock()
 		return shim.Record{}, err
 	}
@@ -613,7 +585,7 @@ func (s *Shim) monitor(c *ctr, g *gen) {
 	if action != "" {
 		if err := s.enter(); err != nil {
 			// Shutdown began: the exit stands.
-			s.resumeEvents(c)
+			s.resumeEvents([]*ctr{c})
 			return
 		}
 		s.applyRule(c, action, rec.ExitCode)
@@ -697,6 +669,8 @@ func (s *Shim) Remove(ctx context.Context, id string) error {
 	c.removed = true
 	c.killing = true
 	g := c.gen
+	// After every event of c: none comes once it is removed.
+	s.publishDeleted(c)
 	c.mu.Unlock()
 
 	s.mu.Lock()
@@ -710,7 +684,6 @@ func (s *Shim) Remove(ctx context.Context, id string) error {
 	if err := s.records.delete(id); err != nil {
 		log.G(ctx).WithError(err).WithField("container", id).Warn("remove container record; written again with the next record")
 	}
-	s.emit(shim.EventDeleted, c)
 	go func() {
 		if g != nil {
 			<-g.c.Init.Done()

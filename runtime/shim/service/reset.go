@@ -75,12 +75,16 @@ func (s *Shim) reset(ctx context.Context, trigger string) (recs []shim.Record, d
 	for _, c := range cs {
 		c.suppressEvents()
 	}
-	defer func() {
-		for _, c := range cs {
-			s.resumeEvents(c)
-		}
-	}()
+	err = s.restartAll(ctx, cs, start)
+	d = time.Since(start)
+	s.scheduleAll()
+	// Before the records are read: resuming may move a time in them.
+	s.resumeEvents(cs)
+	return s.recordsOf(cs), d, err
+}
 
+// restartAll kills the containers of cs and starts them again in order.
+func (s *Shim) restartAll(ctx context.Context, cs []*ctr, start time.Time) error {
 	s.killAll(cs)
 	killed := time.Since(start)
 	if s.killedHook != nil {
@@ -115,13 +119,10 @@ func (s *Shim) reset(ctx context.Context, trigger string) (recs []shim.Record, d
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		s.scheduleAll()
-		return s.recordsOf(cs), time.Since(start), err
+		return err
 	}
-	d = time.Since(start)
-	l.Debugf("reset in %s: killed at %s, started %v", d, killed, steps)
-	s.scheduleAll()
-	return s.recordsOf(cs), d, nil
+	l.Debugf("reset in %s: killed at %s, started %v", time.Since(start), killed, steps)
+	return nil
 }
 
 // killAll kills the current generation of every container in cs and waits
@@ -348,7 +349,7 @@ func (s *Shim) applyRule(c *ctr, action string, code int32) {
 	ctx := log.WithLogger(context.Background(), l)
 	go func() {
 		defer s.leave()
-		defer s.resumeEvents(c)
+		defer s.resumeEvents([]*ctr{c})
 		var err error
 		switch action {
 		case shim.ActionRestart:

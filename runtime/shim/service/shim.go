@@ -66,11 +66,12 @@ const lcDir = "lc"
 //
 // The lock order is
 //
-//	resetMu → mu → ctr.mu → the record store's (then the journal's), the
-//	event hub's and a fanout's
+//	resetMu → mu → ctr.mu → evMu → the record store's (then the journal's),
+//	the event hub's and a fanout's
 //
 // (the last three are leaves: nothing is locked under them but the
-// journal's). mu is never
+// journal's; more than one ctr.mu is held only by resumeEvents, in the
+// pod's start order). mu is never
 // held across an operation that blocks on a container (create, wait, kill):
 // waits for a condition release it (idle.Wait, waitQuietLocked). ctr.mu is
 // held across a generation's release (its execve) and the commit of the
@@ -100,6 +101,13 @@ type Shim struct {
 	// resetMu serialises resets and restarts by rule: a reset asked for
 	// during another runs after it, as a reset of its own.
 	resetMu sync.Mutex
+
+	// evMu orders the pod's events (publish.go): it is held while an
+	// event's time is fixed and the event published, so events go out in
+	// the order of their timestamps.
+	evMu sync.Mutex
+	// lastEvent is the timestamp of the last event published.
+	lastEvent int64
 
 	// mu guards the fields below, and every field of every slot.
 	mu sync.Mutex
@@ -436,10 +444,6 @@ func (s *Shim) noteActivity() {
 	s.mu.Lock()
 	s.lastActivity = time.Now()
 	s.mu.Unlock()
-}
-
-func (s *Shim) emit(t shim.EventType, c *ctr) {
-	s.events.Publish(shim.Event{Type: t, Container: c.record(), Timestamp: time.Now().UnixNano()})
 }
 
 // defaultMaxPrecreate bounds node-wide concurrent pre-creations.

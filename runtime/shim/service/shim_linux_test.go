@@ -601,9 +601,61 @@ func drainEvents(ch <-chan shim.Event) []shim.Event {
 	}
 }
 
-// TestResetIsQuiet checks that a reset publishes only where each
-// container ends up: a watcher (the kubelet) never sees the kill of a
-// running container, which it would act upon.
+// eventTypes is the types of the events of container name among evs.
+func eventTypes(evs []shim.Event, name string) []shim.EventType {
+	var out []shim.EventType
+	for _, e := range evs {
+		if e.Container.Name == name {
+			out = append(out, e.Type)
+		}
+	}
+	return out
+}
+
+// checkEventTimes checks what every event of a pod promises: a timestamp
+// after the one before, equal to the time the event's record keeps of it.
+func checkEventTimes(t *testing.T, evs []shim.Event) {
+	t.Helper()
+	var last int64
+	for i, e := range evs {
+		if e.Timestamp <= last {
+			t.Errorf("event %d (%s %s) at %d, not after the one before (%d)", i, e.Container.Name, e.Type, e.Timestamp, last)
+		}
+		last = e.Timestamp
+		if e.Type != shim.EventDeleted && e.Container.Time(e.Type) != e.Timestamp {
+			t.Errorf("event %d (%s %s) at %d, its record says %d", i, e.Container.Name, e.Type, e.Timestamp, e.Container.Time(e.Type))
+		}
+	}
+}
+
+// A container that exits at once still tells created, started, stopped,
+// in that order, each at the time its record keeps.
+func TestEventsOfAQuickRun(t *testing.T) {
+	f := newFixture(t, nil)
+	ch, cancel := f.s.Subscribe()
+	defer cancel()
+	f.create("c", "main", "true")
+	f.start("c")
+	rec := f.waitExited("c")
+	if err := f.s.Remove(context.Background(), "c"); err != nil {
+		t.Fatal(err)
+	}
+	evs := drainEvents(ch)
+	want := []shim.EventType{shim.EventCreated, shim.EventStarted, shim.EventStopped, shim.EventDeleted}
+	if got := eventTypes(evs, "main"); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("events = %v, want %v", got, want)
+	}
+	checkEventTimes(t, evs)
+	if evs[0].Timestamp != rec.CreatedAt || evs[1].Timestamp != rec.StartedAt || evs[2].Timestamp != rec.FinishedAt {
+		t.Errorf("event times %d %d %d, record %d %d %d", evs[0].Timestamp, evs[1].Timestamp, evs[2].Timestamp,
+			rec.CreatedAt, rec.StartedAt, rec.FinishedAt)
+	}
+}
+
+// TestResetIsQuiet checks that a watcher (the kubelet) hears nothing while
+// a reset runs, and afterwards what happened, in order: every container's
+// kill (or, for one that had exited, nothing more), then each new run's
+// start, and an init container's completion.
 func TestResetIsQuiet(t *testing.T) {
 	f := newFixture(t, nil)
 	f.create("i", "init", "true")
@@ -614,23 +666,61 @@ func TestResetIsQuiet(t *testing.T) {
 	ch, cancel := f.s.Subscribe()
 	defer cancel()
 	drainEvents(ch)
-	if _, _, err := f.s.Reset(context.Background()); err != nil {
+	var during []shim.Event
+	f.s.killedHook = func() { during = drainNow(ch) }
+	recs, _, err := f.s.Reset(context.Background())
+	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[string][]shim.EventType{}
-	for _, e := range drainEvents(ch) {
-		got[e.Container.Name] = append(got[e.Container.Name], e.Type)
+	if len(during) > 0 {
+		t.Errorf("events during the reset: %v", during)
 	}
-	if want := []shim.EventType{shim.EventStarted}; fmt.Sprint(got["main"]) != fmt.Sprint(want) {
-		t.Errorf("main's events = %v, want only %v", got["main"], want)
+	evs := drainEvents(ch)
+	checkEventTimes(t, evs)
+	if want := []shim.EventType{shim.EventStopped, shim.EventStarted}; fmt.Sprint(eventTypes(evs, "main")) != fmt.Sprint(want) {
+		t.Errorf("main's events = %v, want %v", eventTypes(evs, "main"), want)
 	}
-	if want := []shim.EventType{shim.EventStopped}; fmt.Sprint(got["init"]) != fmt.Sprint(want) {
-		t.Errorf("init's events = %v, want only %v (completed again)", got["init"], want)
+	if want := []shim.EventType{shim.EventStarted, shim.EventStopped}; fmt.Sprint(eventTypes(evs, "init")) != fmt.Sprint(want) {
+		t.Errorf("init's events = %v, want %v (ran again)", eventTypes(evs, "init"), want)
+	}
+	byName := map[string]shim.Record{}
+	for _, r := range recs {
+		byName[r.Name] = r
+	}
+	for _, e := range evs {
+		r := byName[e.Container.Name]
+		switch {
+		case e.Container.Name == "main" && e.Type == shim.EventStopped:
+			if e.Container.RestartCount != 0 || e.Container.ExitCode != 137 || r.LastTermination == nil || e.Timestamp != r.LastTermination.FinishedAt {
+				t.Errorf("main's stop: %+v, want the kill of run 0 at its last termination (%+v)", e.Container, r.LastTermination)
+			}
+		case e.Type == shim.EventStarted:
+			if e.Container.RestartCount != 1 || e.Timestamp != r.StartedAt {
+				t.Errorf("%s's start: %+v, want run 1 started at %d", e.Container.Name, e.Container, r.StartedAt)
+			}
+		}
+	}
+	// The kills came before the starts.
+	if len(evs) == 4 && evs[0].Type != shim.EventStopped {
+		t.Errorf("first event after the reset: %s of %s, want main's kill", evs[0].Type, evs[0].Container.Name)
+	}
+}
+
+// drainNow collects the events already published.
+func drainNow(ch <-chan shim.Event) []shim.Event {
+	var out []shim.Event
+	for {
+		select {
+		case e := <-ch:
+			out = append(out, e)
+		default:
+			return out
+		}
 	}
 }
 
 // TestRuleRestartIsQuiet checks the same for a container restarted by its
-// own restart rule: its exit is never published, its restart is.
+// own restart rule: its exit is told only once it runs again.
 func TestRuleRestartIsQuiet(t *testing.T) {
 	f := newFixture(t, func(c *shim.Config) {
 		c.RestartRules = map[string][]shim.RestartRule{
@@ -645,12 +735,14 @@ func TestRuleRestartIsQuiet(t *testing.T) {
 		r, _ := f.s.Get("m")
 		return r.RestartCount == 1 && r.State == shim.StateRunning
 	})
-	var types []shim.EventType
-	for _, e := range drainEvents(ch) {
-		types = append(types, e.Type)
+	evs := drainEvents(ch)
+	checkEventTimes(t, evs)
+	want := []shim.EventType{shim.EventStarted, shim.EventStopped, shim.EventStarted}
+	if got := eventTypes(evs, "main"); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("events = %v, want %v (the start, the exit, the restart)", got, want)
 	}
-	if want := []shim.EventType{shim.EventStarted, shim.EventStarted}; fmt.Sprint(types) != fmt.Sprint(want) {
-		t.Errorf("events = %v, want %v (the start, then where the restart ended)", types, want)
+	if e := evs[1].Container; e.ExitCode != 3 || e.RestartCount != 0 {
+		t.Errorf("the exit told: %+v, want run 0's exit 3", e)
 	}
 	if r, _ := f.s.Get("m"); r.LastTermination == nil || r.LastTermination.ExitCode != 3 {
 		t.Errorf("last termination = %+v, want exit 3", r.LastTermination)
