@@ -36,11 +36,9 @@ func containerEvent(e *sandbox.Event) *runtime.ContainerEventResponse {
 		ContainerEventType: eventType(e.Type),
 		CreatedAt:          e.Timestamp,
 	}
-	if e.PodFound {
-		resp.PodSandboxStatus = podStatus(&e.Pod)
-		for _, c := range e.Containers {
-			resp.ContainersStatuses = append(resp.ContainersStatuses, containerStatus(&c))
-		}
+	resp.PodSandboxStatus = podStatus(&e.Pod)
+	for _, c := range e.Containers {
+		resp.ContainersStatuses = append(resp.ContainersStatuses, containerStatus(&c))
 	}
 	if e.Type == sandbox.EventDeleted {
 		// The container is gone from the pod: report its last status alone.

@@ -105,28 +105,41 @@ func (m *Manager) RemoveContainer(ctx context.Context, id string) error {
 	}); err != nil {
 		return err
 	}
+	// The shim tells the container's deletion when it removes it.
+	shimTells := false
 	if client, err := m.podClient(c); err == nil {
-		if _, err := client.RemoveContainer(ctx, &shimv1.ContainerRequest{Id: c.meta.ID}); err != nil && !errdefs.IsNotFound(err) {
+		_, err := client.RemoveContainer(ctx, &shimv1.ContainerRequest{Id: c.meta.ID})
+		if err != nil && !errdefs.IsNotFound(err) {
 			_ = c.Update(func(s containerStatus) (containerStatus, error) {
 				s.Removing = false
 				return s, nil
 			})
 			return fmt.Errorf("remove container %s: %w", c.meta.ID, err)
 		}
+		shimTells = err == nil
 	}
-	m.forgetContainer(ctx, c)
+	m.forgetContainer(ctx, c, shimTells)
 	log.G(ctx).WithField("container", c.meta.ID).Info("container removed")
 	return nil
 }
 
-// forgetContainer drops a container from the daemon's state.
-func (m *Manager) forgetContainer(ctx context.Context, c *container) {
+// forgetContainer drops a container from the daemon's state. Its deletion
+// is told by the pod's shim when shimTells (its event waits in m.gone, so
+// that it is told after every earlier event of the pod), else now.
+func (m *Manager) forgetContainer(ctx context.Context, c *container, shimTells bool) {
 	if err := m.meta.delete("containers", c.meta.ID); err != nil {
 		log.G(ctx).WithError(err).WithField("container", c.meta.ID).Warn("delete container metadata")
 	}
 	m.mu.Lock()
 	_, known := m.ctrs[c.meta.ID]
 	delete(m.ctrs, c.meta.ID)
+	if known && !c.ev.deleted {
+		if p := m.pods[c.meta.PodID]; p != nil && !shimTells {
+			m.tellOwnLocked(p, EventDeleted, c, c.lastToldLocked())
+		} else if p != nil {
+			m.gone[c.meta.ID] = c
+		}
+	}
 	m.mu.Unlock()
 	if !known {
 		return
@@ -135,7 +148,6 @@ func (m *Manager) forgetContainer(ctx context.Context, c *container) {
 	if c.releaseImage != nil {
 		c.releaseImage()
 	}
-	m.publish(EventDeleted, c)
 }
 
 // ContainerStatus returns what is known of container id.

@@ -295,14 +295,19 @@ type fakeShimConn struct {
 	closed bool
 	// gone is closed at shutdown: the events stream ends.
 	gone chan struct{}
-	// stream carries the events a test sends down the Events stream.
+	// stream carries the events a test sends down the Events stream; a
+	// send returns once the daemon's watcher has taken the event.
 	stream chan *shimv1.Event
 }
 
 func newFakeShimConn(pid int) *fakeShimConn {
 	return &fakeShimConn{pid: pid, ctrs: map[string]*shimv1.ContainerState{}, gone: make(chan struct{}),
-		stream: make(chan *shimv1.Event, 16)}
+		stream: make(chan *shimv1.Event)}
 }
+
+// send has the shim publish ev; it returns once the daemon's watcher has
+// taken it.
+func (s *fakeShimConn) send(ev *shimv1.Event) { s.stream <- ev }
 
 func (s *fakeShimConn) note(call string) error {
 	s.mu.Lock()

@@ -95,10 +95,14 @@ type Manager struct {
 	retiredMu sync.Mutex
 	retired   shimTotals
 
-	// mu guards the two indexes only.
+	// mu guards the indexes, and is held for writing while a container
+	// event is applied and published (events.go), which it orders.
 	mu   sync.RWMutex
 	pods map[string]*pod
 	ctrs map[string]*container
+	// gone are containers removed from ctrs whose deletion the pod's shim
+	// is still to tell.
+	gone map[string]*container
 }
 
 // New creates a Manager and recovers the pods and containers of a previous
@@ -147,6 +151,7 @@ func newManager(ctx context.Context, opts Options, shims shimLauncher, host podH
 		userNSProbe: sync.OnceValue(func() error { return probeUserNS(opts.RootDir, opts.StateDir) }),
 		pods:        make(map[string]*pod),
 		ctrs:        make(map[string]*container),
+		gone:        make(map[string]*container),
 	}, nil
 }
 
@@ -215,6 +220,12 @@ func lookup[T any](objs map[string]T, id, kind string) (T, error) {
 func (m *Manager) podContainers(id string) []*container {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	return m.podContainersLocked(id)
+}
+
+// podContainersLocked is podContainers.
+// Preconditions: m.mu held.
+func (m *Manager) podContainersLocked(id string) []*container {
 	var out []*container
 	for _, c := range m.ctrs {
 		if c.meta.PodID == id {

@@ -95,7 +95,9 @@ func (m *Manager) stopPod(ctx context.Context, p *pod) error {
 // left on disk. Preconditions: the shim is gone and what it left running has
 // been killed (reapPod). A container the records show as created or running
 // was killed then, or died with the shim: its exit is unknown, and it is
-// reported exited with reason Unknown and a message that says so.
+// reported exited with reason Unknown and a message that says so. What the
+// pod's events have not told is told, and so is the deletion of the
+// containers the daemon removed that the shim did not tell.
 func (m *Manager) syncFromRecords(ctx context.Context, p *pod) {
 	recs, err := shim.ReadRecords(p.meta.StateDir)
 	if err != nil {
@@ -105,8 +107,11 @@ func (m *Manager) syncFromRecords(ctx context.Context, p *pod) {
 	for _, r := range recs {
 		byID[r.ID] = r
 	}
-	for _, c := range m.podContainers(p.meta.ID) {
-		var changed bool
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var evs []pendingEvent
+	for _, c := range m.podContainersLocked(p.meta.ID) {
+		var rec shim.Record
 		_ = c.Update(func(s containerStatus) (containerStatus, error) {
 			r, ok := byID[c.meta.ID]
 			if !ok {
@@ -121,14 +126,26 @@ func (m *Manager) syncFromRecords(ctx context.Context, p *pod) {
 					r.FinishedAt = nowNanos()
 				}
 			}
-			changed = r.State != s.Record.State
 			s.Record = r
+			rec = r
 			return s, nil
 		})
-		if changed {
-			m.publish(EventStopped, c)
+		evs = append(evs, catchUpLocked(c, rec)...)
+	}
+	sortEvents(evs)
+	for _, pe := range evs {
+		told := m.tellOwnLocked(p, pe.e.Type, pe.c, pe.e.Container)
+		if t := told.Time(pe.e.Type); t != pe.e.Timestamp {
+			// Told later than it happened: the record says when it was told.
+			_ = pe.c.Update(func(s containerStatus) (containerStatus, error) {
+				if s.Record.RestartCount == told.RestartCount && s.Record.State == told.State {
+					s.Record.SetTime(pe.e.Type, t)
+				}
+				return s, nil
+			})
 		}
 	}
+	m.tellGoneLocked(p, func(string) bool { return true })
 }
 
 // RemovePod stops the pod if needed, removes its containers and everything
@@ -162,8 +179,11 @@ func (m *Manager) RemovePod(ctx context.Context, id string) error {
 		}
 	}
 	for _, c := range m.podContainers(p.meta.ID) {
-		m.forgetContainer(ctx, c)
+		m.forgetContainer(ctx, c, false)
 	}
+	m.mu.Lock()
+	m.tellGoneLocked(p, func(string) bool { return true })
+	m.mu.Unlock()
 	// A pod stopped by an earlier daemon may have left processes and mounts
 	// of a dead shim; its shim is gone in any case.
 	if err := m.reapPod(ctx, p); err != nil {

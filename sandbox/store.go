@@ -55,6 +55,10 @@ type pod struct {
 	mu     sync.Mutex
 	status podStatus
 	shim   shimConn
+
+	// evStamp is the timestamp of the last event told of the pod's
+	// containers (events.go). Guarded by Manager.mu.
+	evStamp int64
 }
 
 // Update changes the pod's status through fn under the pod's lock; fn's
@@ -129,6 +133,10 @@ type container struct {
 	status containerStatus
 	// releaseImage lets go of the container's hold on its image layers.
 	releaseImage func()
+
+	// ev is the container as its pod's events have told of it
+	// (events.go). Guarded by Manager.mu.
+	ev eventView
 }
 
 // Update changes the container's status through fn under its lock.
@@ -151,16 +159,27 @@ func (c *container) Status() containerStatus {
 }
 
 func (c *container) info() ContainerInfo {
+	return c.infoWith(c.Status().Record)
+}
+
+// infoWith is the container's info with record rec for its status. Its
+// creation time is the one rec keeps, the shim's, which its created event
+// has too; the daemon's own until the shim has created it.
+func (c *container) infoWith(rec shim.Record) ContainerInfo {
 	st := c.Status()
+	created := c.meta.CreatedAt
+	if rec.CreatedAt != 0 {
+		created = rec.CreatedAt
+	}
 	return ContainerInfo{
 		ID:        c.meta.ID,
 		PodID:     c.meta.PodID,
 		Config:    c.meta.Config,
 		ImageID:   c.meta.ImageID,
 		ImageName: c.meta.ImageName,
-		CreatedAt: c.meta.CreatedAt,
+		CreatedAt: created,
 		LogPath:   c.meta.LogPath,
-		Status:    st.Record,
+		Status:    rec,
 		Resources: st.Resources,
 		User:      c.meta.User,
 	}
