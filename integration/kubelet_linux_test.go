@@ -35,12 +35,27 @@ func (k *kubeletDir) podPath(rel string) string {
 	return filepath.Join(k.root, "pods", k.podUID, rel)
 }
 
+// kubeletEnv is a container's environment as a v1.37 kubelet lists it for
+// attempt n: its own variables and the service variables, each from a map
+// (kubelet_pods.go makeEnvironmentVariables), in another order every time.
+func kubeletEnv(n uint32) []*runtimeapi.KeyValue {
+	var env []*runtimeapi.KeyValue
+	for _, kv := range [][2]string{
+		{"POD_NAME", "kubelet-warm"}, {"KUBERNETES_SERVICE_HOST", "10.96.0.1"}, {"KUBERNETES_SERVICE_PORT", "443"},
+		{"KUBERNETES_SERVICE_PORT_HTTPS", "443"}, {"KUBERNETES_PORT", "tcp://10.96.0.1:443"},
+	} {
+		env = append(env, &runtimeapi.KeyValue{Key: kv[0], Value: []byte(kv[1])})
+	}
+	k := int(n) % len(env)
+	return append(env[k:], env[:k]...)
+}
+
 // container returns attempt n of a container as a v1.37 kubelet asks for
 // it (kuberuntime_container.go generateContainerConfig, makeMounts;
 // labels.go): labels and annotations of its own, a log path per attempt,
-// the pod's etc-hosts and emptyDir, and a termination message file of its
-// own, new for every attempt, at /dev/termination-log. It returns the
-// config and that file.
+// the pod's etc-hosts and emptyDir, the environment in another order, and
+// a termination message file of its own, new for every attempt, at
+// /dev/termination-log. It returns the config and that file.
 func (k *kubeletDir) container(t *testing.T, pod *runtimeapi.PodSandboxConfig, name string, n uint32, command ...string) (*runtimeapi.ContainerConfig, string) {
 	t.Helper()
 	dir := k.podPath(filepath.Join("containers", name))
@@ -70,7 +85,7 @@ func (k *kubeletDir) container(t *testing.T, pod *runtimeapi.PodSandboxConfig, n
 			"io.kubernetes.container.terminationMessagePolicy": "File",
 			"io.kubernetes.pod.terminationGracePeriod":         "30",
 		},
-		Envs: []*runtimeapi.KeyValue{{Key: "KUBERNETES_SERVICE_HOST", Value: []byte("10.96.0.1")}, {Key: "KUBERNETES_SERVICE_PORT", Value: []byte("443")}},
+		Envs: kubeletEnv(n),
 		Mounts: []*runtimeapi.Mount{
 			{ContainerPath: "/data", HostPath: k.podPath("volumes/kubernetes.io~empty-dir/data")},
 			{ContainerPath: "/etc/hosts", HostPath: k.podPath("etc-hosts")},

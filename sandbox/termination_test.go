@@ -56,13 +56,26 @@ func (k *kubeletNode) terminationFile(name string) string {
 	return p
 }
 
+// kubeletEnv is a container's environment as a v1.37 kubelet lists it for
+// attempt n: its own variables and the service variables, each from a map
+// (kubelet_pods.go makeEnvironmentVariables), in another order every time.
+func kubeletEnv(n uint32) []string {
+	env := []string{
+		"POD_IP=10.88.0.7",
+		"KUBERNETES_SERVICE_HOST=10.96.0.1", "KUBERNETES_SERVICE_PORT=443", "KUBERNETES_SERVICE_PORT_HTTPS=443",
+		"KUBERNETES_PORT=tcp://10.96.0.1:443", "KUBERNETES_PORT_443_TCP=tcp://10.96.0.1:443",
+	}
+	k := int(n) % len(env)
+	return append(env[k:], env[:k]...)
+}
+
 // container is the config the daemon gets (after cri's translation) from
 // a v1.37 kubelet's CreateContainer for attempt n of container "main" of a
 // BestEffort pod with a service account token and an emptyDir
 // (kuberuntime_container.go generateContainerConfig and makeMounts,
 // labels.go, kubelet_pods.go): the attempt, the restart count annotation,
-// the log path and the termination message file change from one attempt to
-// the next, nothing else does.
+// the log path, the termination message file and the order of the
+// environment change from one attempt to the next, nothing else does.
 func (k *kubeletNode) container(n uint32) ContainerConfig {
 	return ContainerConfig{
 		Name:    "main",
@@ -83,11 +96,7 @@ func (k *kubeletNode) container(n uint32) ContainerConfig {
 		Spec: oci.Container{
 			Name:    "main",
 			Command: []string{"sh", "-c", "echo done > /dev/termination-log; exit 88"},
-			Env: []string{
-				"POD_IP=10.88.0.7",
-				"KUBERNETES_SERVICE_HOST=10.96.0.1", "KUBERNETES_SERVICE_PORT=443",
-				"KUBERNETES_PORT=tcp://10.96.0.1:443",
-			},
+			Env:     kubeletEnv(n),
 			Mounts: []oci.Mount{
 				{ContainerPath: "/data", HostPath: k.podPath("volumes/kubernetes.io~empty-dir/data")},
 				{ContainerPath: "/var/run/secrets/kubernetes.io/serviceaccount", HostPath: k.podPath("volumes/kubernetes.io~projected/kube-api-access-x7k2p"), Readonly: true},

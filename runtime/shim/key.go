@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -29,12 +30,20 @@ type Shape struct {
 // generation pre-created for one container serves a later create whose key
 // is equal. What changes per attempt or per generation is left out: the
 // annotations (the kubelet's restart count), the root path and cgroup (set
-// per generation), and the host file bound at the termination message path
-// (new for every container the kubelet creates; the shim binds its own).
-// spec is not changed.
+// per generation), the host file bound at the termination message path
+// (new for every container the kubelet creates; the shim binds its own),
+// and the order of the environment: the kubelet lists a container's
+// variables and the service variables from maps, in another order every
+// time, so no workload can rely on it; the variables and their values
+// count. spec is not changed.
 func ProcessKey(spec *specs.Spec, sh Shape) (string, error) {
 	canon := *spec
 	canon.Annotations = nil
+	if spec.Process != nil {
+		proc := *spec.Process
+		proc.Env = canonicalEnv(proc.Env)
+		canon.Process = &proc
+	}
 	if spec.Root != nil {
 		root := *spec.Root
 		root.Path = ""
@@ -75,4 +84,20 @@ func TerminationMount(spec *specs.Spec, dst string) int {
 		}
 	}
 	return -1
+}
+
+// canonicalEnv is env as a set of variables: the last entry of each name
+// (the one a spec built by runtime/oci keeps), sorted.
+func canonicalEnv(env []string) []string {
+	last := make(map[string]string, len(env))
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		last[name] = kv
+	}
+	out := make([]string, 0, len(last))
+	for _, kv := range last {
+		out = append(out, kv)
+	}
+	slices.Sort(out)
+	return out
 }

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -15,6 +16,7 @@ func TestTemplateKey(t *testing.T) {
 	base := func() (*CreateRequest, *specs.Spec) {
 		spec := specconv.Example()
 		spec.Process.Args = []string{"sleep", "1000"}
+		spec.Process.Env = []string{"PATH=/bin", "TERM=xterm", "KUBERNETES_SERVICE_HOST=10.0.0.1"}
 		spec.Root = &specs.Root{}
 		spec.Mounts = append(spec.Mounts, specs.Mount{
 			Destination: "/dev/termination-log", Type: "bind", Source: "/var/lib/kubelet/pods/u/containers/main/0badf00d",
@@ -43,6 +45,10 @@ func TestTemplateKey(t *testing.T) {
 		},
 		"root path":    func(_ *CreateRequest, s *specs.Spec) { s.Root.Path = "/run/gen-2/rootfs" },
 		"cgroups path": func(_ *CreateRequest, s *specs.Spec) { s.Linux.CgroupsPath = "/kubepods/gen-2" },
+		// The kubelet lists the variables from maps.
+		"env order": func(_ *CreateRequest, s *specs.Spec) {
+			slices.Reverse(s.Process.Env)
+		},
 		// The kubelet makes a new one for every container.
 		"termination message file": func(_ *CreateRequest, s *specs.Spec) {
 			s.Mounts[len(s.Mounts)-1].Source = "/var/lib/kubelet/pods/u/containers/main/12345678"
@@ -55,6 +61,7 @@ func TestTemplateKey(t *testing.T) {
 	for name, adjust := range map[string]func(*CreateRequest, *specs.Spec){
 		"args":           func(_ *CreateRequest, s *specs.Spec) { s.Process.Args = []string{"sh", "-c", "true"} },
 		"env":            func(_ *CreateRequest, s *specs.Spec) { s.Process.Env = append(s.Process.Env, "X=1") },
+		"env value":      func(_ *CreateRequest, s *specs.Spec) { s.Process.Env = []string{"PATH=/bin", "TERM=vt100"} },
 		"cwd":            func(_ *CreateRequest, s *specs.Spec) { s.Process.Cwd = "/tmp" },
 		"read-only root": func(_ *CreateRequest, s *specs.Spec) { s.Root.Readonly = !s.Root.Readonly },
 		"capabilities":   func(_ *CreateRequest, s *specs.Spec) { s.Process.Capabilities = nil },
