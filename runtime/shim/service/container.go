@@ -374,9 +374,13 @@ func (s *Shim) Create(ctx context.Context, r *CreateRequest) (shim.Record, bool,
 	}
 
 	warm := g != nil && !stale
-	if stale {
+	switch {
+	case stale:
+		log.G(ctx).WithField("container", r.ID).Debugf("the pre-created generation of %q does not fit: its process shape changed", r.Name)
 		s.discard(g)
 		g = nil
+	case g == nil:
+		log.G(ctx).WithField("container", r.ID).Debugf("no pre-created generation of %q is ready", r.Name)
 	}
 	if !warm {
 		s.beginForeground()
