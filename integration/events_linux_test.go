@@ -37,7 +37,7 @@ type eventConsumer struct {
 func followEvents(t *testing.T) *eventConsumer {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	stream, err := d.rt.GetContainerEvents(ctx, &runtimeapi.GetEventsRequest{})
+	stream, err := d.Runtime.GetContainerEvents(ctx, &runtimeapi.GetEventsRequest{})
 	if err != nil {
 		cancel()
 		t.Fatalf("GetContainerEvents: %v", err)
@@ -183,7 +183,7 @@ func (ec *eventConsumer) sameView(t *testing.T, podID string) (bool, string) {
 	if cached == nil {
 		return false, "no event of the pod"
 	}
-	resp, err := d.rt.ListContainers(testCtx(t), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: podID}})
+	resp, err := d.Runtime.ListContainers(testCtx(t), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: podID}})
 	if err != nil {
 		t.Fatalf("ListContainers: %v", err)
 	}
@@ -230,10 +230,10 @@ func TestEventsKubeletConsumer(t *testing.T) {
 	p.waitWarm(t)
 	old := slices.Clone(p.ids)
 	for _, id := range p.ids {
-		if _, err := d.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 0}); err != nil {
+		if _, err := d.Runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 0}); err != nil {
 			t.Fatalf("StopContainer: %v", err)
 		}
-		if _, err := d.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+		if _, err := d.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
 			t.Fatalf("RemoveContainer: %v", err)
 		}
 	}

@@ -133,7 +133,7 @@ func TestKubeletRestartServedWarm(t *testing.T) {
 			return len(lines) > 0, strings.Join(lines, "|")
 		})
 		waitWarm(t, podID, id)
-		if _, err := d.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 0}); err != nil {
+		if _, err := d.Runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 0}); err != nil {
 			t.Fatalf("StopContainer: %v", err)
 		}
 		data, err := os.ReadFile(term)
@@ -141,7 +141,7 @@ func TestKubeletRestartServedWarm(t *testing.T) {
 			t.Fatalf("attempt %d: termination message file = %q, %v; want the uuid the container wrote", n, data, err)
 		}
 		msgs = append(msgs, string(data))
-		if _, err := d.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+		if _, err := d.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
 			t.Fatalf("RemoveContainer: %v", err)
 		}
 	}
