@@ -293,12 +293,20 @@ func fds(pid int, registryPort string) ([]string, error) {
 	}
 	sockets := socketNames(pid)
 	var out []string
+	procRoot := false
 	for _, e := range entries {
 		target, err := os.Readlink(filepath.Join(dir, e.Name()))
 		if err != nil {
 			continue // closed meanwhile
 		}
 		switch {
+		case target == "/" && !procRoot:
+			// The root of a detached mount: the private procfs that
+			// filepath-securejoin (libcontainer's path resolution)
+			// opens on first use and keeps for the process's life. One
+			// is not a leak; a second would be.
+			procRoot = true
+			continue
 		case strings.HasPrefix(target, "socket:["):
 			name, ok := sockets[strings.TrimSuffix(strings.TrimPrefix(target, "socket:["), "]")]
 			if !ok {

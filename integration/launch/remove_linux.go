@@ -135,7 +135,10 @@ func (d *Daemon) Remove() error {
 }
 
 // killLeftovers kills the processes the daemon owns and waits, briefly,
-// for them to go: their cgroups can only be removed then.
+// for them to go: their cgroups can only be removed then. A process that
+// has exited and waits for its parent to reap it is not a leftover: it
+// holds nothing but its pid, and a pod process whose shim died is reaped
+// by init, in init's own time.
 func (d *Daemon) killLeftovers() []error {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
@@ -146,7 +149,7 @@ func (d *Daemon) killLeftovers() []error {
 	self := os.Getpid()
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid <= 1 || pid == self || !d.Owns(pid) {
+		if err != nil || pid <= 1 || pid == self || !d.Owns(pid) || exited(pid) {
 			continue
 		}
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
@@ -158,6 +161,24 @@ func (d *Daemon) killLeftovers() []error {
 		killed = removeGone(killed)
 	}
 	return errs
+}
+
+// exited tells whether process pid has exited (a zombie, or gone).
+func exited(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses.
+	i := strings.LastIndexByte(string(stat), ')')
+	if i < 0 || i+2 >= len(stat) {
+		return false
+	}
+	switch stat[i+2] {
+	case 'Z', 'X':
+		return true
+	}
+	return false
 }
 
 // removeGone keeps the pids that still have a /proc entry (zombies
