@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"sort"
@@ -164,13 +165,7 @@ func catchUpLocked(c *container, rec shim.Record) []pendingEvent {
 // sortEvents orders events of several containers by their time.
 func sortEvents(evs []pendingEvent) {
 	slices.SortStableFunc(evs, func(a, b pendingEvent) int {
-		switch {
-		case a.e.Timestamp < b.e.Timestamp:
-			return -1
-		case a.e.Timestamp > b.e.Timestamp:
-			return 1
-		}
-		return 0
+		return cmp.Compare(a.e.Timestamp, b.e.Timestamp)
 	})
 }
 

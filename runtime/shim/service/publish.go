@@ -1,6 +1,7 @@
 package service
 
 import (
+	"cmp"
 	"slices"
 	"time"
 
@@ -127,13 +128,7 @@ func (s *Shim) resumeEvents(cs []*ctr) {
 		}
 	}
 	slices.SortStableFunc(evs, func(a, b pending) int {
-		switch {
-		case a.e.Timestamp < b.e.Timestamp:
-			return -1
-		case a.e.Timestamp > b.e.Timestamp:
-			return 1
-		}
-		return 0
+		return cmp.Compare(a.e.Timestamp, b.e.Timestamp)
 	})
 	s.evMu.Lock()
 	defer s.evMu.Unlock()
