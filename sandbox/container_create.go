@@ -127,6 +127,7 @@ func (m *Manager) CreateContainer(ctx context.Context, podID string, cfg Contain
 
 	c := &container{meta: meta, releaseImage: both(release, releaseVols)}
 	c.status.Record = shim.Record{ID: id, Name: cfg.Name, State: shim.StateUnknown, CreatedAt: meta.CreatedAt, LogPath: logPath}
+	c.status.Creating = true
 	// Indexed before the shim call so that its created event finds it.
 	m.mu.Lock()
 	m.ctrs[id] = c

@@ -156,10 +156,14 @@ func (m *Manager) ContainerStatus(id string) (ContainerInfo, error) {
 	if err != nil {
 		return ContainerInfo{}, err
 	}
+	if c.Status().Creating {
+		return ContainerInfo{}, fmt.Errorf("container %q is still being created: %w", c.meta.ID, errdefs.ErrNotFound)
+	}
 	return c.info(), nil
 }
 
-// ListContainers returns every container, oldest first.
+// ListContainers returns every container, oldest first, but those still
+// being created.
 func (m *Manager) ListContainers() []ContainerInfo {
 	m.mu.RLock()
 	cs := make([]*container, 0, len(m.ctrs))
@@ -170,7 +174,9 @@ func (m *Manager) ListContainers() []ContainerInfo {
 	sort.Slice(cs, func(i, j int) bool { return cs[i].meta.CreatedAt < cs[j].meta.CreatedAt })
 	out := make([]ContainerInfo, 0, len(cs))
 	for _, c := range cs {
-		out = append(out, c.info())
+		if !c.Status().Creating {
+			out = append(out, c.info())
+		}
 	}
 	return out
 }
@@ -254,6 +260,12 @@ func (m *Manager) setRecord(c *container, r shim.Record) {
 	_ = c.Update(func(s containerStatus) (containerStatus, error) {
 		if newer(r, s.Record) {
 			s.Record = r
+		}
+		// A record of the shim's own (from its answer to the create,
+		// or from its created event, which may come first) means the
+		// shim has created the container.
+		if r.State != shim.StateUnknown {
+			s.Creating = false
 		}
 		return s, nil
 	})

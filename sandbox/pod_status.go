@@ -82,12 +82,15 @@ func (m *Manager) ListPods() []PodInfo {
 	return out
 }
 
-// PodContainers returns the containers of pod id, oldest first.
+// PodContainers returns the containers of pod id, oldest first, but those
+// still being created.
 func (m *Manager) PodContainers(id string) []ContainerInfo {
 	cs := m.podContainers(id)
 	out := make([]ContainerInfo, 0, len(cs))
 	for _, c := range cs {
-		out = append(out, c.info())
+		if !c.Status().Creating {
+			out = append(out, c.info())
+		}
 	}
 	return out
 }

@@ -112,6 +112,13 @@ type containerStatus struct {
 	Record   shim.Record
 	Starting bool
 	Removing bool
+	// Creating is set from the moment CreateContainer indexes the
+	// container (so that its shim's created event finds it) until the
+	// first record from the shim (its answer or its created event, see
+	// setRecord). Until then CRI does not show it: a container listed in
+	// state UNKNOWN is one the kubelet sets out to kill, and one that is
+	// rolled back would have been seen to exist.
+	Creating bool
 	// Resources are nil until an update; they are persisted beside the
 	// metadata (containerEntry).
 	Resources *specs.LinuxResources
