@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/opencontainers/cgroups/systemd"
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
@@ -335,9 +336,55 @@ func (g *Gen) Exec(p *specs.Process, tty, stdin bool) (*Proc, error) {
 	}
 	proc, err := startProc(lp, tty, stdin, g.lc.Run)
 	if err != nil {
+		if g.initGone() {
+			// The kernel kills a process that joins a pid namespace whose
+			// init is exiting: the exec lost a race with the container's
+			// end (a stop, a reset), which is the caller's precondition,
+			// not a failure of the runtime.
+			return nil, fmt.Errorf("exec in %s: the container's process exited meanwhile: %w: %w", g.ID, err, errdefs.ErrFailedPrecondition)
+		}
 		return nil, fmt.Errorf("exec in %s: %w", g.ID, err)
 	}
 	return proc, nil
+}
+
+// initGone tells whether the generation's init process has exited or is
+// exiting.
+func (g *Gen) initGone() bool {
+	select {
+	case <-g.Init.Done():
+		return true
+	default:
+	}
+	if st, err := g.lc.Status(); err != nil || st == libcontainer.Stopped {
+		return true
+	}
+	return exiting(g.Init.Pid())
+}
+
+// pfExiting is the kernel's PF_EXITING task flag: set as a process starts
+// to exit, before it is a zombie, and kept until it is reaped.
+const pfExiting = 0x4
+
+// exiting tells whether process pid is gone, exiting or a zombie, from the
+// flags of /proc/<pid>/stat.
+func exiting(pid int) bool {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	// The command name, in parentheses, may hold spaces; the flags are
+	// the seventh field after it.
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return false
+	}
+	fields := strings.Fields(string(data[i+1:]))
+	if len(fields) < 7 {
+		return false
+	}
+	flags, err := strconv.ParseUint(fields[6], 10, 64)
+	return err == nil && flags&pfExiting != 0
 }
 
 // CgroupPath returns the container's cgroup path relative to the cgroup
