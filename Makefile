@@ -44,7 +44,7 @@ GOLANGCI_LINT := $(CURDIR)/bin/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)/gola
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all deps build install release run test test-unit test-integration fuzz lint proto clean e2e
+.PHONY: all deps build install release run test test-unit test-integration soak fuzz lint proto clean e2e
 
 all: build
 
@@ -103,6 +103,16 @@ test-unit: deps
 # -v shows each test and the latency report.
 test-integration: deps
 	$(GO) test -tags $(TAGS) -count=1 -v -timeout $(INTEGRATION_TIMEOUT) $(TEST_FLAGS) ./integration/
+
+# The long load and soak runs, not part of "make test" (the suite runs TestLoad for 20 s): TestLoad's 50
+# clients on 20 pods for LOAD_DURATION against a race-built daemon, then TestSoak's SOAK_RESETS resets of
+# 4 pods, back to back and with pauses. SOAK_OUT names a JSON file for the soak's figures.
+LOAD_DURATION ?= 5m
+SOAK_RESETS ?= 10000
+SOAK_OUT ?=
+soak: deps
+	$(GO) test -tags $(TAGS) -count=1 -v -timeout 4h -run '^(TestLoad|TestSoak)$$' $(TEST_FLAGS) ./integration/ \
+		-args -load.duration $(LOAD_DURATION) -soak.resets $(SOAK_RESETS) $(if $(SOAK_OUT),-soak.out $(abspath $(SOAK_OUT)))
 
 # Native Go fuzz targets, each run for FUZZTIME; CI runs them after "make test". Longer runs:
 # "make fuzz FUZZTIME=10m", or one target as the README shows.
