@@ -495,7 +495,14 @@ func (s *Shim) Start(ctx context.Context, id string) (shim.Record, error) {
 	g := c.gen
 	if err := s.release(c, g); err != nil {
 		s.commit(c, shim.EventStopped)
+		killed := c.killing
 		c.mu.Unlock()
+		if killed {
+			// A reset (or a removal) killed the generation before it
+			// was released: the call lost a race, the runtime did not
+			// fail.
+			return shim.Record{}, fmt.Errorf("container %q was killed by a reset or removal before it started: %w: %w", id, err, errdefs.ErrFailedPrecondition)
+		}
 		return shim.Record{}, err
 	}
 	rec := s.commit(c, shim.EventStarted)

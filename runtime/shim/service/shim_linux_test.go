@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	clog "github.com/containerd/log"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -824,5 +825,24 @@ func TestFailedCreateLeavesNoContainer(t *testing.T) {
 	}
 	if len(recs) != 1 || recs[0].ID != "m1" {
 		t.Errorf("reset restarted %+v, want m1 only", recs)
+	}
+}
+
+// TestStartDuringReset starts a created container while a reset has
+// killed its generation and not yet given it a new one: the start loses
+// a race (FailedPrecondition), as TestLoad saw, instead of failing with
+// an unclassified "container process is already dead".
+func TestStartDuringReset(t *testing.T) {
+	f := newFixture(t, nil)
+	f.create("m", "main", "sleep", "1000")
+	f.start("m")
+	f.create("a", "side", "sleep", "1000")
+	var startErr error
+	f.s.killedHook = func() { _, startErr = f.s.Start(context.Background(), "a") }
+	if _, _, err := f.s.Reset(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if startErr != nil && !errdefs.IsFailedPrecondition(startErr) {
+		t.Errorf("Start during the reset = %v, want success or FailedPrecondition", startErr)
 	}
 }
