@@ -7,8 +7,21 @@ import (
 	"runtime/debug"
 )
 
-// version is set at link time.
-var version = "dev"
+// version is set at link time (make: git describe). A plain go build
+// leaves it empty; it is then the main module's version that go build
+// stamps from the checkout (a pseudo-version such as
+// v0.0.0-20261202024000-7b2761123456+dirty), or "dev" without one.
+var version string
+
+func init() {
+	if version != "" {
+		return
+	}
+	version = "dev"
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
+		version = info.Main.Version
+	}
+}
 
 // Modules whose versions "warmpod --version" reports: what decides how
 // containers are created and what the kubelet may expect.
