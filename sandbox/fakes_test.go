@@ -150,7 +150,7 @@ func (h *fakeHost) wasKilled(path string) bool {
 	return slices.Contains(h.killed, path)
 }
 
-func (h *fakeHost) unmountBelow(dirs ...string) error { return nil }
+func (h *fakeHost) unmountBelow(dirs ...string) ([]string, error) { return nil, nil }
 
 func (h *fakeHost) mountShm(path string) error {
 	h.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -77,8 +78,26 @@ func (m *Manager) stopPod(ctx context.Context, p *pod) error {
 	}
 	// What a dead shim left mounted: root filesystems, the pinned pid
 	// namespace.
-	if err := m.host.unmountBelow(p.meta.StateDir, p.meta.RootDir); err != nil {
+	left, err := m.host.unmountBelow(p.meta.StateDir, p.meta.RootDir)
+	if err != nil {
 		return fmt.Errorf("release what the shim of pod %s left: %w", p.meta.ID, err)
+	}
+	if client != nil {
+		// A shim that was told to shut down releases every root
+		// filesystem itself: one left behind is a generation it lost.
+		root := p.meta.RootDir
+		if real, err := filepath.EvalSymlinks(root); err == nil {
+			root = real
+		}
+		var rootfs []string
+		for _, mp := range left {
+			if strings.HasPrefix(mp, root+string(filepath.Separator)) {
+				rootfs = append(rootfs, mp)
+			}
+		}
+		if len(rootfs) > 0 {
+			log.G(ctx).WithField("pod", p.meta.ID).WithField("mounts", rootfs).Warn("the pod's shim left root filesystems mounted; released them")
+		}
 	}
 	p.mu.Lock()
 	p.meta.Stopped = true
@@ -189,7 +208,7 @@ func (m *Manager) RemovePod(ctx context.Context, id string) error {
 	if err := m.reapPod(ctx, p); err != nil {
 		return err
 	}
-	if err := m.host.unmountBelow(p.meta.StateDir, p.meta.RootDir); err != nil {
+	if _, err := m.host.unmountBelow(p.meta.StateDir, p.meta.RootDir); err != nil {
 		return fmt.Errorf("release what the shim of pod %s left: %w", p.meta.ID, err)
 	}
 	if err := m.host.deleteCgroup(p.meta.CgroupPath); err != nil && !errors.Is(err, cgroup.ErrNotFound) {

@@ -83,7 +83,7 @@ type podHost interface {
 	mountShm(path string) error
 	unmountShm(path string)
 	// unmountBelow detaches every mount below the dirs.
-	unmountBelow(dirs ...string) error
+	unmountBelow(dirs ...string) ([]string, error)
 }
 
 // hostPod is the node's: sandbox/netns, sandbox/cgroup and a tmpfs mount.
@@ -110,7 +110,7 @@ func (hostPod) placeShim(podCgroup, podID string, pid int) error {
 }
 func (hostPod) killCgroup(path string) error { return cgroup.Kill(path) }
 
-func (hostPod) unmountBelow(dirs ...string) error { return unmountBelow(dirs...) }
+func (hostPod) unmountBelow(dirs ...string) ([]string, error) { return unmountBelow(dirs...) }
 
 func (hostPod) mountShm(path string) error { return mountShm(path) }
 

@@ -101,8 +101,9 @@ func (m *Manager) shimDied(p *pod, client shimConn) {
 // dirs): a shim that died leaves its containers' root filesystems and the
 // pod's pinned pid namespace mounted. It runs once the pod's namespaces and
 // /dev/shm are released, so anything still mounted there is a leftover.
+// It returns the mount points it detached.
 // Preconditions: the pod's shim process has exited.
-func unmountBelow(dirs ...string) error {
+func unmountBelow(dirs ...string) ([]string, error) {
 	var mps []string
 	for _, dir := range dirs {
 		// Mount points are listed with symlinks resolved.
@@ -111,7 +112,7 @@ func unmountBelow(dirs ...string) error {
 		}
 		infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
 		if err != nil {
-			return fmt.Errorf("list mounts below %s: %w", dir, err)
+			return nil, fmt.Errorf("list mounts below %s: %w", dir, err)
 		}
 		for _, i := range infos {
 			mps = append(mps, i.Mountpoint)
@@ -121,8 +122,8 @@ func unmountBelow(dirs ...string) error {
 	sort.Slice(mps, func(i, j int) bool { return len(mps[i]) > len(mps[j]) })
 	for _, mp := range mps {
 		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("unmount %s: %w", mp, err)
+			return nil, fmt.Errorf("unmount %s: %w", mp, err)
 		}
 	}
-	return nil
+	return mps, nil
 }
