@@ -210,7 +210,15 @@ func (m *Manager) applyLocked(p *pod, ev *shimv1.Event) {
 		return
 	}
 	rec := shim.FromProto(ev.Container)
-	m.setRecord(c, rec)
+	// The status follows the shim's record as it was when the event was
+	// sent: the exit before an in-place restart is told after the new run
+	// started, and a status read between that event and the next must not
+	// show the container exited (the kubelet would start it again).
+	cur := rec
+	if ev.Current != nil {
+		cur = shim.FromProto(ev.Current)
+	}
+	m.setRecord(c, cur)
 	m.tellLocked(p, t, c, rec, ev.Timestamp)
 }
 

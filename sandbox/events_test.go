@@ -307,3 +307,48 @@ func TestEventsCarryTransitionTimeAndSnapshot(t *testing.T) {
 		}
 	}
 }
+
+// The shim tells of an in-place restart (warmpod's restart rules, a reset)
+// once the new run has started: the exit of the run before, then the new
+// start. Between the two a status read must show the container running,
+// as the shim has it: a kubelet that relists on the exit event and reads it
+// exited starts a container of its own beside it.
+func TestRestartExitIsNotReadAsExited(t *testing.T) {
+	p := newEventPod(t)
+	a := p.create(t, "a")
+	p.shim.send(shimEvent(EventCreated, a, "a", shim.StateCreated, 0, 100))
+	p.shim.send(shimEvent(EventStarted, a, "a", shim.StateRunning, 0, 200))
+	nextEvent(t, p.ch)
+	nextEvent(t, p.ch)
+
+	// Run 0 exited at 300, run 1 started at 400; the exit is told first.
+	exit := shimEvent(EventStopped, a, "a", shim.StateExited, 0, 300)
+	now := shim.Record{ID: a, Name: "a", State: shim.StateRunning, CreatedAt: 100, StartedAt: 400, RestartCount: 1,
+		LastTermination: &shim.Termination{ExitCode: 88, StartedAt: 200, FinishedAt: 300}}
+	exit.Current = shim.ToProto(now)
+	p.shim.send(exit)
+	e := nextEvent(t, p.ch)
+	if e.Type != EventStopped || e.Container.Status.State != shim.StateExited || e.Container.Status.RestartCount != 0 {
+		t.Fatalf("got %s of run %d in state %s, want run 0's exit", e.Type, e.Container.Status.RestartCount, e.Container.Status.State)
+	}
+	st, err := p.w.m.ContainerStatus(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Status.State != shim.StateRunning || st.Status.RestartCount != 1 || st.Status.StartedAt != 400 {
+		t.Errorf("status after the exit event: run %d %s started at %d, want run 1 running since 400 (the shim's record)",
+			st.Status.RestartCount, st.Status.State, st.Status.StartedAt)
+	}
+
+	start := shimEvent(EventStarted, a, "a", shim.StateRunning, 1, 400)
+	start.Current = shim.ToProto(now)
+	p.shim.send(start)
+	if e := nextEvent(t, p.ch); e.Type != EventStarted || e.Container.Status.RestartCount != 1 {
+		t.Fatalf("got %s of run %d, want run 1's start", e.Type, e.Container.Status.RestartCount)
+	}
+	if st, err := p.w.m.ContainerStatus(a); err != nil {
+		t.Fatal(err)
+	} else if st.Status.State != shim.StateRunning || st.Status.RestartCount != 1 {
+		t.Errorf("status after the start event: run %d %s, want run 1 running", st.Status.RestartCount, st.Status.State)
+	}
+}

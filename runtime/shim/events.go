@@ -44,6 +44,13 @@ type Event struct {
 	Type      EventType
 	Container Record
 	Timestamp int64
+	// Current is the container's record when the event was published,
+	// later than Container when the shim had moved past the transition
+	// already (the exit of the run before an in-place restart, told once
+	// the new run has started). A status follows Current, never
+	// Container: a container that runs again is never read as exited.
+	// Zero for a deletion.
+	Current Record
 }
 
 // Time returns the time r records for a transition of type t: CreatedAt,

@@ -1604,7 +1604,13 @@ type Event struct {
 	Container *ContainerState `protobuf:"bytes,2,opt,name=container,proto3" json:"container,omitempty"`
 	// When the transition happened (Unix nanoseconds): the container's
 	// created_at for CREATED, started_at for STARTED, finished_at for STOPPED.
-	Timestamp     int64 `protobuf:"varint,3,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	Timestamp int64 `protobuf:"varint,3,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	// The container's state when the event was sent. It is later than
+	// container when the shim has moved past the transition already: the
+	// exit of the run before an in-place restart is told once the new run
+	// has started. A status read follows current, never container, so it
+	// never shows a container exited that runs again.
+	Current       *ContainerState `protobuf:"bytes,4,opt,name=current,proto3" json:"current,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1658,6 +1664,13 @@ func (x *Event) GetTimestamp() int64 {
 		return x.Timestamp
 	}
 	return 0
+}
+
+func (x *Event) GetCurrent() *ContainerState {
+	if x != nil {
+		return x.Current
+	}
+	return nil
 }
 
 type ShutdownRequest struct {
@@ -2097,11 +2110,12 @@ const file_shim_v1_shim_proto_rawDesc = "" +
 	"containers\x12\x1f\n" +
 	"\vduration_ns\x18\x02 \x01(\x03R\n" +
 	"durationNs\"\x0f\n" +
-	"\rEventsRequest\"\x94\x01\n" +
+	"\rEventsRequest\"\xcf\x01\n" +
 	"\x05Event\x12.\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x1a.warmpod.shim.v1.EventTypeR\x04type\x12=\n" +
 	"\tcontainer\x18\x02 \x01(\v2\x1f.warmpod.shim.v1.ContainerStateR\tcontainer\x12\x1c\n" +
-	"\ttimestamp\x18\x03 \x01(\x03R\ttimestamp\"\x11\n" +
+	"\ttimestamp\x18\x03 \x01(\x03R\ttimestamp\x129\n" +
+	"\acurrent\x18\x04 \x01(\v2\x1f.warmpod.shim.v1.ContainerStateR\acurrent\"\x11\n" +
 	"\x0fShutdownRequest\"\x12\n" +
 	"\x10ShutdownResponse\"\x0e\n" +
 	"\fStatsRequest\"\x83\x01\n" +
@@ -2207,44 +2221,45 @@ var file_shim_v1_shim_proto_depIdxs = []int32{
 	13, // 7: warmpod.shim.v1.ResetPodResponse.containers:type_name -> warmpod.shim.v1.ContainerState
 	1,  // 8: warmpod.shim.v1.Event.type:type_name -> warmpod.shim.v1.EventType
 	13, // 9: warmpod.shim.v1.Event.container:type_name -> warmpod.shim.v1.ContainerState
-	28, // 10: warmpod.shim.v1.ResetStats.duration:type_name -> warmpod.shim.v1.Histogram
-	29, // 11: warmpod.shim.v1.StatsResponse.resets:type_name -> warmpod.shim.v1.ResetStats
-	28, // 12: warmpod.shim.v1.StatsResponse.precreate_duration:type_name -> warmpod.shim.v1.Histogram
-	2,  // 13: warmpod.shim.v1.Shim.Info:input_type -> warmpod.shim.v1.InfoRequest
-	4,  // 14: warmpod.shim.v1.Shim.CreateContainer:input_type -> warmpod.shim.v1.CreateContainerRequest
-	6,  // 15: warmpod.shim.v1.Shim.StartContainer:input_type -> warmpod.shim.v1.ContainerRequest
-	8,  // 16: warmpod.shim.v1.Shim.StopContainer:input_type -> warmpod.shim.v1.StopContainerRequest
-	6,  // 17: warmpod.shim.v1.Shim.RemoveContainer:input_type -> warmpod.shim.v1.ContainerRequest
-	10, // 18: warmpod.shim.v1.Shim.ListContainers:input_type -> warmpod.shim.v1.ListContainersRequest
-	14, // 19: warmpod.shim.v1.Shim.ExecSync:input_type -> warmpod.shim.v1.ExecSyncRequest
-	18, // 20: warmpod.shim.v1.Shim.Exec:input_type -> warmpod.shim.v1.StreamInput
-	18, // 21: warmpod.shim.v1.Shim.Attach:input_type -> warmpod.shim.v1.StreamInput
-	6,  // 22: warmpod.shim.v1.Shim.ReopenLog:input_type -> warmpod.shim.v1.ContainerRequest
-	20, // 23: warmpod.shim.v1.Shim.UpdateResources:input_type -> warmpod.shim.v1.UpdateResourcesRequest
-	21, // 24: warmpod.shim.v1.Shim.ResetPod:input_type -> warmpod.shim.v1.ResetPodRequest
-	23, // 25: warmpod.shim.v1.Shim.Events:input_type -> warmpod.shim.v1.EventsRequest
-	25, // 26: warmpod.shim.v1.Shim.Shutdown:input_type -> warmpod.shim.v1.ShutdownRequest
-	27, // 27: warmpod.shim.v1.Shim.Stats:input_type -> warmpod.shim.v1.StatsRequest
-	3,  // 28: warmpod.shim.v1.Shim.Info:output_type -> warmpod.shim.v1.InfoResponse
-	5,  // 29: warmpod.shim.v1.Shim.CreateContainer:output_type -> warmpod.shim.v1.CreateContainerResponse
-	7,  // 30: warmpod.shim.v1.Shim.StartContainer:output_type -> warmpod.shim.v1.ContainerResponse
-	7,  // 31: warmpod.shim.v1.Shim.StopContainer:output_type -> warmpod.shim.v1.ContainerResponse
-	9,  // 32: warmpod.shim.v1.Shim.RemoveContainer:output_type -> warmpod.shim.v1.RemoveContainerResponse
-	11, // 33: warmpod.shim.v1.Shim.ListContainers:output_type -> warmpod.shim.v1.ListContainersResponse
-	15, // 34: warmpod.shim.v1.Shim.ExecSync:output_type -> warmpod.shim.v1.ExecSyncResponse
-	19, // 35: warmpod.shim.v1.Shim.Exec:output_type -> warmpod.shim.v1.StreamOutput
-	19, // 36: warmpod.shim.v1.Shim.Attach:output_type -> warmpod.shim.v1.StreamOutput
-	7,  // 37: warmpod.shim.v1.Shim.ReopenLog:output_type -> warmpod.shim.v1.ContainerResponse
-	7,  // 38: warmpod.shim.v1.Shim.UpdateResources:output_type -> warmpod.shim.v1.ContainerResponse
-	22, // 39: warmpod.shim.v1.Shim.ResetPod:output_type -> warmpod.shim.v1.ResetPodResponse
-	24, // 40: warmpod.shim.v1.Shim.Events:output_type -> warmpod.shim.v1.Event
-	26, // 41: warmpod.shim.v1.Shim.Shutdown:output_type -> warmpod.shim.v1.ShutdownResponse
-	30, // 42: warmpod.shim.v1.Shim.Stats:output_type -> warmpod.shim.v1.StatsResponse
-	28, // [28:43] is the sub-list for method output_type
-	13, // [13:28] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	13, // 10: warmpod.shim.v1.Event.current:type_name -> warmpod.shim.v1.ContainerState
+	28, // 11: warmpod.shim.v1.ResetStats.duration:type_name -> warmpod.shim.v1.Histogram
+	29, // 12: warmpod.shim.v1.StatsResponse.resets:type_name -> warmpod.shim.v1.ResetStats
+	28, // 13: warmpod.shim.v1.StatsResponse.precreate_duration:type_name -> warmpod.shim.v1.Histogram
+	2,  // 14: warmpod.shim.v1.Shim.Info:input_type -> warmpod.shim.v1.InfoRequest
+	4,  // 15: warmpod.shim.v1.Shim.CreateContainer:input_type -> warmpod.shim.v1.CreateContainerRequest
+	6,  // 16: warmpod.shim.v1.Shim.StartContainer:input_type -> warmpod.shim.v1.ContainerRequest
+	8,  // 17: warmpod.shim.v1.Shim.StopContainer:input_type -> warmpod.shim.v1.StopContainerRequest
+	6,  // 18: warmpod.shim.v1.Shim.RemoveContainer:input_type -> warmpod.shim.v1.ContainerRequest
+	10, // 19: warmpod.shim.v1.Shim.ListContainers:input_type -> warmpod.shim.v1.ListContainersRequest
+	14, // 20: warmpod.shim.v1.Shim.ExecSync:input_type -> warmpod.shim.v1.ExecSyncRequest
+	18, // 21: warmpod.shim.v1.Shim.Exec:input_type -> warmpod.shim.v1.StreamInput
+	18, // 22: warmpod.shim.v1.Shim.Attach:input_type -> warmpod.shim.v1.StreamInput
+	6,  // 23: warmpod.shim.v1.Shim.ReopenLog:input_type -> warmpod.shim.v1.ContainerRequest
+	20, // 24: warmpod.shim.v1.Shim.UpdateResources:input_type -> warmpod.shim.v1.UpdateResourcesRequest
+	21, // 25: warmpod.shim.v1.Shim.ResetPod:input_type -> warmpod.shim.v1.ResetPodRequest
+	23, // 26: warmpod.shim.v1.Shim.Events:input_type -> warmpod.shim.v1.EventsRequest
+	25, // 27: warmpod.shim.v1.Shim.Shutdown:input_type -> warmpod.shim.v1.ShutdownRequest
+	27, // 28: warmpod.shim.v1.Shim.Stats:input_type -> warmpod.shim.v1.StatsRequest
+	3,  // 29: warmpod.shim.v1.Shim.Info:output_type -> warmpod.shim.v1.InfoResponse
+	5,  // 30: warmpod.shim.v1.Shim.CreateContainer:output_type -> warmpod.shim.v1.CreateContainerResponse
+	7,  // 31: warmpod.shim.v1.Shim.StartContainer:output_type -> warmpod.shim.v1.ContainerResponse
+	7,  // 32: warmpod.shim.v1.Shim.StopContainer:output_type -> warmpod.shim.v1.ContainerResponse
+	9,  // 33: warmpod.shim.v1.Shim.RemoveContainer:output_type -> warmpod.shim.v1.RemoveContainerResponse
+	11, // 34: warmpod.shim.v1.Shim.ListContainers:output_type -> warmpod.shim.v1.ListContainersResponse
+	15, // 35: warmpod.shim.v1.Shim.ExecSync:output_type -> warmpod.shim.v1.ExecSyncResponse
+	19, // 36: warmpod.shim.v1.Shim.Exec:output_type -> warmpod.shim.v1.StreamOutput
+	19, // 37: warmpod.shim.v1.Shim.Attach:output_type -> warmpod.shim.v1.StreamOutput
+	7,  // 38: warmpod.shim.v1.Shim.ReopenLog:output_type -> warmpod.shim.v1.ContainerResponse
+	7,  // 39: warmpod.shim.v1.Shim.UpdateResources:output_type -> warmpod.shim.v1.ContainerResponse
+	22, // 40: warmpod.shim.v1.Shim.ResetPod:output_type -> warmpod.shim.v1.ResetPodResponse
+	24, // 41: warmpod.shim.v1.Shim.Events:output_type -> warmpod.shim.v1.Event
+	26, // 42: warmpod.shim.v1.Shim.Shutdown:output_type -> warmpod.shim.v1.ShutdownResponse
+	30, // 43: warmpod.shim.v1.Shim.Stats:output_type -> warmpod.shim.v1.StatsResponse
+	29, // [29:44] is the sub-list for method output_type
+	14, // [14:29] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_shim_v1_shim_proto_init() }

@@ -42,6 +42,7 @@ func (s *Shim) stampLocked(ts int64) int64 {
 // publishLocked publishes e, an event about c.
 // Preconditions: c.mu and s.evMu held; e's timestamp is from stampLocked.
 func (s *Shim) publishLocked(c *ctr, e shim.Event) {
+	e.Current = c.rec
 	s.events.Publish(e)
 	c.told, c.toldAny = e.Container, true
 }

@@ -201,11 +201,15 @@ func (v *server) Events(_ *shimv1.EventsRequest, stream shimv1.Shim_EventsServer
 			if !ok {
 				return nil
 			}
-			if err := stream.Send(&shimv1.Event{
+			ev := &shimv1.Event{
 				Type:      shimv1.EventType(e.Type),
 				Container: shim.ToProto(e.Container),
 				Timestamp: e.Timestamp,
-			}); err != nil {
+			}
+			if e.Type != shim.EventDeleted {
+				ev.Current = shim.ToProto(e.Current)
+			}
+			if err := stream.Send(ev); err != nil {
 				return err
 			}
 		case <-stream.Context().Done():

@@ -745,6 +745,11 @@ func TestRuleRestartIsQuiet(t *testing.T) {
 	if e := evs[1].Container; e.ExitCode != 3 || e.RestartCount != 0 {
 		t.Errorf("the exit told: %+v, want run 0's exit 3", e)
 	}
+	// Told once run 1 runs: a status read that follows the event must see
+	// it running.
+	if cur := evs[1].Current; cur.State != shim.StateRunning || cur.RestartCount != 1 {
+		t.Errorf("the exit's current record: run %d %s, want run 1 running", cur.RestartCount, cur.State)
+	}
 	if r, _ := f.s.Get("m"); r.LastTermination == nil || r.LastTermination.ExitCode != 3 {
 		t.Errorf("last termination = %+v, want exit 3", r.LastTermination)
 	}
