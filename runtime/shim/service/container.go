@@ -219,6 +219,12 @@ type ctr struct {
 	// where the restart ends, never the transient exit it would otherwise
 	// act on (publish.go).
 	eventsSuppressed bool
+	// rulesPending counts the exits that matched a restart rule whose
+	// restart has not finished (applyRule): until none is left, the
+	// container's events stay held back, even past the end of another
+	// restart (a run that exits again before the restart that started it
+	// has told what it did).
+	rulesPending int
 	// told is the record of the last event published of the container
 	// (toldAny: there was one).
 	told    shim.Record
@@ -576,6 +582,7 @@ func (s *Shim) monitor(c *ctr, g *gen) {
 		if a, ok := shim.MatchRule(s.cfg.RestartRules[c.name], int32(code)); ok {
 			action = a
 			c.eventsSuppressed = true
+			c.rulesPending++
 		}
 	}
 	s.saveTermMessage(c, g)
@@ -596,6 +603,7 @@ func (s *Shim) monitor(c *ctr, g *gen) {
 	if action != "" {
 		if err := s.enter(); err != nil {
 			// Shutdown began: the exit stands.
+			c.ruleDone()
 			s.resumeEvents([]*ctr{c})
 			return
 		}

@@ -82,6 +82,14 @@ func (s *Shim) publishDeleted(c *ctr) {
 	s.events.Publish(shim.Event{Type: shim.EventDeleted, Container: c.rec, Timestamp: ts})
 }
 
+// ruleDone ends the restart of an exit of c that matched a restart rule
+// (rulesPending); the caller then resumes c's events.
+func (c *ctr) ruleDone() {
+	c.mu.Lock()
+	c.rulesPending--
+	c.mu.Unlock()
+}
+
 // suppressEvents holds back c's events until resumeEvents: the shim is
 // about to restart c itself (a reset, a restart rule).
 func (c *ctr) suppressEvents() {
@@ -113,7 +121,8 @@ func (s *Shim) resumeEvents(cs []*ctr) {
 	}
 	var evs []pending
 	for _, c := range held {
-		if !c.eventsSuppressed {
+		if !c.eventsSuppressed || c.rulesPending > 0 {
+			// A restart by rule of c is still to come: it tells.
 			continue
 		}
 		c.eventsSuppressed = false

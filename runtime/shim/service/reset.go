@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -41,11 +42,14 @@ const (
 // container it could not start. A reset asked for during another runs
 // after it.
 func (s *Shim) Reset(ctx context.Context) ([]shim.Record, time.Duration, error) {
-	return s.reset(ctx, shim.TriggerResetPod)
+	return s.reset(ctx, shim.TriggerResetPod, nil)
 }
 
 // reset is Reset asked for by trigger, which its stats are counted under.
-func (s *Shim) reset(ctx context.Context, trigger string) (recs []shim.Record, d time.Duration, err error) {
+// served, when not nil, ends the restart rule the reset carries out
+// (applyRule), before the reset tells what it did: the exit that asked for
+// it is told with the rest, in the order it all happened.
+func (s *Shim) reset(ctx context.Context, trigger string, served func()) (recs []shim.Record, d time.Duration, err error) {
 	if err := s.enter(); err != nil {
 		return nil, 0, err
 	}
@@ -78,6 +82,9 @@ func (s *Shim) reset(ctx context.Context, trigger string) (recs []shim.Record, d
 	err = s.restartAll(ctx, cs, start)
 	d = time.Since(start)
 	s.scheduleAll()
+	if served != nil {
+		served()
+	}
 	// Before the records are read: resuming may move a time in them.
 	s.resumeEvents(cs)
 	return s.recordsOf(cs), d, err
@@ -348,14 +355,19 @@ func (s *Shim) applyRule(c *ctr, action string, code int32) {
 	l.Debugf("exit code %d matches a %s rule", code, action)
 	ctx := log.WithLogger(context.Background(), l)
 	go func() {
+		// The rule is done once, by the reset that carries it out or
+		// when the restart ends otherwise.
+		var once sync.Once
+		done := func() { once.Do(c.ruleDone) }
 		defer s.leave()
 		defer s.resumeEvents([]*ctr{c})
+		defer done()
 		var err error
 		switch action {
 		case shim.ActionRestart:
 			err = s.restartOne(ctx, c)
 		case shim.ActionRestartAllContainers:
-			_, _, err = s.reset(ctx, shim.TriggerRestartRule)
+			_, _, err = s.reset(ctx, shim.TriggerRestartRule, done)
 		}
 		if err != nil {
 			l.WithError(err).Warnf("apply %s rule", action)

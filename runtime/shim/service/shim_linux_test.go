@@ -755,6 +755,50 @@ func TestRuleRestartIsQuiet(t *testing.T) {
 	}
 }
 
+// TestRuleResetTellsTheExitFirst checks that a reset asked for by a
+// container's RestartAllContainers rule tells that container's exit first,
+// at the time it happened, and the kills it caused after it.
+func TestRuleResetTellsTheExitFirst(t *testing.T) {
+	f := newFixture(t, func(c *shim.Config) {
+		c.RestartRules = map[string][]shim.RestartRule{
+			"side": {{Action: shim.ActionRestartAllContainers, ExitCodes: &shim.ExitCodes{Operator: "In", Values: []int32{3}}}},
+		}
+	})
+	f.create("m", "main", "sleep", "1000")
+	f.start("m")
+	f.create("s", "side", "sh", "-c", "if [ ! -e /vol/failed ]; then touch /vol/failed; exit 3; fi; exec sleep 1000")
+	ch, cancel := f.s.Subscribe()
+	defer cancel()
+	f.start("s")
+	f.waitFor("the reset by the rule", func() bool {
+		r, _ := f.s.Get("s")
+		return r.RestartCount == 1 && r.State == shim.StateRunning
+	})
+	f.waitFor("main's restart", func() bool {
+		r, _ := f.s.Get("m")
+		return r.RestartCount == 1 && r.State == shim.StateRunning
+	})
+	evs := drainEvents(ch)
+	checkEventTimes(t, evs)
+	var stops []shim.Event
+	for _, e := range evs {
+		if e.Type == shim.EventStopped {
+			stops = append(stops, e)
+		}
+	}
+	if len(stops) != 2 || stops[0].Container.Name != "side" || stops[1].Container.Name != "main" {
+		t.Fatalf("stopped events %v, want side's exit, then main's kill", stops)
+	}
+	side, _ := f.s.Get("s")
+	if lt := side.LastTermination; lt == nil || lt.ExitCode != 3 || lt.FinishedAt != stops[0].Timestamp {
+		t.Errorf("side's last termination %+v, want exit 3 at %d, the time its exit was told", lt, stops[0].Timestamp)
+	}
+	main, _ := f.s.Get("m")
+	if side.LastTermination != nil && side.LastTermination.FinishedAt >= main.StartedAt {
+		t.Errorf("side's exit recorded at %d, not before main's restart at %d", side.LastTermination.FinishedAt, main.StartedAt)
+	}
+}
+
 // TestStopReachesExecedProgram stops a container whose shell is about to
 // exec the real program: the signal the shell (pid 1, no handler yet)
 // cannot receive must reach the program once it handles it, not be lost
