@@ -274,3 +274,48 @@ func TestEventsKubeletConsumer(t *testing.T) {
 	}
 	t.Logf("%d events", ec.n)
 }
+
+// A container that warmpod restarts by its own rule is told stopped only
+// once its new run has started, and a status read that follows that event
+// (a kubelet's relist) shows it running: read exited, the kubelet would
+// start a container of its own beside it.
+func TestRuleRestartNeverReadExited(t *testing.T) {
+	ctx := begin(t)
+	const restarts = 5
+	vol := t.TempDir()
+	cfg := newPodConfig("rule-restart-status")
+	cfg.Annotations["warmpod.io/restart-policy-rules"] = `{"main": [{"action": "RestartAllContainers", "exitCodes": {"operator": "In", "values": [88]}}]}`
+	podID := runPod(t, cfg)
+	main := newContainerConfig("main", "sh", "-c", fmt.Sprintf(
+		"n=$(cat /data/n 2>/dev/null || echo 0); n=$((n + 1)); echo $n > /data/n; [ $n -le %d ] && exit 88; exec sleep 3600", restarts))
+	main.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: vol}}
+
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := d.Runtime.GetContainerEvents(sctx, &runtimeapi.GetEventsRequest{})
+	if err != nil {
+		t.Fatalf("GetContainerEvents: %v", err)
+	}
+	if _, err := stream.Header(); err != nil {
+		t.Fatalf("GetContainerEvents: %v", err)
+	}
+	id := runContainer(t, podID, cfg, main)
+	for stops := 0; stops < restarts; {
+		e, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("events: %v (after %d of %d exits)", err, stops, restarts)
+		}
+		if e.ContainerId != id || e.ContainerEventType != runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT {
+			continue
+		}
+		stops++
+		st, err := d.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := st.GetStatus(); s.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+			t.Errorf("exit %d: status read after the stopped event: %s (exit code %d), want running: the rule restarted it",
+				stops, s.State, s.ExitCode)
+		}
+	}
+}
