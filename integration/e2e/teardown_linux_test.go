@@ -94,6 +94,13 @@ func (c *cluster) tearDown() error {
 	if err := c.wp.stop(30 * time.Second); err != nil {
 		errs = append(errs, err)
 	}
+	// warmpod releases what a pod's shim left mounted when it stops the pod, and says so: a shim that
+	// was told to shut down and left a root filesystem lost a generation.
+	if log, err := os.ReadFile(c.logPath("warmpod")); err == nil {
+		if n := strings.Count(string(log), "left root filesystems mounted"); n > 0 {
+			errs = append(errs, fmt.Errorf("%d pods' shims left root filesystems mounted (warmpod.log)", n))
+		}
+	}
 	if c.conn != nil {
 		_ = c.conn.Close()
 	}
