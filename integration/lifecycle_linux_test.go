@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -257,5 +258,20 @@ func TestHostNetworkPod(t *testing.T) {
 	out, _, code := execSync(t, ctrID, "ip", "-o", "link", "show", d.Bridge)
 	if code != 0 || !strings.Contains(out, d.Bridge) {
 		t.Errorf("the container does not see the node's bridge %s: exit %d, %q", d.Bridge, code, out)
+	}
+}
+
+// TestExecSyncLargeOutput runs an exec whose output is larger than gRPC's
+// default message size (4 MiB) between the daemon and the shim: it comes
+// back whole, not as a ResourceExhausted error.
+func TestExecSyncLargeOutput(t *testing.T) {
+	begin(t)
+	podCfg := newPodConfig("exec-large")
+	podID := runPod(t, podCfg)
+	id := runContainer(t, podID, podCfg, newContainerConfig("main", "sleep", "3600"))
+	const size = 6 << 20
+	stdout, stderr, code := execSync(t, id, "head", "-c", strconv.Itoa(size), "/dev/zero")
+	if code != 0 || len(stdout) != size {
+		t.Fatalf("exec printed %d bytes with exit code %d (stderr %q), want %d bytes and 0", len(stdout), code, stderr, size)
 	}
 }

@@ -271,6 +271,8 @@ func (d *Daemon) Start() error {
 	// its pods, and gRPC's default backoff would wait up to two minutes.
 	conn, err := grpc.NewClient("unix://"+d.SocketPath(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// The kubelet's limit on a CRI message.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
 			BaseDelay: 20 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 250 * time.Millisecond,
 		}}))

@@ -90,6 +90,15 @@ type Config struct {
 	WaitPlaced bool `json:"waitPlaced,omitempty"`
 }
 
+// MaxExecSyncOutput caps what a synchronous exec keeps of each of its
+// streams (the kubelet's own limit on a CRI message).
+const MaxExecSyncOutput = 16 << 20
+
+// MaxMessageSize bounds a message between daemon and shim either way: an
+// ExecSync reply with both streams full, or a large spec, fits; the 4 MiB
+// gRPC default does not.
+const MaxMessageSize = 2*MaxExecSyncOutput + 1<<20
+
 // File names inside Config.StateDir.
 const (
 	ConfigFile = "pod.json"

@@ -202,6 +202,7 @@ func Connect(stateDir string) (*Client, error) {
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithChainUnaryInterceptor(requestIDInterceptor, errorInterceptor),
 		grpc.WithChainStreamInterceptor(streamRequestIDInterceptor, streamErrorInterceptor),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(shim.MaxMessageSize), grpc.MaxCallSendMsgSize(shim.MaxMessageSize)),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("connect to shim at %s: %w", sock, err)

@@ -11,11 +11,12 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/warmpod/warmpod/runtime/container"
+	"github.com/warmpod/warmpod/runtime/shim"
 )
 
 // maxExecSyncOutput caps what ExecSync keeps of each stream; the rest is
 // read and dropped so the process never blocks on a full pipe.
-const maxExecSyncOutput = 16 << 20
+const maxExecSyncOutput = shim.MaxExecSyncOutput
 
 // ExecOptions describes a process to run in a container.
 type ExecOptions struct {

@@ -91,6 +91,8 @@ func serve(stateDir string, ready func()) error {
 	g := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(UnaryInterceptor(log)),
 		grpc.ChainStreamInterceptor(StreamInterceptor(log)),
+		grpc.MaxRecvMsgSize(shim.MaxMessageSize),
+		grpc.MaxSendMsgSize(shim.MaxMessageSize),
 	)
 	Register(g, s, g.GracefulStop)
 	ready()
