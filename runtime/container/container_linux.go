@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -29,15 +30,75 @@ import (
 // Engine creates containers whose libcontainer state lives under one
 // directory (a pod's state dir, in the shim).
 type Engine struct {
-	root string
+	root    string
+	spawner string
+
+	// mu guards the fields below.
+	mu     sync.Mutex
+	server *forkServer
+	// null is /dev/null, opened once for the fast spawner.
+	null *os.File
+	// cgroupRoots are the cgroup hierarchies' roots (subsystem → dir) the
+	// fast spawner's generations get their cgroups in.
+	cgroupRoots map[string]string
+	// templates caches, per Config.Template, what the fast spawner makes
+	// of a template: its libcontainer config, whether it can make it and
+	// its seccomp program.
+	templates map[string]*fastTemplate
+}
+
+// Spawners: how generations are created.
+const (
+	// SpawnerLibcontainer creates every generation with libcontainer,
+	// which re-executes the binary as each container's init.
+	SpawnerLibcontainer = "libcontainer"
+	// SpawnerFast forks each generation from a per-pod fork server and
+	// sets it up from a plan prepared once per container template (see
+	// spawner_linux.c); configurations it does not support go to
+	// libcontainer.
+	SpawnerFast = "fast"
+)
+
+// Options configure an Engine.
+type Options struct {
+	// Spawner is SpawnerLibcontainer (the default, also for "") or
+	// SpawnerFast.
+	Spawner string
+}
+
+// ValidSpawner tells whether name names a spawner.
+func ValidSpawner(name string) bool {
+	return name == "" || name == SpawnerLibcontainer || name == SpawnerFast
 }
 
 // NewEngine returns an engine keeping libcontainer state under root.
-func NewEngine(root string) (*Engine, error) {
+func NewEngine(root string, opts Options) (*Engine, error) {
+	if !ValidSpawner(opts.Spawner) {
+		return nil, fmt.Errorf("unknown spawner %q (want %s or %s)", opts.Spawner, SpawnerLibcontainer, SpawnerFast)
+	}
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("create container state dir: %w", err)
 	}
-	return &Engine{root: root}, nil
+	if opts.Spawner == "" {
+		opts.Spawner = SpawnerLibcontainer
+	}
+	return &Engine{root: root, spawner: opts.Spawner, templates: map[string]*fastTemplate{}}, nil
+}
+
+// Close stops the engine's fork server, if it started one. Generations
+// already created are not affected.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	s := e.server
+	e.server = nil
+	if e.null != nil {
+		e.null.Close()
+		e.null = nil
+	}
+	e.mu.Unlock()
+	if s != nil {
+		s.close()
+	}
 }
 
 // Config describes one container generation.
@@ -52,6 +113,14 @@ type Config struct {
 	// work runs only on CPU time nothing else wants, and a created process
 	// keeps that policy until Release restores the creator's.
 	Idle bool
+	// Template, when set, names the spec the generation is made from:
+	// generations with the same Template have the same spec but for
+	// Root.Path, Linux.CgroupsPath, mount sources (files of a generation's
+	// own) and namespace paths (another container's namespace, joined
+	// through a path of the moment), and the fast spawner prepares it once.
+	// A generation whose mounts or namespaces differ in more than that is
+	// left to libcontainer.
+	Template string
 }
 
 // Gen is one created container: its init process exists, set up and blocked
@@ -85,26 +154,64 @@ type Gen struct {
 	// container's memory cgroup, found once at create: asking libcontainer
 	// for its state after an exit costs up to milliseconds, on the reset path.
 	oomFile, oomKey string
+	// fast is set for a generation the fast spawner made; lc is then nil
+	// until an operation only libcontainer has (exec) adopts it.
+	fast *fastGen
+	// leftBecause says why an engine with the fast spawner left g to
+	// libcontainer.
+	leftBecause string
 }
 
 // Create creates a container and leaves its process blocked before execve.
 // On error nothing is left behind.
-func (e *Engine) Create(cfg Config) (_ *Gen, retErr error) {
+func (e *Engine) Create(cfg Config) (*Gen, error) {
+	if e.spawner != SpawnerFast {
+		return e.createLibcontainer(cfg)
+	}
+	t, err := e.template(cfg)
+	if err != nil {
+		return nil, err
+	}
+	why := ""
+	if t.fast() {
+		g, err := e.createFast(cfg, t)
+		if !errors.Is(err, errTemplateDiffers) {
+			return g, err
+		}
+		why = err.Error()
+	}
+	g, err := e.createLibcontainer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	g.leftBecause = t.reason()
+	if why != "" {
+		g.leftBecause = why
+	}
+	if t.wantsFilter() {
+		t.harvestFilter(e, g)
+	}
+	return g, nil
+}
+
+// Spawner names the spawner that made g and, when the engine's spawner is
+// the fast one and it left g to libcontainer, why.
+func (g *Gen) Spawner() (name, why string) {
+	if g.fast != nil {
+		return SpawnerFast, ""
+	}
+	return SpawnerLibcontainer, g.leftBecause
+}
+
+// createLibcontainer creates a container with libcontainer.
+func (e *Engine) createLibcontainer(cfg Config) (_ *Gen, retErr error) {
 	var restore *unix.SchedAttr
 	if cfg.Idle {
 		// Processes inherit the policy of the thread that forks them, so
 		// all of the creation, child included, runs idle.
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if old, err := unix.SchedGetAttr(0, 0); err == nil {
-			idle := *old
-			idle.Policy = unix.SCHED_IDLE
-			idle.Nice = 0
-			if unix.SchedSetAttr(0, &idle, 0) == nil {
-				restore = old
-				defer func() { _ = unix.SchedSetAttr(0, old, 0) }()
-			}
-		}
+		var done func()
+		restore, done = IdleThread()
+		defer done()
 	}
 	lcfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
 		CgroupName:       cfg.ID,
@@ -189,8 +296,34 @@ func startProc(lp *libcontainer.Process, tty, stdin bool, start func(*libcontain
 	return p, nil
 }
 
+// IdleThread locks the calling goroutine to its thread and gives the thread
+// the idle CPU scheduling policy: what it does from then on, processes it
+// starts included, runs only on CPU time nothing else wants. restore gives
+// the thread its policy back and unlocks it; old is that policy (nil when
+// the policy could not be changed).
+func IdleThread() (old *unix.SchedAttr, restore func()) {
+	runtime.LockOSThread()
+	attr, err := unix.SchedGetAttr(0, 0)
+	if err != nil {
+		return nil, runtime.UnlockOSThread
+	}
+	idle := *attr
+	idle.Policy = unix.SCHED_IDLE
+	idle.Nice = 0
+	if unix.SchedSetAttr(0, &idle, 0) != nil {
+		return nil, runtime.UnlockOSThread
+	}
+	return attr, func() {
+		_ = unix.SchedSetAttr(0, attr, 0)
+		runtime.UnlockOSThread()
+	}
+}
+
 // Release lets the blocked init process exec the container's command.
 func (g *Gen) Release() error {
+	if g.fast != nil {
+		return g.releaseFast()
+	}
 	if g.restore != nil {
 		// The thread that will exec the command is the init's main thread
 		// (tid == pid). The others end at execve, but the exec waits for
@@ -231,7 +364,11 @@ func (g *Gen) Kill() error {
 		// and freezer checks, which cost ~0.1 ms on the reset path.
 		return g.Init.Signal(unix.SIGKILL)
 	}
-	if err := g.lc.Signal(unix.SIGKILL); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
+	if g.fast != nil {
+		if err := signalAll(g.fast.cgroups, unix.SIGKILL); err != nil {
+			return fmt.Errorf("kill %s: %w", g.ID, err)
+		}
+	} else if err := g.lc.Signal(unix.SIGKILL); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
 		return fmt.Errorf("kill %s: %w", g.ID, err)
 	}
 	// The cgroup was frozen while its processes were killed: none is left
@@ -313,6 +450,15 @@ func (g *Gen) awaitExec() {
 	if g.execed.Load() {
 		return
 	}
+	if g.fast != nil {
+		select {
+		case <-g.fast.execed:
+		case <-g.Init.Done():
+		case <-time.After(time.Second):
+		}
+		g.execed.Store(true)
+		return
+	}
 	path := fmt.Sprintf("/proc/%d/comm", g.Init.Pid())
 	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Microsecond) {
 		select {
@@ -330,11 +476,19 @@ func (g *Gen) awaitExec() {
 
 // Exec starts another process in the running container.
 func (g *Gen) Exec(p *specs.Process, tty, stdin bool) (*Proc, error) {
+	lc, err := g.libcontainer()
+	if err != nil {
+		if g.initGone() {
+			// A fast generation is adopted from its live init.
+			return nil, fmt.Errorf("exec in %s: the container's process exited meanwhile: %w: %w", g.ID, err, errdefs.ErrFailedPrecondition)
+		}
+		return nil, fmt.Errorf("exec in %s: %w", g.ID, err)
+	}
 	lp, err := newProcess(p)
 	if err != nil {
 		return nil, err
 	}
-	proc, err := startProc(lp, tty, stdin, g.lc.Run)
+	proc, err := startProc(lp, tty, stdin, lc.Run)
 	if err != nil {
 		if g.initGone() {
 			// The kernel kills a process that joins a pid namespace whose
@@ -356,8 +510,11 @@ func (g *Gen) initGone() bool {
 		return true
 	default:
 	}
-	if st, err := g.lc.Status(); err != nil || st == libcontainer.Stopped {
-		return true
+	if g.lc != nil {
+		// A fast generation that libcontainer has not adopted has none.
+		if st, err := g.lc.Status(); err != nil || st == libcontainer.Stopped {
+			return true
+		}
 	}
 	return exiting(g.Init.Pid())
 }
@@ -391,6 +548,9 @@ func exiting(pid int) bool {
 // root, the same on v1 and v2; under the systemd driver, where it is its
 // scope in the pod's slice, the path systemd gives that scope.
 func (g *Gen) CgroupPath() string {
+	if g.fast != nil {
+		return g.fast.cfg.Cgroups.Path
+	}
 	cfg := g.lc.Config()
 	if cfg.Cgroups == nil {
 		return ""
@@ -450,6 +610,9 @@ func (g *Gen) Destroy() error {
 	if g.mountNS != nil {
 		g.mountNS.Close()
 		g.mountNS = nil
+	}
+	if g.fast != nil {
+		return g.destroyFast()
 	}
 	if err := g.lc.Destroy(); err != nil {
 		return fmt.Errorf("destroy %s: %w", g.ID, err)

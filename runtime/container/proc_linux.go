@@ -67,10 +67,17 @@ func (s *Stdio) CloseStdin() error {
 	return nil
 }
 
-// Proc is a process started by libcontainer: a container's init or an exec.
-// Its exit is observed by one goroutine that waits for it; Done is closed then.
+// process is what Proc needs of a started process: a libcontainer.Process,
+// or an os.Process for a fast generation's init.
+type process interface {
+	Signal(os.Signal) error
+	Wait() (*os.ProcessState, error)
+}
+
+// Proc is a container's init or an exec. Its exit is observed by one
+// goroutine that waits for it; Done is closed then.
 type Proc struct {
-	lp   *libcontainer.Process
+	lp   process
 	pid  int
 	IO   Stdio
 	done chan struct{}

@@ -10,6 +10,14 @@ import (
 // Update applies new cgroup resource limits to a created or running
 // container. Device rules are kept as they are.
 func (g *Gen) Update(res *specs.LinuxResources) error {
+	if g.fast != nil {
+		g.fast.adoptMu.Lock()
+		if !g.fast.adopted {
+			defer g.fast.adoptMu.Unlock()
+			return g.updateFast(res)
+		}
+		g.fast.adoptMu.Unlock()
+	}
 	cfg := g.lc.Config()
 	if cfg.Cgroups == nil || cfg.Cgroups.Resources == nil {
 		return fmt.Errorf("update %s: container has no cgroup", g.ID)

@@ -189,7 +189,7 @@ func New(ctx context.Context, cfg *shim.Config) (*Shim, error) {
 	if err != nil {
 		return nil, err
 	}
-	engine, err := container.NewEngine(filepath.Join(cfg.StateDir, lcDir))
+	engine, err := container.NewEngine(filepath.Join(cfg.StateDir, lcDir), container.Options{})
 	if err != nil {
 		return nil, err
 	}
