@@ -62,6 +62,9 @@ type Options struct {
 	DefaultCgroupParent string
 	// MaxPrecreate bounds node-wide concurrent pre-creations (0: CPUs).
 	MaxPrecreate int
+	// Spawner creates the pods' container generations ("libcontainer",
+	// "fast"; "" is libcontainer).
+	Spawner      string
 	ShimLogLevel string
 	// ShimLogFormat is "text" (default) or "json".
 	ShimLogFormat string

@@ -154,6 +154,7 @@ func (m *Manager) RunPod(ctx context.Context, cfg PodConfig) (string, error) {
 		PrecreateLockDir: filepath.Join(m.opts.StateDir, "precreate"),
 		LogLevel:         m.opts.ShimLogLevel,
 		LogFormat:        m.opts.ShimLogFormat,
+		Spawner:          m.opts.Spawner,
 	}, func(pid int) error { return m.host.placeShim(cg, id, pid) })
 	if err != nil {
 		return "", fmt.Errorf("start shim of pod %s: %w", id, err)

@@ -14,6 +14,7 @@ import (
 	units "github.com/docker/go-units"
 	"github.com/urfave/cli/v3"
 
+	"github.com/warmpod/warmpod/runtime/container"
 	"github.com/warmpod/warmpod/sandbox/cgroup"
 )
 
@@ -139,6 +140,9 @@ type RuntimeConfig struct {
 	MaxPrecreate int `toml:"max_precreate" json:"maxPrecreate"`
 	// CDISpecDirs are searched for CDI device specs.
 	CDISpecDirs []string `toml:"cdi_spec_dirs" json:"cdiSpecDirs"`
+	// Spawner creates container generations: "libcontainer" or "fast"
+	// (a per-pod fork server; see runtime/container).
+	Spawner string `toml:"spawner" json:"spawner"`
 }
 
 // DefaultConfigPath is read when --config is not given (and may be absent).
@@ -170,6 +174,7 @@ func defaultConfig() Config {
 			Handlers:     []string{"", "warmpod"},
 			CgroupDriver: cgroup.DriverCgroupfs,
 			CDISpecDirs:  []string{"/etc/cdi", "/var/run/cdi"},
+			Spawner:      container.SpawnerLibcontainer,
 		},
 	}
 }
@@ -223,6 +228,7 @@ var options = []option{
 		defaultText: cgroup.DefaultParent + ", or " + cgroup.DefaultSlice + " with the systemd driver"},
 	{name: "max-precreate", usage: "node-wide concurrent pre-creations (0: CPUs)", field: func(c *Config) any { return &c.Runtime.MaxPrecreate }},
 	{name: "cdi-spec-dirs", usage: "CDI spec directories (comma separated)", field: func(c *Config) any { return &c.Runtime.CDISpecDirs }},
+	{name: "spawner", usage: `how container generations are created: "libcontainer" or "fast"`, field: func(c *Config) any { return &c.Runtime.Spawner }},
 }
 
 // configFlag names the TOML file.
@@ -380,6 +386,9 @@ func finishConfig(cfg Config) (Config, error) {
 		}
 	default:
 		return cfg, fmt.Errorf("cgroup driver %q: want %q or %q", cfg.Runtime.CgroupDriver, cgroup.DriverCgroupfs, cgroup.DriverSystemd)
+	}
+	if cfg.Runtime.Spawner != container.SpawnerLibcontainer && cfg.Runtime.Spawner != container.SpawnerFast {
+		return cfg, fmt.Errorf("spawner %q: want %q or %q", cfg.Runtime.Spawner, container.SpawnerLibcontainer, container.SpawnerFast)
 	}
 	if cfg.Network.Mode != "embedded" && cfg.Network.Mode != "cni" {
 		return cfg, fmt.Errorf("network mode %q: want \"embedded\" or \"cni\"", cfg.Network.Mode)

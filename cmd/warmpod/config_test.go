@@ -136,6 +136,8 @@ func TestEveryOptionHasAFlag(t *testing.T) {
 			val = "json"
 		case "metrics-address":
 			val = "127.0.0.1:9090"
+		case "spawner":
+			val = "fast"
 		}
 		cfg, out, err := run(t, "--config", emptyFile(t), "--"+o.name, val)
 		if err != nil {
@@ -199,6 +201,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad log format", []string{"--config", emptyFile(t), "--log-format", "xml"}, `log format "xml"`},
 		{"bad metrics address", []string{"--config", emptyFile(t), "--metrics-address", "9090"}, `metrics address "9090"`},
 		{"bad cgroup driver", []string{"--config", emptyFile(t), "--cgroup-driver", "cgroupv2"}, `cgroup driver "cgroupv2"`},
+		{"bad spawner", []string{"--config", emptyFile(t), "--spawner", "crun"}, `spawner "crun"`},
 		{"path parent with systemd", []string{"--config", emptyFile(t), "--cgroup-driver", "systemd", "--cgroup-parent", "/kubepods"}, "wants a slice"},
 		{"slice parent with cgroupfs", []string{"--config", emptyFile(t), "--cgroup-parent", "kubepods.slice"}, "wants an absolute path"},
 		{"daemon flag on a command", []string{"config", "default", "--root", "/r"}, "flag provided but not defined"},

@@ -149,6 +149,7 @@ func serve(cfg Config, load func() (Config, error)) error {
 		Devices:             devs,
 		DefaultCgroupParent: cfg.Runtime.CgroupParent,
 		MaxPrecreate:        cfg.Runtime.MaxPrecreate,
+		Spawner:             cfg.Runtime.Spawner,
 		ShimLogLevel:        cfg.ShimLogLevel,
 		ShimLogFormat:       cfg.LogFormat,
 	})

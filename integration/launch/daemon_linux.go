@@ -62,6 +62,9 @@ type Config struct {
 	Bridge, Subnet, ChainPrefix string
 	// CgroupParent is the parent of the pods' cgroups.
 	CgroupParent string
+	// Spawner is the daemon's runtime.spawner ([Private] takes it from
+	// WARMPOD_SPAWNER, so every test level runs with the spawner it names).
+	Spawner string
 	// Mirrors maps a registry host to its mirror endpoints; Insecure lists
 	// registries reached over plain HTTP.
 	Mirrors  map[string][]string
@@ -124,6 +127,7 @@ func Private(bin, dir, tag string) (Config, error) {
 		Subnet:       subnet,
 		ChainPrefix:  strings.ToUpper("wp" + tag + suffix),
 		CgroupParent: "/warmpod-" + tag + "-" + suffix,
+		Spawner:      os.Getenv("WARMPOD_SPAWNER"),
 	}, nil
 }
 
@@ -144,6 +148,7 @@ type fileConfig struct {
 	} `toml:"registry"`
 	Runtime struct {
 		CgroupParent string `toml:"cgroup_parent,omitempty"`
+		Spawner      string `toml:"spawner,omitempty"`
 	} `toml:"runtime"`
 }
 
@@ -159,6 +164,7 @@ func (c *Config) writeConfig() error {
 		}
 		f.Network.Bridge, f.Network.Subnet, f.Network.ChainPrefix = c.Bridge, c.Subnet, c.ChainPrefix
 		f.Runtime.CgroupParent = c.CgroupParent
+		f.Runtime.Spawner = c.Spawner
 	}
 	var buf bytes.Buffer
 	buf.WriteString("# warmpod configuration written by integration/launch\n")
@@ -195,6 +201,7 @@ func (c *Config) args() ([]string, error) {
 		flag("--network-subnet", c.Subnet)
 		flag("--network-chain-prefix", c.ChainPrefix)
 		flag("--cgroup-parent", c.CgroupParent)
+		flag("--spawner", c.Spawner)
 	}
 	if c.ConfigPath == "" {
 		for host, eps := range c.Mirrors {

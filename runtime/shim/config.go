@@ -88,6 +88,9 @@ type Config struct {
 	LogFormat string `json:"logFormat,omitempty"`
 	// WaitPlaced makes the shim wait on PlacedFd before it starts.
 	WaitPlaced bool `json:"waitPlaced,omitempty"`
+	// Spawner creates the pod's container generations (see
+	// container.Options); "" is libcontainer.
+	Spawner string `json:"spawner,omitempty"`
 }
 
 // MaxExecSyncOutput caps what a synchronous exec keeps of each of its

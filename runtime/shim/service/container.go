@@ -289,8 +289,8 @@ func (s *Shim) genSpec(t *template, id string, rfs rootfs.Rootfs, termFile strin
 // time nothing else wants (pre-creation); a foreground one at full
 // priority. On error nothing is left behind.
 func (s *Shim) newGen(t *template, idle bool) (*gen, error) {
-	if s.newGenHook != nil {
-		s.newGenHook(t.name, idle)
+	if hook := s.newGenHook.Load(); hook != nil {
+		(*hook)(t.name, idle)
 	}
 	// Mounting the rootfs and creating the container start processes that
 	// are waited for by pid, some inside these calls.
@@ -319,13 +319,16 @@ func (s *Shim) newGen(t *template, idle bool) (*gen, error) {
 		_ = rfs.Remove()
 		return nil, err
 	}
-	c, err := s.engine.Create(container.Config{ID: id, Spec: spec, Tty: t.tty, Stdin: t.stdin, Idle: idle})
+	c, err := s.engine.Create(container.Config{ID: id, Spec: spec, Tty: t.tty, Stdin: t.stdin, Idle: idle, Template: t.key})
 	joined()
 	if err != nil {
 		_ = rfs.Remove()
 		return nil, err
 	}
 	s.reaper.ownUntil(c.Init.Pid(), c.Init.Done())
+	if spawner, why := c.Spawner(); why != "" {
+		s.log.WithField("container", t.name).Debugf("generation made by %s: the fast spawner leaves it to libcontainer: %s", spawner, why)
+	}
 	g := &gen{id: id, key: t.key, c: c, rootfs: rfs, termFile: termFile, exited: make(chan struct{})}
 	// Blocked before its execve, the process cannot have exited yet.
 	g.start, _ = procStart(c.Init.Pid())
@@ -364,8 +367,7 @@ func (s *Shim) Create(ctx context.Context, r *CreateRequest) (shim.Record, bool,
 	s.containers[r.ID] = c
 	sl := s.slotFor(r.Name)
 	c.slot = sl
-	g := s.takeNextLocked(sl)
-	stale := g != nil && g.key != t.key
+	g, stale := s.takeNextLocked(sl, t.key)
 	s.mu.Unlock()
 	// fail lets go of the reservation, and of g when there is one.
 	fail := func(err error) (shim.Record, bool, error) {
@@ -379,12 +381,13 @@ func (s *Shim) Create(ctx context.Context, r *CreateRequest) (shim.Record, bool,
 		return shim.Record{}, false, err
 	}
 
-	warm := g != nil && !stale
+	warm := g != nil
+	for _, old := range stale {
+		s.discard(old)
+	}
 	switch {
-	case stale:
+	case g == nil && len(stale) > 0:
 		log.G(ctx).WithField("container", r.ID).Debugf("the pre-created generation of %q does not fit: its process shape changed", r.Name)
-		s.discard(g)
-		g = nil
 	case g == nil:
 		log.G(ctx).WithField("container", r.ID).Debugf("no pre-created generation of %q is ready", r.Name)
 	}
@@ -759,8 +762,10 @@ func (s *Shim) Update(id string, res *specs.LinuxResources) error {
 	s.mu.Lock()
 	stale := c.slot.retemplate(c, t)
 	s.mu.Unlock()
-	if stale != nil {
-		s.discard(stale)
+	for _, g := range stale {
+		s.discard(g)
+	}
+	if len(stale) > 0 {
 		s.schedule(c.slot)
 	}
 	return nil
@@ -795,12 +800,20 @@ func (s *Shim) discard(g *gen) {
 	}()
 }
 
-// cleanupLoop destroys discarded generations, only once the pod is quiet
-// (as for pre-creation): tearing down a container's mounts stalls every CPU
-// briefly (an RCU grace period), which a reset in progress, or the kubelet's
-// burst of calls restarting the pod, would feel.
+// cleanupLoop destroys discarded generations. With a pipeline that has a
+// quiet period (libcontainer's), only once the pod is quiet, as for
+// pre-creation: tearing down a container's mounts stalls every CPU briefly
+// (an RCU grace period), which a reset in progress, or the kubelet's burst of
+// calls restarting the pod, would feel. Without one (the fast spawner's),
+// resets may come back to back for as long as the pod lives, and teardown
+// must keep up: it runs beside them at idle CPU priority.
 func (s *Shim) cleanupLoop() {
 	defer s.bg.Done()
+	if s.pipeline.quiet == 0 {
+		// Teardown runs beside resets, on CPU time nothing else wants.
+		_, restore := container.IdleThread()
+		defer restore()
+	}
 	for g := range s.cleanups {
 		s.mu.Lock()
 		s.waitQuietLocked()

@@ -301,15 +301,15 @@ func (s *Shim) retireRun(c *ctr) {
 // takeNext returns the pre-created generation of c's slot when it fits c,
 // or a freshly created one.
 func (s *Shim) takeNext(c *ctr) (*gen, bool, error) {
-	s.mu.Lock()
-	g := s.takeNextLocked(c.slot)
-	s.mu.Unlock()
 	t := c.template()
-	if g != nil && g.key == t.key {
-		return g, true, nil
+	s.mu.Lock()
+	g, stale := s.takeNextLocked(c.slot, t.key)
+	s.mu.Unlock()
+	for _, old := range stale {
+		s.discard(old)
 	}
 	if g != nil {
-		s.discard(g)
+		return g, true, nil
 	}
 	g, err := s.newGen(t, false)
 	if err != nil {

@@ -35,10 +35,13 @@ const lcDir = "lc"
 // Besides those of the gRPC server (one per call or stream), a shim runs:
 //
 //   - precreateLoop (one): pre-creates next generations when woken through
-//     wake. Stops when Shutdown closes wake; it closes precreateDone.
-//   - cleanupLoop (one, counted in bg): destroys discarded generations once
-//     the pod is quiet. Stops when Shutdown closes cleanups, which it does
-//     after precreateDone, as pre-creation discards generations too.
+//     wake, each in a worker of its own (pipeline.parallel at once). Stops
+//     when Shutdown closes wake, once its workers are done; it closes
+//     precreateDone.
+//   - cleanupLoop (one, counted in bg): destroys discarded generations (once
+//     the pod is quiet, with a pipeline that has a quiet period). Stops when
+//     Shutdown closes cleanups, which it does after precreateDone, as
+//     pre-creation discards generations too.
 //   - monitor (one per released generation): records the generation's exit
 //     and applies restart rules. Stops once the generation's init process
 //     has exited and its output drained (drainTimeout at most).
@@ -97,6 +100,9 @@ type Shim struct {
 	tokens *tokens
 	stats  *stats
 	reaper *reaper
+	// pipeline is how generations are pre-created and torn down, which
+	// depends on what they cost to make (the spawner).
+	pipeline pipeline
 
 	// resetMu serialises resets and restarts by rule: a reset asked for
 	// during another runs after it, as a reset of its own.
@@ -156,10 +162,10 @@ type Shim struct {
 	// killedHook, when set (by tests, before any reset), runs while a reset
 	// holds the AllContainersRestarting condition, after its kills.
 	killedHook func()
-	// newGenHook, when set (by tests, before any container operation),
-	// runs at the start of the creation of every generation of container
-	// name.
-	newGenHook func(name string, idle bool)
+	// newGenHook, when set (by tests), runs at the start of the creation
+	// of every generation of container name. Atomic: pre-creation may run
+	// while a test sets it.
+	newGenHook atomic.Pointer[func(name string, idle bool)]
 
 	// wake asks precreateLoop to look for slots wanting a next generation;
 	// Shutdown closes it.
@@ -189,12 +195,13 @@ func New(ctx context.Context, cfg *shim.Config) (*Shim, error) {
 	if err != nil {
 		return nil, err
 	}
-	engine, err := container.NewEngine(filepath.Join(cfg.StateDir, lcDir), container.Options{})
+	engine, err := container.NewEngine(filepath.Join(cfg.StateDir, lcDir), container.Options{Spawner: cfg.Spawner})
 	if err != nil {
 		return nil, err
 	}
 	s := &Shim{
 		cfg:           cfg,
+		pipeline:      pipelineFor(cfg.Spawner),
 		records:       records,
 		engine:        engine,
 		events:        broadcast.New[shim.Event](eventBuffer),
@@ -324,9 +331,7 @@ func (s *Shim) Shutdown(ctx context.Context) error {
 	}
 	var gens []*gen
 	for _, sl := range s.slots {
-		if g := sl.dropNext(); g != nil {
-			gens = append(gens, g)
-		}
+		gens = append(gens, sl.dropNext()...)
 	}
 	cs := make([]*ctr, 0, len(s.containers))
 	for _, c := range s.containers {
@@ -361,6 +366,8 @@ func (s *Shim) Shutdown(ctx context.Context) error {
 	if s.pause != nil {
 		s.pause.Stop()
 	}
+	// The fork server, a child of the shim, ends before the reaper stops.
+	s.engine.Close()
 	s.reaper.stop()
 	s.events.Close()
 	s.records.close()

@@ -6,8 +6,10 @@ import "github.com/warmpod/warmpod/runtime/shim"
 // under that name and every generation of them: the template of its latest
 // container, that container, and the pre-created next generation.
 //
-// The next generation of a slot is in one of three states, and changes only
-// through the methods below:
+// The slot keeps up to depth next generations ready (Shim.pipeline: one with
+// libcontainer, more with the fast spawner, so that resets coming faster than
+// a generation is made still find one). Each next generation is in one of
+// three states, and changes only through the methods below:
 //
 //	           startPreparing                 finishPreparing (kept)
 //	┌──────┐ ─────────────────▶ ┌───────────┐ ─────────────────────▶ ┌───────┐
@@ -22,9 +24,9 @@ import "github.com/warmpod/warmpod/runtime/shim"
 // Beside the state, "wanted" is a standing request for a next generation:
 // want sets it (a start, a reset, a restart by rule, an update), and
 // startPreparing clears it, as does adopt: a new container of the name
-// wants its next generation once it is started. A create or a restart that
-// finds the slot preparing waits for the generation in the making (tens of
-// milliseconds) rather than making another beside it.
+// wants its next generation once it is started. With libcontainer, a create or
+// a restart that finds the slot preparing waits for the generation in the
+// making (tens of milliseconds) rather than making another beside it.
 //
 // Preconditions for every field and method: Shim.mu held.
 type slot struct {
@@ -36,10 +38,12 @@ type slot struct {
 	// removed (the slot keeps its template and next generation: the kubelet
 	// removes a container right before it creates its successor).
 	latest *ctr
-	// next is the pre-created next generation (state ready).
-	next *gen
-	// preparing is the state preparing: precreateLoop is making next.
-	preparing bool
+	// next holds the pre-created next generations (state ready), oldest
+	// first.
+	next []*gen
+	// preparing counts the generations in state preparing: precreateLoop
+	// is making them.
+	preparing int
 	// wanted asks for a next generation.
 	wanted bool
 	// init is set once the slot is known to be an init container: its
@@ -67,16 +71,20 @@ func (sl *slot) forget(c *ctr) {
 func (sl *slot) want() { sl.wanted = true }
 
 // needsPreparing tells whether precreateLoop should make a next generation
-// now.
-func (sl *slot) needsPreparing() bool {
-	return sl.wanted && sl.next == nil && sl.tmpl != nil && !sl.tmpl.ephemeral() && !sl.preparing
+// now, keeping depth of them ready. An ephemeral container's slot never
+// gets one.
+func (sl *slot) needsPreparing(depth int) bool {
+	return sl.wanted && len(sl.next)+sl.preparing < depth && sl.tmpl != nil && !sl.tmpl.ephemeral()
 }
 
-// startPreparing moves the slot from none to preparing and returns the
-// template to make the next generation from.
-func (sl *slot) startPreparing() *template {
-	sl.wanted = false
-	sl.preparing = true
+// startPreparing moves one next generation from none to preparing and
+// returns the template to make it from. The slot stays wanted until depth
+// generations are ready or in the making.
+func (sl *slot) startPreparing(depth int) *template {
+	sl.preparing++
+	if len(sl.next)+sl.preparing >= depth {
+		sl.wanted = false
+	}
 	return sl.tmpl
 }
 
@@ -84,32 +92,46 @@ func (sl *slot) startPreparing() *template {
 // The slot keeps g, and finishPreparing returns true, unless t is no longer
 // the slot's template or the shim is closing (closed); the caller then
 // discards g.
-func (sl *slot) finishPreparing(g *gen, t *template, closed bool) bool {
-	sl.preparing = false
-	if g == nil || closed || sl.tmpl != t || sl.next != nil {
+func (sl *slot) finishPreparing(g *gen, t *template, closed bool, depth int) bool {
+	sl.preparing--
+	if g == nil || closed || sl.tmpl != t || len(sl.next) >= depth {
 		return false
 	}
-	sl.next = g
+	sl.next = append(sl.next, g)
 	return true
 }
 
-// takeNext moves the slot from ready to none and returns the generation it
-// held (nil in state none). It must not be called while preparing: see
-// Shim.takeNextLocked.
-func (sl *slot) takeNext() *gen {
-	g := sl.next
-	sl.next = nil
-	return g
+// takeNext moves the oldest ready generation made with key to none and
+// returns it (nil when none is ready), with the ready generations made with
+// another key, which are of no use any more: the caller discards them.
+func (sl *slot) takeNext(key string) (g *gen, stale []*gen) {
+	var keep []*gen
+	for _, n := range sl.next {
+		switch {
+		case n.key != key:
+			stale = append(stale, n)
+		case g == nil:
+			g = n
+		default:
+			keep = append(keep, n)
+		}
+	}
+	sl.next = keep
+	return g, stale
 }
 
-// dropNext is takeNext for a generation that is of no use any more: the
-// caller discards it.
-func (sl *slot) dropNext() *gen { return sl.takeNext() }
+// dropNext takes every ready generation: they are of no use any more, and
+// the caller discards them.
+func (sl *slot) dropNext() []*gen {
+	gs := sl.next
+	sl.next = nil
+	return gs
+}
 
 // retemplate gives c's later generations template t, when c is the slot's
-// latest container, and returns the next generation made with the old one
-// (nil if none), for the caller to discard.
-func (sl *slot) retemplate(c *ctr, t *template) *gen {
+// latest container, and returns the next generations made with the old one,
+// for the caller to discard.
+func (sl *slot) retemplate(c *ctr, t *template) []*gen {
 	if sl.latest != c {
 		return nil
 	}
@@ -119,7 +141,7 @@ func (sl *slot) retemplate(c *ctr, t *template) *gen {
 
 // warmFor tells whether c is the slot's latest container and a next
 // generation is ready for it.
-func (sl *slot) warmFor(c *ctr) bool { return sl.latest == c && sl.next != nil }
+func (sl *slot) warmFor(c *ctr) bool { return sl.latest == c && len(sl.next) > 0 }
 
 // classify decides, once, whether the slot ran as an init container: it did
 // when its container had completed successfully by the time a later slot
@@ -141,15 +163,18 @@ func (sl *slot) classify() {
 // markInit records that the pod's config names the slot an init container.
 func (sl *slot) markInit() { sl.init, sl.classified = true, true }
 
-// takeNextLocked takes sl's next generation (nil if none), waiting first
-// for one in preparation: it finishes in tens of milliseconds, which is
-// cheaper than creating another beside it.
+// takeNextLocked takes sl's oldest next generation made with key (nil if
+// none), and the ready ones made with another key (see slot.takeNext). With
+// libcontainer it waits first for one in preparation: it finishes in tens of
+// milliseconds, which is cheaper than creating another beside it. The fast
+// spawner's generations are cheap, and the one in the making is kept for the
+// reset after.
 // Preconditions: s.mu held (released while waiting).
-func (s *Shim) takeNextLocked(sl *slot) *gen {
-	for sl.preparing {
+func (s *Shim) takeNextLocked(sl *slot, key string) (*gen, []*gen) {
+	for s.pipeline.waitPreparing && sl.preparing > 0 && len(sl.next) == 0 {
 		s.idle.Wait()
 	}
-	return sl.takeNext()
+	return sl.takeNext(key)
 }
 
 // isInit tells whether sl runs as an init container.

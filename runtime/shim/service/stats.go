@@ -124,7 +124,7 @@ func (s *Shim) Stats() *shimv1.StatsResponse {
 	resp := s.stats.proto()
 	s.mu.Lock()
 	for _, sl := range s.order {
-		if sl.next == nil && (sl.wanted || sl.preparing) {
+		if len(sl.next) == 0 && (sl.wanted || sl.preparing > 0) {
 			resp.PrecreateBacklog++
 		}
 	}
