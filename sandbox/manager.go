@@ -18,6 +18,7 @@ import (
 
 	"github.com/warmpod/warmpod/runtime/broadcast"
 	"github.com/warmpod/warmpod/runtime/image"
+	"github.com/warmpod/warmpod/sandbox/cgroup"
 	"github.com/warmpod/warmpod/sandbox/network"
 )
 
@@ -122,6 +123,13 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	m, err := newManager(ctx, opts, clientLauncher{binary: opts.ShimBinary}, hostPod{})
 	if err != nil {
 		return nil, err
+	}
+	// Every container start moves its first process into its cgroup; see
+	// cgroup.FavorDynMods for why this node-wide option makes that cheap.
+	if on, err := cgroup.FavorDynMods(); err != nil {
+		m.log.WithError(err).Warn("cgroup placement stays slow after idle periods")
+	} else if on {
+		m.log.Info("turned the cgroup2 mount option favordynmods on (cheap cgroup placement of new containers)")
 	}
 	if err := m.recover(ctx); err != nil {
 		return nil, err

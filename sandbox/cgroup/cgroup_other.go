@@ -36,3 +36,6 @@ func PlaceShim(podCgroup, podID string, pid int) (string, error) { return "", er
 
 // Kill needs Linux cgroups.
 func Kill(path string) error { return errNoCgroups }
+
+// FavorDynMods does nothing off Linux.
+func FavorDynMods() (bool, error) { return false, nil }
