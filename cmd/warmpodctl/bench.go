@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -21,7 +22,32 @@ const (
 	scenarioKubelet  = "kubelet-sequence"
 	scenarioNative   = "native"
 	scenarioRecreate = "recreate"
+	// The same resets, each right after the one before (no settle time):
+	// the pod never gets to pre-create at leisure, as in a task pool
+	// whose workers take the next task at once.
+	scenarioKubeletB2B = "kubelet-sequence-back-to-back"
+	scenarioNativeB2B  = "native-back-to-back"
+	// scenarioCold is CreateContainer and StartContainer of a container
+	// no pre-created generation can be: a new name and command each time.
+	scenarioCold = "cold"
 )
+
+// allScenarios are the scenarios in report order, and the default ones.
+var allScenarios = []string{scenarioKubelet, scenarioNative, scenarioKubeletB2B, scenarioNativeB2B, scenarioCold, scenarioRecreate}
+
+// baseScenario is the reset a scenario measures.
+func baseScenario(sc string) string {
+	switch sc {
+	case scenarioKubeletB2B:
+		return scenarioKubelet
+	case scenarioNativeB2B:
+		return scenarioNative
+	}
+	return sc
+}
+
+// backToBack tells whether sc runs its resets without settle time.
+func backToBack(sc string) bool { return sc == scenarioKubeletB2B || sc == scenarioNativeB2B }
 
 type benchOptions struct {
 	endpoint   string
@@ -122,7 +148,7 @@ func benchResetCommand() *cli.Command {
 			&cli.IntFlag{Name: "n", Usage: "measured resets per scenario", Value: 50},
 			&cli.IntFlag{Name: "warmup", Usage: "unmeasured resets before measuring", Value: 3},
 			&cli.StringFlag{Name: "scenarios", Usage: "comma-separated scenarios (default: all the endpoint supports): " +
-				strings.Join([]string{scenarioKubelet, scenarioNative, scenarioRecreate}, ", ")},
+				strings.Join(allScenarios, ", ")},
 			&cli.StringFlag{Name: "shape", Usage: "pod shape: ROLE=COMMAND;... with roles init, sidecar, main", Value: defaultShape},
 			&cli.IntFlag{Name: "sustained-pods", Usage: "sustained mode: this many pods reset in a loop (0: off)"},
 			&cli.DurationFlag{Name: "sustained-duration", Usage: "sustained mode: how long", Value: 10 * time.Second},
@@ -132,7 +158,7 @@ func benchResetCommand() *cli.Command {
 			&cli.StringFlag{Name: "log-dir", Usage: "pod log directory (default: a temp dir)"},
 			&cli.BoolFlag{Name: "keep", Usage: "leave the benchmark pods in place"},
 			&cli.BoolFlag{Name: "events", Usage: "detect container exits through GetContainerEvents when the runtime streams them, else poll (--events=false: always poll)", Value: true},
-			&cli.DurationFlag{Name: "settle", Usage: "pause between measured resets, so each starts from a warm pod", Value: 200 * time.Millisecond},
+			&cli.DurationFlag{Name: "settle", Usage: "pause between measured resets, so each starts from a warm pod (the back-to-back scenarios have none)", Value: 200 * time.Millisecond},
 			&cli.BoolFlag{Name: "progress", Usage: "show progress on stderr (--progress=false: do not)", Value: true},
 		},
 		Action: benchReset,
@@ -177,6 +203,11 @@ func benchReset(ctx context.Context, cmd *cli.Command) error {
 	}
 	if s := cmd.String("scenarios"); s != "" {
 		o.scenarios = strings.Split(s, ",")
+		for _, sc := range o.scenarios {
+			if !slices.Contains(allScenarios, sc) {
+				return usageError{fmt.Errorf("unknown scenario %q (want one of %s)", sc, strings.Join(allScenarios, ", "))}
+			}
+		}
 	}
 	if o.iterations < 1 {
 		return usageError{fmt.Errorf("-n must be at least 1")}
@@ -239,6 +270,17 @@ type stats struct {
 	P99   float64 `json:"p99_ms"`
 	Max   float64 `json:"max_ms"`
 	Error string  `json:"error,omitempty"`
+	// WarmHitRatio is the share of restarted containers that got a
+	// pre-created generation (warmpod only).
+	WarmHitRatio *float64 `json:"warm_hit_ratio,omitempty"`
+	// CPUPerReset is the CPU time, in ms per measured reset, of the pod's
+	// shim and every process it started (fork server, containers, their
+	// set-up); PodCPUPerReset the part spent in the pod's cgroup; and
+	// MachineCPUPerReset all the node's, noise included (warmpod on this
+	// node only).
+	CPUPerReset        *float64 `json:"cpu_ms_per_reset,omitempty"`
+	PodCPUPerReset     *float64 `json:"pod_cgroup_cpu_ms_per_reset,omitempty"`
+	MachineCPUPerReset *float64 `json:"machine_cpu_ms_per_reset,omitempty"`
 }
 
 type sustained struct {
@@ -250,6 +292,26 @@ type sustained struct {
 	ResetsPerSec float64 `json:"resets_per_s"`
 	Latency      stats   `json:"latency"`
 	Errors       int     `json:"errors"`
+}
+
+// extras are what a scenario measures beside latencies.
+type extras struct {
+	warm, restarted int
+	cpu             *cpuSample
+}
+
+func (e *extras) apply(s *stats, n int) {
+	if e.restarted > 0 {
+		r := float64(e.warm) / float64(e.restarted)
+		s.WarmHitRatio = &r
+	}
+	if c := e.cpu; c != nil && n > 0 {
+		per := func(d time.Duration) *float64 { v := ms(d) / float64(n); return &v }
+		s.CPUPerReset, s.MachineCPUPerReset = per(c.tree), per(c.machine)
+		if c.pod > 0 {
+			s.PodCPUPerReset = per(c.pod)
+		}
+	}
 }
 
 type memory struct {
@@ -285,17 +347,18 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 func (r *report) print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(w, "endpoint %s (%s), shape %s, exit detection: %s\n", r.Endpoint, r.Runtime, r.Shape, r.ExitWatch)
-	fmt.Fprintln(tw, "scenario\tn\tmin ms\tp50 ms\tp90 ms\tp99 ms\tmax ms\t")
-	for _, name := range []string{scenarioKubelet, scenarioNative, scenarioRecreate} {
+	fmt.Fprintln(tw, "scenario\tn\tmin ms\tp50 ms\tp90 ms\tp99 ms\tmax ms\twarm\tcpu ms\t")
+	for _, name := range allScenarios {
 		s, ok := r.Scenarios[name]
 		if !ok {
 			continue
 		}
 		if s.Error != "" {
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t(%s)\n", name, s.Error)
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\t(%s)\n", name, s.Error)
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t\n", name, s.N, s.Min, s.P50, s.P90, s.P99, s.Max)
+		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t\n", name, s.N, s.Min, s.P50, s.P90, s.P99, s.Max,
+			optional(s.WarmHitRatio, "%.0f%%", 100), optional(s.CPUPerReset, "%.1f", 1))
 	}
 	if s := r.NativeInShim; s != nil {
 		fmt.Fprintf(tw, "(native, in shim)\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t\n", s.N, s.Min, s.P50, s.P90, s.P99, s.Max)
@@ -306,20 +369,24 @@ func (r *report) print(w io.Writer) {
 			m.Processes, float64(m.RSSKiB)/1024, float64(m.PSSKiB)/1024)
 	}
 	if s := r.Sustained; s != nil {
-		fmt.Fprintf(w, "sustained %s: %d pods for %.1fs: %d resets, %.1f resets/s, %d errors; latency p50 %.2f ms p99 %.2f ms max %.2f ms\n",
-			s.Scenario, s.Pods, s.DurationS, s.Resets, s.ResetsPerSec, s.Errors, s.Latency.P50, s.Latency.P99, s.Latency.Max)
+		fmt.Fprintf(w, "sustained %s: %d pods for %.1fs: %d resets, %.1f resets/s, %d errors; latency p50 %.2f ms p99 %.2f ms max %.2f ms; warm %s, CPU %s ms per reset\n",
+			s.Scenario, s.Pods, s.DurationS, s.Resets, s.ResetsPerSec, s.Errors, s.Latency.P50, s.Latency.P99, s.Latency.Max,
+			optional(s.Latency.WarmHitRatio, "%.0f%%", 100), optional(s.Latency.CPUPerReset, "%.1f", 1))
 	}
+	fmt.Fprintln(w, "warm: share of restarted containers that got a pre-created generation; cpu: the pod's shim and all it started, per reset")
 	if r.Compare != nil {
 		fmt.Fprintln(w)
 		r.Compare.print(w)
 		fmt.Fprintln(w)
-		for _, name := range []string{scenarioKubelet, scenarioNative, scenarioRecreate} {
+		for _, name := range allScenarios {
 			if v, ok := r.Ratios[name]; ok {
 				fmt.Fprintf(w, "%s: %s p50 is %.1fx %s's\n", name, r.Compare.Runtime, v, r.Runtime)
 			}
 		}
-		if v, ok := r.Ratios["native-vs-"+scenarioKubelet]; ok {
-			fmt.Fprintf(w, "in-place reset: %s's kubelet-sequence p50 is %.1fx %s's native reset\n", r.Compare.Runtime, v, r.Runtime)
+		for _, pair := range [][2]string{{scenarioNative, scenarioKubelet}, {scenarioNativeB2B, scenarioKubeletB2B}} {
+			if v, ok := r.Ratios[pair[0]+"-vs-"+pair[1]]; ok {
+				fmt.Fprintf(w, "in-place reset: %s's %s p50 is %.1fx %s's %s\n", r.Compare.Runtime, pair[1], v, r.Runtime, pair[0])
+			}
 		}
 	}
 }
@@ -354,7 +421,7 @@ func runBench(ctx context.Context, o *benchOptions) (*report, error) {
 	}()
 	scenarios := o.scenarios
 	if len(scenarios) == 0 {
-		scenarios = []string{scenarioKubelet, scenarioNative, scenarioRecreate}
+		scenarios = allScenarios
 	}
 	reports := make([]*report, len(targets))
 	for i, t := range targets {
@@ -371,8 +438,9 @@ func runBench(ctx context.Context, o *benchOptions) (*report, error) {
 		inShim := make([][]time.Duration, len(targets))
 		pods := make([]*benchPod, len(targets))
 		failed := make([]error, len(targets))
+		ex := make([]extras, len(targets))
 		for i, t := range targets {
-			if sc == scenarioNative && !t.native() {
+			if baseScenario(sc) == scenarioNative && !t.native() {
 				failed[i] = errors.New("not supported by this runtime")
 				continue
 			}
@@ -384,26 +452,76 @@ func runBench(ctx context.Context, o *benchOptions) (*report, error) {
 			pods[i] = p
 		}
 		o.progress.phase(fmt.Sprintf("%s: resets", sc), (o.warmup+o.iterations)*len(targets))
-		for it := 0; it < o.warmup+o.iterations && !o.stopped(); it++ {
-			for i, p := range pods {
-				o.progress.step()
-				if p == nil || failed[i] != nil {
-					continue
+		// step runs one reset of pod i, counting it when measured.
+		step := func(i int, measured bool) {
+			o.progress.step()
+			p := pods[i]
+			if p == nil || failed[i] != nil {
+				return
+			}
+			d, err := p.reset(ctx, sc)
+			if err != nil {
+				failed[i] = err
+				return
+			}
+			if measured {
+				samples[i] = append(samples[i], d)
+				if baseScenario(sc) == scenarioNative {
+					inShim[i] = append(inShim[i], p.shimTime)
 				}
-				if o.settle > 0 {
-					time.Sleep(o.settle)
+				ex[i].warm += p.warm
+				ex[i].restarted += p.restarted
+			}
+		}
+		// CPU is counted from the first measured reset to the last; on
+		// the recreate scenario the pod, and its shim, change each time.
+		cpuFrom := make([]*cpuSample, len(targets))
+		startCPU := func(i int) {
+			if pods[i] != nil && baseScenario(sc) != scenarioRecreate {
+				cpuFrom[i] = pods[i].cpu(ctx)
+			}
+		}
+		endCPU := func(i int) {
+			if cpuFrom[i] == nil || failed[i] != nil {
+				return
+			}
+			if now := pods[i].cpu(ctx); now != nil {
+				d := now.sub(*cpuFrom[i])
+				if len(targets) > 1 {
+					d.machine = 0 // both runtimes ran meanwhile
 				}
-				d, err := p.reset(ctx, sc)
-				if err != nil {
-					failed[i] = err
-					continue
+				ex[i].cpu = &d
+			}
+		}
+		if backToBack(sc) {
+			// One runtime after the other: interleaved, each would rest
+			// while the other resets.
+			for i := range targets {
+				for it := 0; it < o.warmup && !o.stopped(); it++ {
+					step(i, false)
 				}
-				if it >= o.warmup {
-					samples[i] = append(samples[i], d)
-					if sc == scenarioNative {
-						inShim[i] = append(inShim[i], p.shimTime)
+				startCPU(i)
+				for it := 0; it < o.iterations && !o.stopped(); it++ {
+					step(i, true)
+				}
+				endCPU(i)
+			}
+		} else {
+			for it := 0; it < o.warmup+o.iterations && !o.stopped(); it++ {
+				if it == o.warmup {
+					for i := range targets {
+						startCPU(i)
 					}
 				}
+				for i := range targets {
+					if o.settle > 0 && pods[i] != nil && failed[i] == nil {
+						time.Sleep(o.settle)
+					}
+					step(i, it >= o.warmup)
+				}
+			}
+			for i := range targets {
+				endCPU(i)
 			}
 		}
 		for i, t := range targets {
@@ -413,14 +531,15 @@ func runBench(ctx context.Context, o *benchOptions) (*report, error) {
 			if pods[i] != nil && !o.keep {
 				pods[i].destroy(ctx)
 			}
-			if len(inShim[i]) > 0 {
+			if len(inShim[i]) > 0 && sc == scenarioNative {
 				s := summarize(inShim[i])
 				reports[i].NativeInShim = &s
 			}
 			st := summarize(samples[i])
+			ex[i].apply(&st, len(samples[i]))
 			if failed[i] != nil {
 				st.Error = failed[i].Error()
-				if (sc != scenarioNative || t.native()) && firstErr == nil {
+				if (baseScenario(sc) != scenarioNative || t.native()) && firstErr == nil {
 					firstErr = fmt.Errorf("%s on %s: %w", sc, t.endpoint, failed[i])
 				}
 			}
@@ -447,13 +566,23 @@ func runBench(ctx context.Context, o *benchOptions) (*report, error) {
 		}
 		// The native reset is warmpod's answer to the other runtime's
 		// kubelet-driven reset: compare those too.
-		if s, ok := rep.Scenarios[scenarioNative]; ok && s.Error == "" && s.P50 > 0 {
-			if c, ok := reports[1].Scenarios[scenarioKubelet]; ok && c.Error == "" {
-				rep.Ratios["native-vs-"+scenarioKubelet] = c.P50 / s.P50
+		for _, pair := range [][2]string{{scenarioNative, scenarioKubelet}, {scenarioNativeB2B, scenarioKubeletB2B}} {
+			if s, ok := rep.Scenarios[pair[0]]; ok && s.Error == "" && s.P50 > 0 {
+				if c, ok := reports[1].Scenarios[pair[1]]; ok && c.Error == "" {
+					rep.Ratios[pair[0]+"-vs-"+pair[1]] = c.P50 / s.P50
+				}
 			}
 		}
 	}
 	return rep, firstErr
+}
+
+// optional formats *v scaled, or "-" when v is nil.
+func optional(v *float64, format string, scale float64) string {
+	if v == nil {
+		return "-"
+	}
+	return fmt.Sprintf(format, *v*scale)
 }
 
 func plural(n int) string {
@@ -502,10 +631,15 @@ func (t *target) sustained(ctx context.Context, o *benchOptions) (*sustained, er
 		return nil, errInterrupted
 	}
 	o.progress.phase(fmt.Sprintf("sustained: resets of %d pods for %s", o.pods, o.duration), 0)
+	cpuFrom := make([]*cpuSample, len(pods))
+	for i, p := range pods {
+		cpuFrom[i] = p.cpu(ctx)
+	}
 	var (
 		mu     sync.Mutex
 		lat    []time.Duration
 		errs   int
+		ex     extras
 		wg     sync.WaitGroup
 		start  = time.Now()
 		finish = start.Add(o.duration)
@@ -549,6 +683,8 @@ func (t *target) sustained(ctx context.Context, o *benchOptions) (*sustained, er
 					errs++
 				} else {
 					lat = append(lat, d)
+					ex.warm += p.warm
+					ex.restarted += p.restarted
 				}
 				mu.Unlock()
 				o.progress.step()
@@ -560,6 +696,25 @@ func (t *target) sustained(ctx context.Context, o *benchOptions) (*sustained, er
 		return nil, errInterrupted
 	}
 	elapsed := time.Since(start)
+	var total cpuSample
+	for i, p := range pods {
+		now := p.cpu(ctx)
+		if now == nil || cpuFrom[i] == nil {
+			total.tree = -1
+			break
+		}
+		d := now.sub(*cpuFrom[i])
+		total.tree += d.tree
+		total.pod += d.pod
+		if i == 0 {
+			total.machine = d.machine
+		}
+	}
+	if total.tree >= 0 {
+		ex.cpu = &total
+	}
+	latency := summarize(lat)
+	ex.apply(&latency, len(lat))
 	return &sustained{
 		Pods:         o.pods,
 		TargetRate:   o.rate,
@@ -567,7 +722,7 @@ func (t *target) sustained(ctx context.Context, o *benchOptions) (*sustained, er
 		DurationS:    elapsed.Seconds(),
 		Resets:       len(lat),
 		ResetsPerSec: float64(len(lat)) / elapsed.Seconds(),
-		Latency:      summarize(lat),
+		Latency:      latency,
 		Errors:       errs,
 	}, nil
 }

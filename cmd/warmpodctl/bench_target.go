@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -202,6 +203,11 @@ type benchPod struct {
 	attempt uint32
 	// shimTime is the last native reset's duration as the shim measured it.
 	shimTime time.Duration
+	// warm and restarted count, for the last reset, the containers that got
+	// a pre-created generation and all restarted ones (warmpod only).
+	warm, restarted int
+	// colds counts the cold scenario's containers.
+	colds int
 }
 
 func randomSuffix() string {
@@ -282,9 +288,13 @@ func (p *benchPod) startAll(ctx context.Context) error {
 // reset performs one reset of scenario sc and returns how long it took,
 // from the first call to the last main container running.
 func (p *benchPod) reset(ctx context.Context, sc string) (time.Duration, error) {
+	p.warm, p.restarted = 0, 0
+	if sc == scenarioCold {
+		return p.coldStart(ctx)
+	}
 	start := time.Now()
 	var err error
-	switch sc {
+	switch baseScenario(sc) {
 	case scenarioKubelet:
 		err = p.kubeletReset(ctx)
 	case scenarioNative:
@@ -292,13 +302,76 @@ func (p *benchPod) reset(ctx context.Context, sc string) (time.Duration, error) 
 		resp, err = p.t.wp.ResetPod(ctx, &warmpodv1.ResetPodRequest{PodSandboxId: p.id})
 		if err == nil {
 			p.shimTime = time.Duration(resp.DurationNs)
+			p.countWarm(resp.Containers, nil)
 		}
 	case scenarioRecreate:
 		err = p.recreate(ctx)
 	default:
 		err = fmt.Errorf("unknown scenario %q", sc)
 	}
-	return time.Since(start), err
+	d := time.Since(start)
+	if err == nil && baseScenario(sc) == scenarioKubelet {
+		p.countWarmNow(ctx, p.ctrs)
+	}
+	return d, err
+}
+
+// countWarm counts, among cs (those with ids in only, when given), the
+// containers whose running generation was pre-created.
+func (p *benchPod) countWarm(cs []*warmpodv1.ContainerStatus, only []string) {
+	for _, c := range cs {
+		if only != nil && !slices.Contains(only, c.Id) {
+			continue
+		}
+		p.restarted++
+		if c.FromWarm {
+			p.warm++
+		}
+	}
+}
+
+// countWarmNow asks warmpod which of containers ids got a pre-created
+// generation (outside the measured time).
+func (p *benchPod) countWarmNow(ctx context.Context, ids []string) {
+	if p.t.wp == nil {
+		return
+	}
+	st, err := p.t.wp.PodStatus(ctx, &warmpodv1.PodStatusRequest{PodSandboxId: p.id})
+	if err == nil {
+		p.countWarm(st.Containers, ids)
+	}
+}
+
+// coldStart measures CreateContainer and StartContainer of a container that
+// no pre-created generation can serve: its name and command are new. It
+// stops and removes the container afterwards, outside the measured time.
+func (p *benchPod) coldStart(ctx context.Context) (time.Duration, error) {
+	p.colds++
+	name := fmt.Sprintf("cold%d", p.colds)
+	cc := &runtime.ContainerConfig{
+		Metadata: &runtime.ContainerMetadata{Name: name},
+		Image:    &runtime.ImageSpec{Image: p.t.o.image},
+		Command:  []string{"sleep", strconv.Itoa(100000 + p.colds)},
+		LogPath:  name + ".log",
+		Linux:    &runtime.LinuxContainerConfig{},
+	}
+	start := time.Now()
+	resp, err := p.t.rt.CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: p.id, Config: cc, SandboxConfig: p.cfg})
+	if err != nil {
+		return 0, fmt.Errorf("create %s: %w", name, err)
+	}
+	if _, err := p.t.rt.StartContainer(ctx, &runtime.StartContainerRequest{ContainerId: resp.ContainerId}); err != nil {
+		return 0, fmt.Errorf("start %s: %w", name, err)
+	}
+	d := time.Since(start)
+	p.countWarmNow(ctx, []string{resp.ContainerId})
+	if _, err := p.t.rt.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: resp.ContainerId}); err != nil {
+		return d, fmt.Errorf("stop %s: %w", name, err)
+	}
+	if _, err := p.t.rt.RemoveContainer(ctx, &runtime.RemoveContainerRequest{ContainerId: resp.ContainerId}); err != nil {
+		return d, fmt.Errorf("remove %s: %w", name, err)
+	}
+	return d, nil
 }
 
 // kubeletReset is the CRI call sequence of the kubelet's in-place
@@ -387,8 +460,9 @@ func (t *target) removeRunPods(ctx context.Context) {
 }
 
 // memory measures the pod's warmpod processes once its next generations
-// are ready: the shim, the pause process, and the pre-created container
-// processes still blocked before execve. Only on the same node.
+// are ready: the shim, the pause process, the fork server, and the
+// pre-created container processes still blocked before execve. Only on the
+// same node.
 func (p *benchPod) memory(ctx context.Context) *memory {
 	var shimPid int
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
@@ -410,7 +484,10 @@ func (p *benchPod) memory(ctx context.Context) *memory {
 	}
 	pids := []int{shimPid}
 	for _, child := range children(shimPid) {
-		if cmd := cmdline(child); strings.HasSuffix(cmd, " init") || strings.HasSuffix(cmd, " pause") {
+		// libcontainer's blocked inits, the pause process, and the fork
+		// server of the fast spawner with the inits it forked (which keep
+		// its command line).
+		if cmd := cmdline(child); strings.HasSuffix(cmd, " init") || strings.HasSuffix(cmd, " pause") || strings.HasSuffix(cmd, " spawner") {
 			pids = append(pids, child)
 		}
 	}

@@ -199,6 +199,7 @@ func TestUsageErrors(t *testing.T) {
 		{"version", "--timeout", "soon"},
 		{"bench", "reset", "-n", "0"},
 		{"bench", "reset", "--shape", "main"},
+		{"bench", "reset", "--scenarios", "native,warm"},
 	} {
 		_, _, err := runCtl(t, args...)
 		var ue usageError

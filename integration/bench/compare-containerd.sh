@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Measures pod resets on warmpod and on Debian's containerd + runc in the same
-# run: `warmpodctl bench reset --compare`, iterations interleaved, one gRPC
-# connection per runtime. Both runtimes get private state dirs, sockets,
-# bridges and subnets, and pull the same busybox image from a registry on
-# 127.0.0.1 started here; nothing of the host's own configuration is used.
+# run: `warmpodctl bench reset --compare`, iterations interleaved (the
+# back-to-back scenarios one runtime after the other), one gRPC connection per
+# runtime. Both runtimes get private state dirs, sockets, bridges and subnets,
+# and pull the same busybox image from a registry on 127.0.0.1 started here;
+# nothing of the host's own configuration is used. WARMPOD_SPAWNER picks
+# warmpod's spawner (libcontainer, fast).
 #
 #   integration/bench/compare-containerd.sh [warmpodctl bench reset flags...]
 #
@@ -89,7 +91,8 @@ pids+=($!)
 "$bin/warmpod" --config /dev/null --root "$work/warmpod/root" --state "$work/warmpod/state" \
   --socket "$work/warmpod.sock" --network-bridge wpcmp0 --network-subnet 10.78.0.0/16 \
   --network-chain-prefix WPCMP --cgroup-parent /warmpod-compare \
-  --registry-mirror "docker.io=http://127.0.0.1:$port" >"$work/warmpod.log" 2>&1 &
+  --registry-mirror "docker.io=http://127.0.0.1:$port" ${WARMPOD_SPAWNER:+--spawner "$WARMPOD_SPAWNER"} \
+  >"$work/warmpod.log" 2>&1 &
 pids+=($!)
 
 for s in "$work/warmpod.sock" "$work/containerd.sock"; do
