@@ -37,7 +37,7 @@ func TestSystemdUnit(t *testing.T) {
 	begin(t)
 	// The systemd cgroup driver, the one for a node whose init is systemd
 	// (the README says why cgroupfs is not, on cgroup v1).
-	n := bootSystemd(t, hostLayout(), "log_level = \"debug\"\n[runtime]\ncgroup_driver = \"systemd\"\n")
+	n := bootSystemd(t, hostLayout(), "log_level = \"debug\"\n"+systemdRuntimeConfig())
 	ctx := testCtx(t)
 
 	n.systemctl("start", "warmpod")
@@ -271,6 +271,18 @@ func (c *nodeClient) shimPid(t *testing.T, ctx context.Context, pod string) int 
 	return int(resp.ShimPid)
 }
 
+// systemdRuntimeConfig is the [runtime] section of a systemd node's
+// configuration: the systemd cgroup driver and, when WARMPOD_SPAWNER names
+// one, that spawner (the fast spawner leaves containers that systemd places
+// to libcontainer, which these tests then check).
+func systemdRuntimeConfig() string {
+	cfg := "[runtime]\ncgroup_driver = \"systemd\"\n"
+	if sp := os.Getenv("WARMPOD_SPAWNER"); sp != "" {
+		cfg += fmt.Sprintf("spawner = %q\n", sp)
+	}
+	return cfg
+}
+
 // TestSystemdCgroupDriver runs warmpod with cgroup_driver = "systemd" under
 // a real systemd, in the host's cgroup layout and, where the host has v1
 // hierarchies, also in a unified (v2) one: pods are slices below the
@@ -290,7 +302,7 @@ func TestSystemdCgroupDriver(t *testing.T) {
 }
 
 func testSystemdDriver(t *testing.T, layout string) {
-	n := bootSystemd(t, layout, "[runtime]\ncgroup_driver = \"systemd\"\n")
+	n := bootSystemd(t, layout, systemdRuntimeConfig())
 	ctx := testCtx(t)
 	n.systemctl("start", "warmpod")
 	c := n.dial(nodeSocket)
