@@ -169,9 +169,37 @@ func removeCgroup(name string) {
 	if m, _ := filepath.Glob("/sys/fs/cgroup/" + name); len(m) > 0 {
 		matches = append(matches, m...)
 	}
-	for _, m := range matches {
-		_ = os.Remove(m)
+	// A generation's cgroup may still hold its exiting process for a
+	// moment after Shutdown returns (rmdir: EBUSY); the host is cleaned
+	// up all the same, within a bound.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		left := matches[:0]
+		for _, m := range matches {
+			if removeTree(m) != nil {
+				left = append(left, m)
+			}
+		}
+		matches = left
+		if len(matches) == 0 || time.Now().After(deadline) {
+			return
+		}
 	}
+}
+
+// removeTree removes the cgroup directory dir and, first, every cgroup
+// below it (a container's generation that Shutdown left behind): rmdir
+// takes only a cgroup without children.
+func removeTree(dir string) error {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.IsDir() {
+			_ = removeTree(filepath.Join(dir, e.Name()))
+		}
+	}
+	if err := os.Remove(dir); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return nil
 }
 
 func (f *fixture) spec(args ...string) []byte {
