@@ -406,6 +406,34 @@ func (lr *loadRun) createPods(t *testing.T) {
 	t.Logf("%d pods running (%d with restart rules), %d containers", loadPods, loadRulePods, 2*loadPods+loadRulePods)
 }
 
+// awaitWarm waits, up to a minute, until every container of a pod has its
+// next generation, and says what is still cold when it gives up ("" when
+// none is).
+func (lr *loadRun) awaitWarm(podID string) string {
+	wpc := warmpodv1.NewWarmpodClient(lr.d.Conn())
+	why := ""
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		st, err := wpc.PodStatus(ctx, &warmpodv1.PodStatusRequest{PodSandboxId: podID})
+		cancel()
+		if err != nil {
+			why = err.Error()
+			continue
+		}
+		why = ""
+		for _, c := range st.Containers {
+			if !c.Warm {
+				why = c.Name + " is not warm"
+				break
+			}
+		}
+		if why == "" {
+			return ""
+		}
+	}
+	return why
+}
+
 // waitWarm waits until every container of a pod has its next generation.
 func (lr *loadRun) waitWarm(t testing.TB, podID string) {
 	t.Helper()
