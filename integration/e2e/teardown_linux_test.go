@@ -18,10 +18,10 @@ import (
 
 	goiptables "github.com/coreos/go-iptables/iptables"
 	"github.com/moby/sys/mountinfo"
-	"github.com/vishvananda/netlink"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/warmpod/warmpod/integration/launch"
 	"github.com/warmpod/warmpod/sandbox/network"
 )
 
@@ -259,22 +259,13 @@ func (c *cluster) removeLeftovers() []error {
 	return errs
 }
 
-// uninstallNetwork removes the run's bridge and iptables chains with warmpod's own uninstaller.
+// uninstallNetwork removes the run's bridge and iptables chains with warmpod's own uninstaller, and checks
+// they are gone.
 func (c *cluster) uninstallNetwork() error {
-	n, err := network.NewEmbedded(network.EmbeddedConfig{
+	return launch.UninstallNetwork(network.EmbeddedConfig{
 		Bridge: c.bridge, Subnet: c.subnet, ChainPrefix: c.chainPrefix,
 		StateDir: filepath.Join(c.wpState, "network"),
 	})
-	if err != nil {
-		return fmt.Errorf("uninstall network: %w", err)
-	}
-	if err := n.Uninstall(); err != nil {
-		return fmt.Errorf("uninstall network: %w", err)
-	}
-	if _, err := netlink.LinkByName(c.bridge); err == nil {
-		return fmt.Errorf("bridge %s still exists after uninstall", c.bridge)
-	}
-	return nil
 }
 
 // cgroupHierarchies lists where cgroup hierarchies are mounted.

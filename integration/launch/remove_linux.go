@@ -223,18 +223,25 @@ func (d *Daemon) unmountLeftovers() []error {
 // uninstallNetwork removes the bridge and iptables chains with the
 // network package's own uninstaller, and checks they are gone.
 func (d *Daemon) uninstallNetwork() error {
-	n, err := network.NewEmbedded(network.EmbeddedConfig{
+	return UninstallNetwork(network.EmbeddedConfig{
 		Bridge: d.Bridge, Subnet: d.Subnet, ChainPrefix: d.ChainPrefix,
 		StateDir: filepath.Join(d.State, "network"),
 	})
+}
+
+// UninstallNetwork removes the embedded network of cfg (its bridge and
+// iptables chains) with the network package's own uninstaller, and checks
+// they are gone.
+func UninstallNetwork(cfg network.EmbeddedConfig) error {
+	n, err := network.NewEmbedded(cfg)
 	if err != nil {
 		return fmt.Errorf("uninstall network: %w", err)
 	}
 	if err := n.Uninstall(); err != nil {
 		return fmt.Errorf("uninstall network: %w", err)
 	}
-	if _, err := netlink.LinkByName(d.Bridge); err == nil {
-		return fmt.Errorf("bridge %s still exists after uninstall", d.Bridge)
+	if _, err := netlink.LinkByName(cfg.Bridge); err == nil {
+		return fmt.Errorf("bridge %s still exists after uninstall", cfg.Bridge)
 	}
 	ipt, err := goiptables.New()
 	if err != nil {
@@ -246,7 +253,7 @@ func (d *Daemon) uninstallNetwork() error {
 			return fmt.Errorf("list %s chains: %w", table, err)
 		}
 		for _, c := range chains {
-			if strings.HasPrefix(c, d.ChainPrefix+"-") {
+			if strings.HasPrefix(c, cfg.ChainPrefix+"-") {
 				return fmt.Errorf("iptables chain %s/%s still exists after uninstall", table, c)
 			}
 		}
