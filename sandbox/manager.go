@@ -65,7 +65,10 @@ type Options struct {
 	MaxPrecreate int
 	// Spawner creates the pods' container generations ("libcontainer",
 	// "fast"; "" is libcontainer).
-	Spawner      string
+	Spawner string
+	// FavorDynMods turns the node's cgroup2 mount option favordynmods on
+	// at start (cgroup.FavorDynMods).
+	FavorDynMods bool
 	ShimLogLevel string
 	// ShimLogFormat is "text" (default) or "json".
 	ShimLogFormat string
@@ -126,7 +129,9 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	}
 	// Every container start moves its first process into its cgroup; see
 	// cgroup.FavorDynMods for why this node-wide option makes that cheap.
-	if on, err := cgroup.FavorDynMods(); err != nil {
+	if !opts.FavorDynMods {
+		m.log.Debug("cgroup2 mount options left as they are (runtime.cgroup_favordynmods = false)")
+	} else if on, err := cgroup.FavorDynMods(); err != nil {
 		m.log.WithError(err).Warn("cgroup placement stays slow after idle periods")
 	} else if on {
 		m.log.Info("turned the cgroup2 mount option favordynmods on (cheap cgroup placement of new containers)")

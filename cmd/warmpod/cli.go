@@ -76,6 +76,8 @@ func setLocal(f cli.Flag) {
 	switch f := f.(type) {
 	case *cli.StringFlag:
 		f.Local = true
+	case *cli.BoolFlag:
+		f.Local = true
 	case *cli.IntFlag:
 		f.Local = true
 	case *cli.Int64Flag:

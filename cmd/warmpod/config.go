@@ -143,6 +143,12 @@ type RuntimeConfig struct {
 	// Spawner creates container generations: "libcontainer" or "fast"
 	// (a per-pod fork server; see runtime/container).
 	Spawner string `toml:"spawner" json:"spawner"`
+	// CgroupFavorDynMods turns the cgroup2 mount option favordynmods on at
+	// start where it is off (see sandbox/cgroup.FavorDynMods): cheap moves
+	// of new containers into their cgroups, for a little more cost on every
+	// fork and exit of the node. The option is the whole node's; false
+	// leaves the mount as it is.
+	CgroupFavorDynMods bool `toml:"cgroup_favordynmods" json:"cgroupFavorDynMods"`
 }
 
 // DefaultConfigPath is read when --config is not given (and may be absent).
@@ -175,6 +181,8 @@ func defaultConfig() Config {
 			CgroupDriver: cgroup.DriverCgroupfs,
 			CDISpecDirs:  []string{"/etc/cdi", "/var/run/cdi"},
 			Spawner:      container.SpawnerLibcontainer,
+
+			CgroupFavorDynMods: true,
 		},
 	}
 }
@@ -184,7 +192,7 @@ func defaultConfig() Config {
 // flag overrides the file and an absent flag leaves the file's value.
 type option struct {
 	name, usage string
-	// field returns the field of cfg the flag sets: a *string, *int,
+	// field returns the field of cfg the flag sets: a *string, *bool, *int,
 	// *int64, *byteSize, *[]string (a comma-separated list) or
 	// *map[string][]string (a repeatable host=endpoint[,endpoint]).
 	field func(cfg *Config) any
@@ -229,6 +237,7 @@ var options = []option{
 	{name: "max-precreate", usage: "node-wide concurrent pre-creations (0: CPUs)", field: func(c *Config) any { return &c.Runtime.MaxPrecreate }},
 	{name: "cdi-spec-dirs", usage: "CDI spec directories (comma separated)", field: func(c *Config) any { return &c.Runtime.CDISpecDirs }},
 	{name: "spawner", usage: `how container generations are created: "libcontainer" or "fast"`, field: func(c *Config) any { return &c.Runtime.Spawner }},
+	{name: "cgroup-favordynmods", usage: "turn the node's cgroup2 mount option favordynmods on at start (cheap cgroup placement of new containers)", field: func(c *Config) any { return &c.Runtime.CgroupFavorDynMods }},
 }
 
 // configFlag names the TOML file.
@@ -244,6 +253,8 @@ func flags() []cli.Flag {
 		switch p := o.field(&def).(type) {
 		case *string:
 			f = &cli.StringFlag{Name: o.name, Usage: o.usage, Value: *p, DefaultText: o.defaultText}
+		case *bool:
+			f = &cli.BoolFlag{Name: o.name, Usage: o.usage, Value: *p, DefaultText: o.defaultText}
 		case *int:
 			f = &cli.IntFlag{Name: o.name, Usage: o.usage, Value: *p, DefaultText: o.defaultText}
 		case *int64:
@@ -291,6 +302,8 @@ func loadConfig(cmd *cli.Command) (Config, error) {
 		switch p := o.field(&cfg).(type) {
 		case *string:
 			*p = cmd.String(o.name)
+		case *bool:
+			*p = cmd.Bool(o.name)
 		case *int:
 			*p = cmd.Int(o.name)
 		case *int64:

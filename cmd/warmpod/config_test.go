@@ -112,6 +112,8 @@ func TestEveryOptionHasAFlag(t *testing.T) {
 		switch o.field(&def).(type) {
 		case *string:
 			val = "/x"
+		case *bool:
+			val = "false"
 		case *int, *int64:
 			val = "7"
 		case *byteSize:
@@ -139,7 +141,12 @@ func TestEveryOptionHasAFlag(t *testing.T) {
 		case "spawner":
 			val = "fast"
 		}
-		cfg, out, err := run(t, "--config", emptyFile(t), "--"+o.name, val)
+		args := []string{"--config", emptyFile(t), "--" + o.name, val}
+		if _, ok := o.field(&def).(*bool); ok {
+			// A boolean flag takes its value after "=".
+			args = []string{"--config", emptyFile(t), "--" + o.name + "=" + val}
+		}
+		cfg, out, err := run(t, args...)
 		if err != nil {
 			t.Errorf("--%s %s: %v\n%s", o.name, val, err, out)
 			continue

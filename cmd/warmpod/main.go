@@ -150,6 +150,7 @@ func serve(cfg Config, load func() (Config, error)) error {
 		DefaultCgroupParent: cfg.Runtime.CgroupParent,
 		MaxPrecreate:        cfg.Runtime.MaxPrecreate,
 		Spawner:             cfg.Runtime.Spawner,
+		FavorDynMods:        cfg.Runtime.CgroupFavorDynMods,
 		ShimLogLevel:        cfg.ShimLogLevel,
 		ShimLogFormat:       cfg.LogFormat,
 	})
