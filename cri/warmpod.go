@@ -94,6 +94,9 @@ func warmpodStatus(c *sandbox.ContainerInfo) *warmpodv1.ContainerStatus {
 		ExitCode:     c.Status.ExitCode,
 		Warm:         c.Status.Warm,
 		FromWarm:     c.Status.FromWarm,
+
+		ReadyGenerations: c.Status.ReadyGenerations,
+		Precreating:      c.Status.Precreating,
 	}
 	if t := c.Status.LastTermination; t != nil {
 		st.LastTermination = termination(t)

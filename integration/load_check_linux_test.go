@@ -299,7 +299,8 @@ func (lr *loadRun) checkShimFDs(t *testing.T) {
 		}
 		waitFor(t, fmt.Sprintf("pod %s's shim back to %d fds and %d children", short(p.id), p.shimFDs, p.shimChildren), func() (bool, string) {
 			fds, children := countFDs(p.shimPid), len(childrenOf(p.shimPid))
-			return fds <= p.shimFDs && children <= p.shimChildren, fmt.Sprintf("%d fds, %d children", fds, children)
+			return fds <= p.shimFDs && children <= p.shimChildren,
+				fmt.Sprintf("%d fds (grown: %s), %d children", fds, grownTargets(p.shimPid, p.shimFDTargets), children)
 		})
 		checked++
 	}

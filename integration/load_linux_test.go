@@ -170,6 +170,8 @@ type loadPod struct {
 	// shimFDs and shimChildren are counted after the pod's start, once
 	// it is warm.
 	shimFDs, shimChildren int
+	// shimFDTargets counts what the shim's fds pointed at then.
+	shimFDTargets map[string]int
 	// replaced is set once a client began to replace the pod.
 	replaced atomic.Bool
 }
@@ -402,12 +404,13 @@ func (lr *loadRun) createPods(t *testing.T) {
 			})
 		}
 		p.shimFDs, p.shimChildren = countFDs(p.shimPid), len(childrenOf(p.shimPid))
+		p.shimFDTargets = fdTargets(p.shimPid)
 	}
 	t.Logf("%d pods running (%d with restart rules), %d containers", loadPods, loadRulePods, 2*loadPods+loadRulePods)
 }
 
 // awaitWarm waits, up to a minute, until every container of a pod has its
-// next generation, and says what is still cold when it gives up ("" when
+// next generations and pre-creation has settled, and says what is still cold when it gives up ("" when
 // none is).
 func (lr *loadRun) awaitWarm(podID string) string {
 	wpc := warmpodv1.NewWarmpodClient(lr.d.Conn())
@@ -422,7 +425,7 @@ func (lr *loadRun) awaitWarm(podID string) string {
 		}
 		why = ""
 		for _, c := range st.Containers {
-			if !c.Warm {
+			if !c.Warm || c.Precreating {
 				why = c.Name + " is not warm"
 				break
 			}
@@ -434,7 +437,8 @@ func (lr *loadRun) awaitWarm(podID string) string {
 	return why
 }
 
-// waitWarm waits until every container of a pod has its next generation.
+// waitWarm waits until every container of a pod has its next generations
+// and pre-creation has settled.
 func (lr *loadRun) waitWarm(t testing.TB, podID string) {
 	t.Helper()
 	wpc := warmpodv1.NewWarmpodClient(lr.d.Conn())
@@ -444,7 +448,7 @@ func (lr *loadRun) waitWarm(t testing.TB, podID string) {
 			return false, err.Error()
 		}
 		for _, c := range st.Containers {
-			if !c.Warm {
+			if !c.Warm || c.Precreating {
 				return false, c.Name + " is not warm"
 			}
 		}
@@ -782,6 +786,37 @@ func procRSS(pid int, field string) int64 {
 func countFDs(pid int) int {
 	entries, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	return len(entries)
+}
+
+// fdTargets counts what pid's fds point at ("pipe:[…]" and the like
+// without their inode numbers), to tell which kind of fd a leak is.
+func fdTargets(pid int) map[string]int {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	entries, _ := os.ReadDir(dir)
+	out := map[string]int{}
+	for _, e := range entries {
+		target, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		if i := strings.Index(target, ":["); i > 0 {
+			target = target[:i]
+		}
+		out[target]++
+	}
+	return out
+}
+
+// grownTargets lists the fd targets pid has more of than in before.
+func grownTargets(pid int, before map[string]int) string {
+	var grown []string
+	for target, n := range fdTargets(pid) {
+		if n > before[target] {
+			grown = append(grown, fmt.Sprintf("%s %d→%d", target, before[target], n))
+		}
+	}
+	sort.Strings(grown)
+	return strings.Join(grown, ", ")
 }
 
 // keepLogs copies the daemon's log, every shim log still on disk and the

@@ -460,7 +460,7 @@ func (t *target) removeRunPods(ctx context.Context) {
 }
 
 // memory measures the pod's warmpod processes once its next generations
-// are ready: the shim, the pause process, the fork server, and the
+// are ready and pre-creation has settled: the shim, the pause process, the fork server, and the
 // pre-created container processes still blocked before execve. Only on the
 // same node.
 func (p *benchPod) memory(ctx context.Context) *memory {
@@ -473,7 +473,7 @@ func (p *benchPod) memory(ctx context.Context) *memory {
 		shimPid = int(st.ShimPid)
 		warm := true
 		for _, c := range st.Containers {
-			warm = warm && c.Warm
+			warm = warm && c.Warm && !c.Precreating
 		}
 		if warm {
 			break

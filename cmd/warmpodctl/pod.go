@@ -63,7 +63,7 @@ func podStatus(ctx context.Context, cmd *cli.Command) error {
 func printContainers(out io.Writer, cs []*warmpodv1.ContainerStatus) {
 	now := time.Now()
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "CONTAINER\tNAME\tSTATE\tRESTARTS\tLAST TERMINATION\tWARM")
+	fmt.Fprintln(w, "CONTAINER\tNAME\tSTATE\tRESTARTS\tLAST TERMINATION\tNEXT GENERATIONS")
 	for _, c := range cs {
 		state := strings.TrimPrefix(c.State, "CONTAINER_")
 		if state == "EXITED" {
@@ -83,7 +83,11 @@ func printContainers(out io.Writer, cs []*warmpodv1.ContainerStatus) {
 				}
 			}
 		}
-		fmt.Fprintf(w, "%.13s\t%s\t%s\t%d\t%s\t%t\n", c.Id, c.Name, state, c.RestartCount, last, c.Warm)
+		next := fmt.Sprintf("%d ready", c.ReadyGenerations)
+		if c.Precreating {
+			next += ", making more"
+		}
+		fmt.Fprintf(w, "%.13s\t%s\t%s\t%d\t%s\t%s\n", c.Id, c.Name, state, c.RestartCount, last, next)
 	}
 	w.Flush()
 }

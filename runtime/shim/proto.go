@@ -21,6 +21,9 @@ func ToProto(r Record) *shimv1.ContainerState {
 		RestartCount: r.RestartCount,
 		Warm:         r.Warm,
 		FromWarm:     r.FromWarm,
+
+		ReadyGenerations: r.ReadyGenerations,
+		Precreating:      r.Precreating,
 	}
 	if t := r.LastTermination; t != nil {
 		s.LastTermination = &shimv1.Termination{
@@ -49,6 +52,9 @@ func FromProto(s *shimv1.ContainerState) Record {
 		RestartCount: s.RestartCount,
 		Warm:         s.Warm,
 		FromWarm:     s.FromWarm,
+
+		ReadyGenerations: s.ReadyGenerations,
+		Precreating:      s.Precreating,
 	}
 	if t := s.LastTermination; t != nil {
 		r.LastTermination = &Termination{

@@ -92,6 +92,11 @@ type Record struct {
 	// FromWarm tells whether the current generation was pre-created (as
 	// opposed to created when it was asked for).
 	FromWarm bool `json:"fromWarm,omitempty"`
+	// ReadyGenerations counts the pre-created next generations ready.
+	ReadyGenerations uint32 `json:"readyGenerations,omitempty"`
+	// Precreating tells whether next generations are being made or are
+	// wanted: false once pre-creation has settled.
+	Precreating bool `json:"precreating,omitempty"`
 }
 
 // JournalPath is the pod's journal of container records.

@@ -796,7 +796,11 @@ type ContainerState struct {
 	// Whether a pre-created next generation is ready.
 	Warm bool `protobuf:"varint,16,opt,name=warm,proto3" json:"warm,omitempty"`
 	// Whether the current generation was pre-created.
-	FromWarm      bool `protobuf:"varint,17,opt,name=from_warm,json=fromWarm,proto3" json:"from_warm,omitempty"`
+	FromWarm bool `protobuf:"varint,17,opt,name=from_warm,json=fromWarm,proto3" json:"from_warm,omitempty"`
+	// How many pre-created next generations are ready.
+	ReadyGenerations uint32 `protobuf:"varint,18,opt,name=ready_generations,json=readyGenerations,proto3" json:"ready_generations,omitempty"`
+	// Whether next generations are being made or are wanted; false once pre-creation has settled.
+	Precreating   bool `protobuf:"varint,19,opt,name=precreating,proto3" json:"precreating,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -946,6 +950,20 @@ func (x *ContainerState) GetWarm() bool {
 func (x *ContainerState) GetFromWarm() bool {
 	if x != nil {
 		return x.FromWarm
+	}
+	return false
+}
+
+func (x *ContainerState) GetReadyGenerations() uint32 {
+	if x != nil {
+		return x.ReadyGenerations
+	}
+	return 0
+}
+
+func (x *ContainerState) GetPrecreating() bool {
+	if x != nil {
+		return x.Precreating
 	}
 	return false
 }
@@ -2046,7 +2064,7 @@ const file_shim_v1_shim_proto_rawDesc = "" +
 	"\vfinished_at\x18\x03 \x01(\x03R\n" +
 	"finishedAt\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
-	"\amessage\x18\x05 \x01(\tR\amessage\"\x9d\x04\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\"\xec\x04\n" +
 	"\x0eContainerState\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12/\n" +
@@ -2069,7 +2087,9 @@ const file_shim_v1_shim_proto_rawDesc = "" +
 	"\rrestart_count\x18\x0e \x01(\rR\frestartCount\x12G\n" +
 	"\x10last_termination\x18\x0f \x01(\v2\x1c.warmpod.shim.v1.TerminationR\x0flastTermination\x12\x12\n" +
 	"\x04warm\x18\x10 \x01(\bR\x04warm\x12\x1b\n" +
-	"\tfrom_warm\x18\x11 \x01(\bR\bfromWarm\"\\\n" +
+	"\tfrom_warm\x18\x11 \x01(\bR\bfromWarm\x12+\n" +
+	"\x11ready_generations\x18\x12 \x01(\rR\x10readyGenerations\x12 \n" +
+	"\vprecreating\x18\x13 \x01(\bR\vprecreating\"\\\n" +
 	"\x0fExecSyncRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03cmd\x18\x02 \x03(\tR\x03cmd\x12'\n" +

@@ -322,7 +322,12 @@ type ContainerStatus struct {
 	// Whether a pre-created next generation is ready for this container.
 	Warm bool `protobuf:"varint,8,opt,name=warm,proto3" json:"warm,omitempty"`
 	// Whether the running generation was pre-created.
-	FromWarm      bool `protobuf:"varint,9,opt,name=from_warm,json=fromWarm,proto3" json:"from_warm,omitempty"`
+	FromWarm bool `protobuf:"varint,9,opt,name=from_warm,json=fromWarm,proto3" json:"from_warm,omitempty"`
+	// How many pre-created next generations are ready.
+	ReadyGenerations uint32 `protobuf:"varint,10,opt,name=ready_generations,json=readyGenerations,proto3" json:"ready_generations,omitempty"`
+	// Whether the shim is making (or is about to make) next generations for this container; false once
+	// pre-creation has settled.
+	Precreating   bool `protobuf:"varint,11,opt,name=precreating,proto3" json:"precreating,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -416,6 +421,20 @@ func (x *ContainerStatus) GetWarm() bool {
 func (x *ContainerStatus) GetFromWarm() bool {
 	if x != nil {
 		return x.FromWarm
+	}
+	return false
+}
+
+func (x *ContainerStatus) GetReadyGenerations() uint32 {
+	if x != nil {
+		return x.ReadyGenerations
+	}
+	return 0
+}
+
+func (x *ContainerStatus) GetPrecreating() bool {
+	if x != nil {
+		return x.Precreating
 	}
 	return false
 }
@@ -538,7 +557,7 @@ const file_warmpod_v1_warmpod_proto_rawDesc = "" +
 	"started_at\x18\x02 \x01(\x03R\tstartedAt\x12\x1f\n" +
 	"\vfinished_at\x18\x03 \x01(\x03R\n" +
 	"finishedAt\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xa1\x02\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xf0\x02\n" +
 	"\x0fContainerStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -549,7 +568,10 @@ const file_warmpod_v1_warmpod_proto_rawDesc = "" +
 	"started_at\x18\x06 \x01(\x03R\tstartedAt\x12\x1b\n" +
 	"\texit_code\x18\a \x01(\x05R\bexitCode\x12\x12\n" +
 	"\x04warm\x18\b \x01(\bR\x04warm\x12\x1b\n" +
-	"\tfrom_warm\x18\t \x01(\bR\bfromWarm\"(\n" +
+	"\tfrom_warm\x18\t \x01(\bR\bfromWarm\x12+\n" +
+	"\x11ready_generations\x18\n" +
+	" \x01(\rR\x10readyGenerations\x12 \n" +
+	"\vprecreating\x18\v \x01(\bR\vprecreating\"(\n" +
 	"\x12ImportImageRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\"-\n" +
 	"\x13ImportImageResponse\x12\x16\n" +

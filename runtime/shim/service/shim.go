@@ -289,12 +289,18 @@ func (s *Shim) Get(id string) (shim.Record, error) {
 	return s.recordOf(c), nil
 }
 
-// recordOf is c's record with Warm filled in.
+// recordOf is c's record with its slot's pre-creation state filled in.
 func (s *Shim) recordOf(c *ctr) shim.Record {
 	r := c.record()
 	s.mu.Lock()
-	r.Warm = c.slot.warmFor(c)
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	sl := c.slot
+	if sl.latest != c {
+		return r
+	}
+	r.Warm = sl.warmFor(c)
+	r.ReadyGenerations = uint32(len(sl.next))
+	r.Precreating = sl.preparing > 0 || sl.needsPreparing(s.depthLocked(sl))
 	return r
 }
 

@@ -270,12 +270,37 @@ func (f *fixture) waitExited(id string) shim.Record {
 	return rec
 }
 
+// waitWarm waits until id has a next generation ready and pre-creation
+// has settled (the fast spawner keeps more than one).
 func (f *fixture) waitWarm(id string) {
 	f.t.Helper()
-	f.waitFor(id+"'s next generation", func() bool {
+	f.waitFor(id+"'s next generations", func() bool {
 		r, err := f.s.Get(id)
-		return err == nil && r.Warm
+		return err == nil && r.Warm && !r.Precreating
 	})
+}
+
+// TestPrecreationSettles checks what a container's record says of its next
+// generations: as many ready as the pipeline keeps once pre-creation has
+// settled, and again after a reset took one.
+func TestPrecreationSettles(t *testing.T) {
+	f := newFixture(t, nil)
+	f.create("m", "main", "sleep", "1000")
+	f.start("m")
+	want := uint32(f.s.pipeline.depth)
+	for round := range 2 {
+		f.waitWarm("m")
+		r, err := f.s.Get("m")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.ReadyGenerations != want {
+			t.Errorf("round %d: %d next generations ready once settled, want %d", round, r.ReadyGenerations, want)
+		}
+		if _, _, err := f.s.Reset(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func TestRunToCompletion(t *testing.T) {
