@@ -45,6 +45,7 @@ func (s *Service) PodStatus(ctx context.Context, r *warmpodv1.PodStatusRequest) 
 		AllContainersRestarting: info.Restarting,
 		Resets:                  info.Resets,
 		ShimPid:                 int32(info.ShimPid),
+		Precreating:             info.Precreating,
 	}
 	containers := info.Live
 	if containers == nil {

@@ -48,6 +48,7 @@ func (m *Manager) PodStatus(ctx context.Context, id string, live bool) (PodInfo,
 				info.ShimPid = int(resp.Pid)
 				info.Restarting = resp.AllContainersRestarting
 				info.Resets = resp.Resets
+				info.Precreating = resp.Precreating
 			}
 			if resp, err := client.ListContainers(ctx, &shimv1.ListContainersRequest{}); err == nil {
 				for _, st := range resp.Containers {

@@ -68,6 +68,9 @@ type PodInfo struct {
 	// Restarting is the AllContainersRestarting condition.
 	Restarting bool
 	Resets     uint64
+	// Precreating tells whether the shim is making next generations for
+	// any container name of the pod (live status only).
+	Precreating bool
 	// Live are the containers as the shim has them now (PodStatus with
 	// live set; nil otherwise).
 	Live []ContainerInfo

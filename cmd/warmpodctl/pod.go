@@ -51,8 +51,8 @@ func podStatus(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	w := cmd.Root().Writer
-	fmt.Fprintf(w, "pod %s\nshim pid %d, resets %d, AllContainersRestarting=%t\n",
-		resp.PodSandboxId, resp.ShimPid, resp.Resets, resp.AllContainersRestarting)
+	fmt.Fprintf(w, "pod %s\nshim pid %d, resets %d, AllContainersRestarting=%t, pre-creating=%t\n",
+		resp.PodSandboxId, resp.ShimPid, resp.Resets, resp.AllContainersRestarting, resp.Precreating)
 	printContainers(w, resp.Containers)
 	return nil
 }

@@ -178,8 +178,11 @@ type InfoResponse struct {
 	// Whether the pod is between the kill and the start phases of a reset.
 	AllContainersRestarting bool   `protobuf:"varint,5,opt,name=all_containers_restarting,json=allContainersRestarting,proto3" json:"all_containers_restarting,omitempty"`
 	Resets                  uint64 `protobuf:"varint,6,opt,name=resets,proto3" json:"resets,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// Whether next generations are being made or are wanted for any container name of the pod, those
+	// whose container was removed included; false once pre-creation has settled.
+	Precreating   bool `protobuf:"varint,7,opt,name=precreating,proto3" json:"precreating,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InfoResponse) Reset() {
@@ -252,6 +255,13 @@ func (x *InfoResponse) GetResets() uint64 {
 		return x.Resets
 	}
 	return 0
+}
+
+func (x *InfoResponse) GetPrecreating() bool {
+	if x != nil {
+		return x.Precreating
+	}
+	return false
 }
 
 type CreateContainerRequest struct {
@@ -2018,14 +2028,15 @@ var File_shim_v1_shim_proto protoreflect.FileDescriptor
 const file_shim_v1_shim_proto_rawDesc = "" +
 	"\n" +
 	"\x12shim/v1/shim.proto\x12\x0fwarmpod.shim.v1\"\r\n" +
-	"\vInfoRequest\"\xc2\x01\n" +
+	"\vInfoRequest\"\xe4\x01\n" +
 	"\fInfoResponse\x12\x15\n" +
 	"\x06pod_id\x18\x01 \x01(\tR\x05podId\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\x05R\x03pid\x12\x1b\n" +
 	"\tpause_pid\x18\x03 \x01(\x05R\bpausePid\x12\x18\n" +
 	"\aversion\x18\x04 \x01(\tR\aversion\x12:\n" +
 	"\x19all_containers_restarting\x18\x05 \x01(\bR\x17allContainersRestarting\x12\x16\n" +
-	"\x06resets\x18\x06 \x01(\x04R\x06resets\"\xbf\x02\n" +
+	"\x06resets\x18\x06 \x01(\x04R\x06resets\x12 \n" +
+	"\vprecreating\x18\a \x01(\bR\vprecreating\"\xbf\x02\n" +
 	"\x16CreateContainerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +

@@ -172,8 +172,11 @@ type PodStatusResponse struct {
 	Resets                  uint64             `protobuf:"varint,3,opt,name=resets,proto3" json:"resets,omitempty"`
 	Containers              []*ContainerStatus `protobuf:"bytes,4,rep,name=containers,proto3" json:"containers,omitempty"`
 	ShimPid                 int32              `protobuf:"varint,5,opt,name=shim_pid,json=shimPid,proto3" json:"shim_pid,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// Whether the shim is making (or is about to make) next generations for any container name of the
+	// pod, those whose container was removed included; false once pre-creation has settled.
+	Precreating   bool `protobuf:"varint,6,opt,name=precreating,proto3" json:"precreating,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PodStatusResponse) Reset() {
@@ -239,6 +242,13 @@ func (x *PodStatusResponse) GetShimPid() int32 {
 		return x.ShimPid
 	}
 	return 0
+}
+
+func (x *PodStatusResponse) GetPrecreating() bool {
+	if x != nil {
+		return x.Precreating
+	}
+	return false
 }
 
 type Termination struct {
@@ -542,7 +552,7 @@ const file_warmpod_v1_warmpod_proto_rawDesc = "" +
 	"\vduration_ns\x18\x02 \x01(\x03R\n" +
 	"durationNs\"8\n" +
 	"\x10PodStatusRequest\x12$\n" +
-	"\x0epod_sandbox_id\x18\x01 \x01(\tR\fpodSandboxId\"\xe5\x01\n" +
+	"\x0epod_sandbox_id\x18\x01 \x01(\tR\fpodSandboxId\"\x87\x02\n" +
 	"\x11PodStatusResponse\x12$\n" +
 	"\x0epod_sandbox_id\x18\x01 \x01(\tR\fpodSandboxId\x12:\n" +
 	"\x19all_containers_restarting\x18\x02 \x01(\bR\x17allContainersRestarting\x12\x16\n" +
@@ -550,7 +560,8 @@ const file_warmpod_v1_warmpod_proto_rawDesc = "" +
 	"\n" +
 	"containers\x18\x04 \x03(\v2\x1b.warmpod.v1.ContainerStatusR\n" +
 	"containers\x12\x19\n" +
-	"\bshim_pid\x18\x05 \x01(\x05R\ashimPid\"\x82\x01\n" +
+	"\bshim_pid\x18\x05 \x01(\x05R\ashimPid\x12 \n" +
+	"\vprecreating\x18\x06 \x01(\bR\vprecreating\"\x82\x01\n" +
 	"\vTermination\x12\x1b\n" +
 	"\texit_code\x18\x01 \x01(\x05R\bexitCode\x12\x1d\n" +
 	"\n" +

@@ -99,6 +99,7 @@ func (v *server) Info(ctx context.Context, _ *shimv1.InfoRequest) (*shimv1.InfoR
 		Version:                 Version,
 		AllContainersRestarting: i.Restarting,
 		Resets:                  i.Resets,
+		Precreating:             i.Precreating,
 	}, nil
 }
 

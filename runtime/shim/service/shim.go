@@ -248,6 +248,9 @@ type Info struct {
 	PausePid   int
 	Restarting bool
 	Resets     uint64
+	// Precreating tells whether any slot has next generations in the
+	// making or wanted.
+	Precreating bool
 }
 
 // Info reports the shim's identity and the pod's reset condition.
@@ -255,6 +258,9 @@ func (s *Shim) Info() Info {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	info := Info{PodID: s.cfg.PodID, Pid: os.Getpid(), Restarting: s.restarting, Resets: s.resets}
+	for _, sl := range s.order {
+		info.Precreating = info.Precreating || s.precreatingLocked(sl)
+	}
 	if s.pause != nil {
 		info.PausePid = s.pause.Pid()
 	}
@@ -300,8 +306,15 @@ func (s *Shim) recordOf(c *ctr) shim.Record {
 	}
 	r.Warm = sl.warmFor(c)
 	r.ReadyGenerations = uint32(len(sl.next))
-	r.Precreating = sl.preparing > 0 || sl.needsPreparing(s.depthLocked(sl))
+	r.Precreating = s.precreatingLocked(sl)
 	return r
+}
+
+// precreatingLocked tells whether sl has next generations in the making, or
+// wanted and about to be made.
+// Preconditions: s.mu held.
+func (s *Shim) precreatingLocked(sl *slot) bool {
+	return sl.preparing > 0 || sl.needsPreparing(s.depthLocked(sl))
 }
 
 func (s *Shim) lookup(id string) (*ctr, error) {

@@ -301,6 +301,17 @@ func TestPrecreationSettles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A removed container's name keeps its next generations for the
+	// container that replaces it: the pod settles with them too.
+	f.create("x", "extra", "sleep", "1000")
+	f.start("x")
+	if _, err := f.s.Stop(context.Background(), "x", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.s.Remove(context.Background(), "x"); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("the pod's pre-creation to settle", func() bool { return !f.s.Info().Precreating })
 }
 
 func TestRunToCompletion(t *testing.T) {
