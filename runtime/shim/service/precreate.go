@@ -103,7 +103,8 @@ func (s *Shim) prepare(sl *slot, t *template) {
 
 // pipeline is how a shim pre-creates and tears down generations.
 type pipeline struct {
-	// depth is how many next generations a slot keeps ready.
+	// depth is how many next generations a slot keeps ready at most: it
+	// keeps one, and this many while resets come back to back.
 	depth int
 	// parallel is how many generations the pod makes at once.
 	parallel int
@@ -116,8 +117,9 @@ type pipeline struct {
 	waitPreparing bool
 }
 
-// depthLocked is how many next generations sl keeps ready: the pipeline's
-// depth, but one for a template the fast spawner leaves to libcontainer.
+// depthLocked is how many next generations sl keeps ready now: up to the
+// pipeline's depth while resets come back to back (slot.depth), and one for
+// a template the fast spawner leaves to libcontainer.
 // Preconditions: s.mu held.
 func (s *Shim) depthLocked(sl *slot) int {
 	if s.pipeline.depth > 1 && sl.tmpl != nil {
@@ -125,7 +127,7 @@ func (s *Shim) depthLocked(sl *slot) int {
 			return 1
 		}
 	}
-	return s.pipeline.depth
+	return sl.depth(s.pipeline.depth, time.Now())
 }
 
 // pipelineFor returns the pipeline for generations made by spawner.
@@ -137,11 +139,11 @@ func (s *Shim) depthLocked(sl *slot) int {
 // the burst itself), and a restart waits for one in the making.
 //
 // A fast generation costs a few milliseconds of wall time, much of it
-// waiting on the kernel, and a few of CPU: two are kept per container, so
-// that resets coming back to back still find one ready while the next ones
-// are made beside them, two at a time and at idle CPU priority; and a
-// restart that finds none ready makes its own rather than wait behind
-// idle-priority work.
+// waiting on the kernel, and a few of CPU: one is kept per container, and
+// two while resets come back to back, so that they still find one ready
+// while the next ones are made beside them, two at a time and at idle CPU
+// priority; and a restart that finds none ready makes its own rather than
+// wait behind idle-priority work.
 func pipelineFor(spawner string) pipeline {
 	if spawner == container.SpawnerFast {
 		return pipeline{depth: 2, parallel: 2}

@@ -281,25 +281,35 @@ func (f *fixture) waitWarm(id string) {
 }
 
 // TestPrecreationSettles checks what a container's record says of its next
-// generations: as many ready as the pipeline keeps once pre-creation has
-// settled, and again after a reset took one.
+// generations: one ready once pre-creation has settled; with a pipeline
+// deeper than one (the fast spawner's), more while resets come back to back,
+// and one again once they stop.
 func TestPrecreationSettles(t *testing.T) {
 	f := newFixture(t, nil)
 	f.create("m", "main", "sleep", "1000")
 	f.start("m")
-	want := uint32(f.s.pipeline.depth)
-	for round := range 2 {
-		f.waitWarm("m")
+	ready := func() uint32 {
 		r, err := f.s.Get("m")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.ReadyGenerations != want {
-			t.Errorf("round %d: %d next generations ready once settled, want %d", round, r.ReadyGenerations, want)
-		}
+		return r.ReadyGenerations
+	}
+	f.waitWarm("m")
+	if n := ready(); n != 1 {
+		t.Errorf("%d next generations ready after the first start, want 1", n)
+	}
+	for range 3 {
 		if _, _, err := f.s.Reset(context.Background()); err != nil {
 			t.Fatal(err)
 		}
+	}
+	f.waitWarm("m")
+	if n, want := ready(), uint32(f.s.pipeline.depth); n != want {
+		t.Errorf("%d next generations ready after resets back to back, want %d", n, want)
+	}
+	if f.s.pipeline.depth > 1 {
+		f.waitFor("the ready generations back to one after the resets", func() bool { return ready() == 1 })
 	}
 	// A removed container's name keeps its next generations for the
 	// container that replaces it: the pod settles with them too.

@@ -1,15 +1,20 @@
 package service
 
-import "github.com/warmpod/warmpod/runtime/shim"
+import (
+	"time"
+
+	"github.com/warmpod/warmpod/runtime/shim"
+)
 
 // slot is one container name of the pod, across every container created
 // under that name and every generation of them: the template of its latest
 // container, that container, and the pre-created next generation.
 //
-// The slot keeps up to depth next generations ready (Shim.pipeline: one with
-// libcontainer, more with the fast spawner, so that resets coming faster than
-// a generation is made still find one). Each next generation is in one of
-// three states, and changes only through the methods below:
+// The slot keeps up to depth next generations ready: one, or, with the fast
+// spawner and while resets come back to back, the pipeline's depth, so that
+// resets coming faster than a generation is made still find one (see
+// slot.depth). Each next generation is in one of three states, and changes
+// only through the methods below:
 //
 //	           startPreparing                 finishPreparing (kept)
 //	┌──────┐ ─────────────────▶ ┌───────────┐ ─────────────────────▶ ┌───────┐
@@ -51,6 +56,56 @@ type slot struct {
 	// created, or the pod's config names it.
 	init       bool
 	classified bool
+	// lastTake is when a next generation was last taken (a create, a
+	// restart); deepUntil is until when the slot keeps the pipeline's full
+	// depth, set when takes come back to back; trimTimer, while armed,
+	// brings the ready generations back to one after deepUntil.
+	lastTake  time.Time
+	deepUntil time.Time
+	trimTimer *time.Timer
+}
+
+const (
+	// burstGap: a take this soon after the previous one means resets come
+	// back to back, faster than a generation may be made.
+	burstGap = 500 * time.Millisecond
+	// burstHold is how long the slot keeps more than one generation ready
+	// after the last take that came back to back.
+	burstHold = 5 * time.Second
+)
+
+// depth is how many next generations the slot keeps ready at now, with
+// pipeline allowing up to max: max while resets come back to back, else
+// one. Generations cost memory (a process and a mounted writable layer
+// each) and CPU to make; a pod restarted now and then needs one, a task
+// pool taking the next task at once needs more.
+func (sl *slot) depth(max int, now time.Time) int {
+	if max > 1 && now.Before(sl.deepUntil) {
+		return max
+	}
+	return 1
+}
+
+// noteTake records a take at now and tells whether it came back to back
+// (deepUntil moved).
+func (sl *slot) noteTake(now time.Time) bool {
+	burst := !sl.lastTake.IsZero() && now.Sub(sl.lastTake) < burstGap
+	sl.lastTake = now
+	if burst {
+		sl.deepUntil = now.Add(burstHold)
+	}
+	return burst
+}
+
+// trimTo takes the ready generations beyond depth, the newest ones, for
+// the caller to discard.
+func (sl *slot) trimTo(depth int) []*gen {
+	if len(sl.next) <= depth {
+		return nil
+	}
+	extra := sl.next[depth:]
+	sl.next = sl.next[:depth:depth]
+	return extra
 }
 
 // adopt makes c, with template t, the slot's latest container.
@@ -174,7 +229,44 @@ func (s *Shim) takeNextLocked(sl *slot, key string) (*gen, []*gen) {
 	for s.pipeline.waitPreparing && sl.preparing > 0 && len(sl.next) == 0 {
 		s.idle.Wait()
 	}
+	if sl.noteTake(time.Now()) && s.pipeline.depth > 1 {
+		s.armTrimLocked(sl)
+	}
 	return sl.takeNext(key)
+}
+
+// armTrimLocked arms sl's trim timer unless it is armed.
+// Preconditions: s.mu held.
+func (s *Shim) armTrimLocked(sl *slot) {
+	if sl.trimTimer == nil {
+		sl.trimTimer = time.AfterFunc(time.Until(sl.deepUntil), func() { s.trim(sl) })
+	}
+}
+
+// trim runs when sl's burst may be over: once it is, the slot keeps one
+// ready generation and the others are discarded; while it goes on, the
+// timer is armed again for its end.
+func (s *Shim) trim(sl *slot) {
+	s.mu.Lock()
+	sl.trimTimer = nil
+	if s.closed {
+		// Shutdown discards every generation.
+		s.mu.Unlock()
+		return
+	}
+	if time.Now().Before(sl.deepUntil) {
+		s.armTrimLocked(sl)
+		s.mu.Unlock()
+		return
+	}
+	extra := sl.trimTo(s.depthLocked(sl))
+	// Held until discarded, so Shutdown waits for them.
+	s.bg.Add(1)
+	s.mu.Unlock()
+	defer s.bg.Done()
+	for _, g := range extra {
+		s.discard(g)
+	}
 }
 
 // isInit tells whether sl runs as an init container.
