@@ -493,10 +493,11 @@ func (p *benchPod) memory(ctx context.Context) *memory {
 	}
 	m := &memory{}
 	for _, pid := range pids {
-		rss, pss, ok := rollup(pid)
+		rss, pss, anon, ok := rollup(pid)
 		if ok {
 			m.RSSKiB += rss
 			m.PSSKiB += pss
+			m.PSSAnonKiB += anon
 			m.Processes++
 		}
 	}
@@ -530,10 +531,12 @@ func cmdline(pid int) string {
 	return strings.TrimSpace(strings.ReplaceAll(string(data), "\x00", " "))
 }
 
-func rollup(pid int) (rss, pss int64, ok bool) {
+// rollup reads pid's memory totals (KiB): resident, proportional, and the
+// proportional share of its anonymous memory.
+func rollup(pid int) (rss, pss, pssAnon int64, ok bool) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 	if err != nil {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	defer f.Close()
 	s := bufio.NewScanner(f)
@@ -548,7 +551,9 @@ func rollup(pid int) (rss, pss int64, ok bool) {
 			rss = v
 		case "Pss:":
 			pss = v
+		case "Pss_Anon:":
+			pssAnon = v
 		}
 	}
-	return rss, pss, true
+	return rss, pss, pssAnon, true
 }

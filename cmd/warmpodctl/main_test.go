@@ -29,7 +29,7 @@ func (fakeDaemon) Version(context.Context, *runtime.VersionRequest) (*runtime.Ve
 
 func (fakeDaemon) PodStatus(_ context.Context, r *warmpodv1.PodStatusRequest) (*warmpodv1.PodStatusResponse, error) {
 	return &warmpodv1.PodStatusResponse{PodSandboxId: r.PodSandboxId, ShimPid: 42, Resets: 3, Containers: []*warmpodv1.ContainerStatus{{
-		Id: "c1", Name: "worker", State: "CONTAINER_RUNNING", RestartCount: 3,
+		Id: "c1", Name: "worker", State: "CONTAINER_RUNNING", RestartCount: 3, Warm: true, ReadyGenerations: 1, Precreating: true,
 		LastTermination: &warmpodv1.Termination{ExitCode: 42, Reason: "Error", StartedAt: time.Now().Add(-time.Hour - 1500*time.Millisecond).UnixNano(), FinishedAt: time.Now().Add(-time.Hour).UnixNano()},
 	}, {
 		Id: "c2", Name: "init", State: "CONTAINER_EXITED", ExitCode: 0, RestartCount: 3,
@@ -115,8 +115,8 @@ func TestPodStatusShowsRestartsAndLastTermination(t *testing.T) {
 		t.Fatalf("output:\n%s", out)
 	}
 	for i, want := range []string{
-		"c1 worker RUNNING 3 exit 42 Error, 1h0m0s ago after 1.5s false",
-		"c2 init EXITED(0) 3 - false",
+		"c1 worker RUNNING 3 exit 42 Error, 1h0m0s ago after 1.5s 1 ready, making more",
+		"c2 init EXITED(0) 3 - 0 ready",
 	} {
 		if got := strings.Join(strings.Fields(lines[3+i]), " "); got != want {
 			t.Errorf("container line %q, want %q", got, want)
