@@ -376,7 +376,9 @@ func (s *Shim) Create(ctx context.Context, r *CreateRequest) (shim.Record, bool,
 		}
 		s.mu.Lock()
 		delete(s.containers, r.ID)
-		sl.forget(c)
+		if sl.forget(c) {
+			s.lingerLocked(sl)
+		}
 		s.mu.Unlock()
 		return shim.Record{}, false, err
 	}
@@ -697,7 +699,9 @@ func (s *Shim) Remove(ctx context.Context, id string) error {
 
 	s.mu.Lock()
 	delete(s.containers, id)
-	c.slot.forget(c)
+	if c.slot.forget(c) {
+		s.lingerLocked(c.slot)
+	}
 	s.mu.Unlock()
 
 	if g != nil {

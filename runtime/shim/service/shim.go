@@ -103,6 +103,9 @@ type Shim struct {
 	// pipeline is how generations are pre-created and torn down, which
 	// depends on what they cost to make (the spawner).
 	pipeline pipeline
+	// removedLinger is how long a container name whose container was
+	// removed keeps its next generations for a successor (guarded by mu).
+	removedLinger time.Duration
 
 	// resetMu serialises resets and restarts by rule: a reset asked for
 	// during another runs after it, as a reset of its own.
@@ -202,6 +205,7 @@ func New(ctx context.Context, cfg *shim.Config) (*Shim, error) {
 	s := &Shim{
 		cfg:           cfg,
 		pipeline:      pipelineFor(cfg.Spawner),
+		removedLinger: defaultRemovedLinger,
 		records:       records,
 		engine:        engine,
 		events:        broadcast.New[shim.Event](eventBuffer),

@@ -983,3 +983,44 @@ func TestStartDuringReset(t *testing.T) {
 		t.Errorf("Start during the reset = %v, want success or FailedPrecondition", startErr)
 	}
 }
+
+// TestRemovedNameLetsGoOfItsGenerations checks that a container name whose
+// container was removed keeps its next generations for a successor for a
+// while, and then discards them.
+func TestRemovedNameLetsGoOfItsGenerations(t *testing.T) {
+	f := newFixture(t, nil)
+	f.s.mu.Lock()
+	f.s.removedLinger = 200 * time.Millisecond
+	f.s.mu.Unlock()
+	ready := func(name string) int {
+		f.s.mu.Lock()
+		defer f.s.mu.Unlock()
+		return len(f.s.slots[name].next)
+	}
+	f.create("x1", "oneoff", "sleep", "1000")
+	f.start("x1")
+	f.waitWarm("x1")
+	if _, err := f.s.Stop(context.Background(), "x1", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.s.Remove(context.Background(), "x1"); err != nil {
+		t.Fatal(err)
+	}
+	// A successor within the linger gets the pre-created generation.
+	if _, warm := f.create("x2", "oneoff", "sleep", "1000"); !warm {
+		t.Error("a successor created right after the removal was not served warm")
+	}
+	f.start("x2")
+	f.waitWarm("x2")
+	if err := f.s.Remove(context.Background(), "x2"); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("the removed name's next generations discarded", func() bool {
+		return ready("oneoff") == 0 && !f.s.Info().Precreating
+	})
+	// The name is cold again, and works.
+	if _, warm := f.create("x3", "oneoff", "sleep", "1000"); warm {
+		t.Error("a create after the linger was served from a discarded generation")
+	}
+	f.start("x3")
+}

@@ -25,6 +25,7 @@ import (
 //	   ▲      finishPreparing (failed, or the template changed           │
 //	   │      meanwhile: the generation is discarded)                    │
 //	   └──── takeNext (create, restart), dropNext (update, shutdown) ────┘
+//	         trimTo (a burst is over), abandon (no container for a while)
 //
 // Beside the state, "wanted" is a standing request for a next generation:
 // want sets it (a start, a reset, a restart by rule, an update), and
@@ -63,7 +64,18 @@ type slot struct {
 	lastTake  time.Time
 	deepUntil time.Time
 	trimTimer *time.Timer
+	// lingerTimer, armed while the slot has no container, ends its next
+	// generations when no successor comes (Shim.linger).
+	lingerTimer *time.Timer
 }
+
+// defaultRemovedLinger is how long a container name whose container was
+// removed keeps its next generations. The kubelet creates a container's
+// successor right after it removes it (an in-place restart) or, for a
+// container it restarts on its own, before it removes the old one; a name
+// nobody creates again (a client's one-off containers) would otherwise hold
+// a process and a mounted writable layer for the pod's whole life.
+const defaultRemovedLinger = time.Minute
 
 const (
 	// burstGap: a take this soon after the previous one means resets come
@@ -115,11 +127,23 @@ func (sl *slot) adopt(c *ctr, t *template) {
 	sl.wanted = false
 }
 
-// forget lets go of c when it is the slot's latest container.
-func (sl *slot) forget(c *ctr) {
+// forget lets go of c when it is the slot's latest container, and tells
+// whether the slot is left without one.
+func (sl *slot) forget(c *ctr) bool {
 	if sl.latest == c {
 		sl.latest = nil
 	}
+	return sl.latest == nil
+}
+
+// abandon ends the slot's use of its template: it makes no more next
+// generations until a container of its name is created again, and returns
+// the ready ones for the caller to discard. Ones in the making are
+// discarded when they are done (their template is no longer the slot's).
+func (sl *slot) abandon() []*gen {
+	sl.tmpl = nil
+	sl.wanted = false
+	return sl.dropNext()
 }
 
 // want asks for a next generation, made once the pod is quiet.
@@ -233,6 +257,38 @@ func (s *Shim) takeNextLocked(sl *slot, key string) (*gen, []*gen) {
 		s.armTrimLocked(sl)
 	}
 	return sl.takeNext(key)
+}
+
+// lingerLocked arms sl's linger timer, which discards its next generations
+// after s.removedLinger unless a container of its name is created by then;
+// an armed timer starts again.
+// Preconditions: s.mu held.
+func (s *Shim) lingerLocked(sl *slot) {
+	if sl.lingerTimer != nil {
+		sl.lingerTimer.Stop()
+	}
+	sl.lingerTimer = time.AfterFunc(s.removedLinger, func() { s.endLinger(sl) })
+}
+
+// endLinger discards sl's next generations if it still has no container.
+func (s *Shim) endLinger(sl *slot) {
+	s.mu.Lock()
+	sl.lingerTimer = nil
+	if s.closed || sl.latest != nil {
+		s.mu.Unlock()
+		return
+	}
+	gens := sl.abandon()
+	// Held until discarded, so Shutdown waits for them.
+	s.bg.Add(1)
+	s.mu.Unlock()
+	defer s.bg.Done()
+	if len(gens) > 0 {
+		s.log.WithField("container", sl.name).Debugf("no container of the name for %s: %d next generations discarded", s.removedLinger, len(gens))
+	}
+	for _, g := range gens {
+		s.discard(g)
+	}
 }
 
 // armTrimLocked arms sl's trim timer unless it is armed.
