@@ -17,6 +17,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	clog "github.com/containerd/log"
+	"github.com/moby/sys/mountinfo"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
@@ -78,10 +79,11 @@ func newFixture(t testing.TB, cfgMod func(*shim.Config)) *fixture {
 	layer := busyboxLayer(t)
 	state := t.TempDir()
 	cgroup := fmt.Sprintf("warmpod-test-%d", time.Now().UnixNano())
+	root := t.TempDir()
 	cfg := &shim.Config{
 		PodID:        "pod-" + t.Name(),
 		StateDir:     state,
-		RootDir:      t.TempDir(),
+		RootDir:      root,
 		CgroupParent: cgroup,
 		// WARMPOD_SPAWNER runs the tests with another spawner, as the
 		// integration tests (see Makefile).
@@ -103,8 +105,14 @@ func newFixture(t testing.TB, cfgMod func(*shim.Config)) *fixture {
 	f := &fixture{t: t, s: s, layer: layer, vol: t.TempDir(), logDir: t.TempDir(), cgroup: cgroup}
 	t.Cleanup(func() {
 		_ = s.Shutdown(context.Background())
-		// Every generation ends with Shutdown: nothing of the pod may be
-		// left running.
+		// Every generation ends with Shutdown: no rootfs may be left
+		// mounted, nothing of the pod left running.
+		if left := mountsBelow(root); len(left) > 0 {
+			t.Errorf("mounts left below the pod's root dir after Shutdown: %v", left)
+			for i := len(left) - 1; i >= 0; i-- {
+				_ = unix.Unmount(left[i], unix.MNT_DETACH)
+			}
+		}
 		if left := f.podProcesses(); len(left) > 0 {
 			t.Errorf("processes left in the pod cgroup after Shutdown: %v", left)
 			for _, pid := range left {
@@ -114,6 +122,19 @@ func newFixture(t testing.TB, cfgMod func(*shim.Config)) *fixture {
 		removeCgroup(cgroup)
 	})
 	return f
+}
+
+// mountsBelow lists the mount points below dir, in mount order.
+func mountsBelow(dir string) []string {
+	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, m := range mounts {
+		out = append(out, m.Mountpoint)
+	}
+	return out
 }
 
 // podProcesses lists the live processes in the pod cgroup or below it.
