@@ -29,6 +29,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -68,9 +69,10 @@ func At(dir string) Rootfs {
 }
 
 // Mount creates dir and mounts an overlay of layers (bottom layer first)
-// under a new, empty upper dir. The upper dir is mounted "volatile": a
-// container's writable layer does not outlive the container, so it never
-// needs to be synced, and unmounting it never waits for the disk.
+// under a new, empty upper dir. The upper dir is mounted "volatile" where
+// the kernel allows (see Volatile): a container's writable layer does not
+// outlive the container, so it never needs to be synced, and unmounting it
+// never waits for the disk.
 // With userns the root filesystem is made for root of that user namespace
 // (see the package comment); nil makes it for host root.
 // On error nothing is left behind.
@@ -232,19 +234,48 @@ func MountView(layers []string, target string) error {
 	return overlay(lower, "", "", target)
 }
 
+// volatileRefused is set once the kernel has refused the "volatile" option
+// (overlayfs has it since Linux 5.10): writable layers are mounted without
+// it from then on, and their unmount syncs the upper filesystem.
+var volatileRefused atomic.Bool
+
+// Volatile tells whether writable layers are mounted "volatile": true until
+// the kernel has refused the option.
+func Volatile() bool { return !volatileRefused.Load() }
+
+// sysMount is mount(2); tests replace it to play an older kernel.
+var sysMount = unix.Mount
+
 // overlay mounts lower (top layer first) at target: writable through upper
-// and work, "volatile", or, when upper is "", read-only and nodev.
+// and work, "volatile" where the kernel has the option, or, when upper is
+// "", read-only and nodev.
 func overlay(lower []string, upper, work, target string) error {
 	opts := "lowerdir=" + strings.Join(lower, ":")
 	var flags uintptr = unix.MS_RDONLY | unix.MS_NODEV
+	volatile := false
 	if upper != "" {
-		opts += ",upperdir=" + upper + ",workdir=" + work + ",volatile"
+		opts += ",upperdir=" + upper + ",workdir=" + work
 		flags = 0
+		volatile = Volatile()
 	}
-	if len(opts) < unix.Getpagesize()-1 {
-		return unix.Mount("overlay", target, "overlay", flags, opts)
+	extra := ""
+	if volatile {
+		extra = ",volatile"
 	}
-	return overlayFsconfig(lower, upper, work, target)
+	if len(opts)+len(extra) >= unix.Getpagesize()-1 {
+		return overlayFsconfig(lower, upper, work, target)
+	}
+	err := sysMount("overlay", target, "overlay", flags, opts+extra)
+	if !volatile || !errors.Is(err, unix.EINVAL) {
+		return err
+	}
+	// An unknown option and a bad layer both give EINVAL: only a mount
+	// that works without the option tells that the kernel lacks it.
+	if err := sysMount("overlay", target, "overlay", flags, opts); err != nil {
+		return err
+	}
+	volatileRefused.Store(true)
+	return nil
 }
 
 // overlayFsconfig passes lower dirs one at a time ("lowerdir+", Linux 6.8),
@@ -267,8 +298,13 @@ func overlayFsconfig(lower []string, upper, work, target string) error {
 				return fmt.Errorf("overlay %s: %w", kv[0], err)
 			}
 		}
-		if err := unix.FsconfigSetFlag(fd, "volatile"); err != nil {
-			return fmt.Errorf("overlay volatile: %w", err)
+		if Volatile() {
+			err := unix.FsconfigSetFlag(fd, "volatile")
+			if errors.Is(err, unix.EINVAL) {
+				volatileRefused.Store(true)
+			} else if err != nil {
+				return fmt.Errorf("overlay volatile: %w", err)
+			}
 		}
 		attrs = 0
 	}
