@@ -3,8 +3,10 @@ package service
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/warmpod/warmpod/runtime/shim"
 )
@@ -102,5 +105,72 @@ func TestOrphansAreReaped(t *testing.T) {
 				t.Errorf("container exit code %d, want its own 137", r.ExitCode)
 			}
 		})
+	}
+}
+
+// exitedUnwaited starts argv and returns its process once it has exited,
+// not waited for (a zombie).
+func exitedUnwaited(t *testing.T, argv ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var info unix.Siginfo
+	if err := unix.Waitid(unix.P_PID, cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil); err != nil {
+		t.Fatal(err)
+	}
+	return cmd
+}
+
+// A sweep reaps the exited children nobody owns and leaves the owned ones
+// to their owners, whether it finds them by asking the kernel for one
+// exited child at a time or by listing every child.
+func TestSweepReapsOnlyUnowned(t *testing.T) {
+	owned := exitedUnwaited(t, "sh", "-c", "exit 7")
+	pid, err := exitedChild()
+	if err != nil || pid != owned.Process.Pid {
+		t.Fatalf("exitedChild() = %d, %v; want %d", pid, err, owned.Process.Pid)
+	}
+	// Asked again: it was not waited for.
+	if again, _ := exitedChild(); again != pid {
+		t.Fatalf("exitedChild() again = %d; want %d", again, pid)
+	}
+	stray := exitedUnwaited(t, "true")
+	r := &reaper{owned: map[int]int{owned.Process.Pid: 1}}
+	r.sweepLocked()
+	var ws unix.WaitStatus
+	if got, err := unix.Wait4(stray.Process.Pid, &ws, unix.WNOHANG, nil); err != unix.ECHILD {
+		t.Errorf("unowned child %d after the sweep: wait4 = %d, %v; want ECHILD (reaped)", stray.Process.Pid, got, err)
+	}
+	err = owned.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 7 {
+		t.Errorf("owner's wait = %v; want exit status 7", err)
+	}
+	if pid, err := exitedChild(); pid != 0 {
+		t.Errorf("exitedChild() with no exited child = %d, %v; want 0", pid, err)
+	}
+
+	// Only unowned children exited: no listing needed, all are reaped.
+	a, b := exitedUnwaited(t, "true"), exitedUnwaited(t, "true")
+	(&reaper{owned: map[int]int{}}).sweepLocked()
+	for _, c := range []*exec.Cmd{a, b} {
+		if got, err := unix.Wait4(c.Process.Pid, &ws, unix.WNOHANG, nil); err != unix.ECHILD {
+			t.Errorf("unowned child %d after the sweep: wait4 = %d, %v; want ECHILD (reaped)", c.Process.Pid, got, err)
+		}
+	}
+}
+
+// children finds this process's children through its threads' children
+// files.
+func TestChildren(t *testing.T) {
+	cmd := exec.Command("sleep", "1000")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	if got := children(); !slices.Contains(got, cmd.Process.Pid) {
+		t.Fatalf("children() = %v; want it to hold %d", got, cmd.Process.Pid)
 	}
 }
