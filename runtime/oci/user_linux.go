@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/moby/sys/user"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -111,8 +112,16 @@ func toID(field string, v int64) (uint32, error) {
 }
 
 // readImageFile returns nil when the image has no such file: user lookups then fall back to numeric ids.
+// What it read is kept (imageFiles): every CreateContainer of an image reads the same files again.
 func readImageFile(ifs imageFS, name string) ([]byte, error) {
+	key := imageFileKey(ifs, name)
+	if b, ok := imageFiles.get(key); ok {
+		return b, nil
+	}
 	b, err := ifs.readFile(name)
+	if err == nil || errors.Is(err, errNotInImage) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, errNotADirectory) {
+		imageFiles.put(key, b)
+	}
 	switch {
 	case err == nil:
 		return b, nil
@@ -132,4 +141,50 @@ func reader(b []byte) io.Reader {
 		return nil
 	}
 	return bytes.NewReader(b)
+}
+
+// imageFiles holds the image files readImageFile read (nil for one an image does not have), by layer
+// stack and name. An unpacked layer never changes: it lies at a path named by its diff id, renamed into
+// place once whole, and a container writes only to its own upper dir. Reading /etc/passwd and
+// /etc/group below the layers' roots costs ~0.3 ms of CPU per container created, on the path of every
+// CreateContainer of a pod reset.
+var imageFiles = fileCache{maxBytes: 8 << 20}
+
+// fileCache is a map of file contents bounded in bytes; when full it starts over. A file of more than
+// a quarter of the bound is not kept: an image's huge /etc/passwd does not push out everyone else's.
+type fileCache struct {
+	maxBytes int
+
+	mu    sync.Mutex
+	files map[string][]byte
+	size  int
+}
+
+func (c *fileCache) get(key string) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b, ok := c.files[key]
+	return b, ok
+}
+
+func (c *fileCache) put(key string, b []byte) {
+	n := len(key) + len(b)
+	if n > c.maxBytes/4 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.files == nil || c.size+n > c.maxBytes {
+		c.files, c.size = make(map[string][]byte), 0
+	}
+	if old, ok := c.files[key]; ok {
+		c.size -= len(key) + len(old)
+	}
+	c.files[key] = b
+	c.size += n
+}
+
+// imageFileKey names file name of the layer stack of ifs.
+func imageFileKey(ifs imageFS, name string) string {
+	return strings.Join(ifs.layers, "\x00") + "\x00" + name
 }

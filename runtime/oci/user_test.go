@@ -309,3 +309,70 @@ func TestResolveUserHostileFiles(t *testing.T) {
 		})
 	}
 }
+
+// An image's /etc/passwd and /etc/group are read once per layer stack: a
+// layer never changes once unpacked, so a later read answers from what the
+// first one found, a missing file included.
+func TestReadImageFileKept(t *testing.T) {
+	layer := writeLayer(t, map[string]string{"etc/passwd": testPasswd})
+	ifs := imageFS{layers: []string{layer}}
+	for _, name := range []string{"/etc/passwd", "/etc/group"} {
+		if _, err := readImageFile(ifs, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Changed behind the cache's back (which an unpacked layer never is):
+	// the second read shows it was not read again.
+	if err := os.WriteFile(filepath.Join(layer, "etc", "passwd"), []byte("changed:x:1:1::/:/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(layer, "etc", "group"), []byte("changed:x:1:\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := readImageFile(ifs, "/etc/passwd"); err != nil || string(b) != testPasswd {
+		t.Errorf("second read of /etc/passwd = %q, %v; want the first read's %q", b, err, testPasswd)
+	}
+	if b, err := readImageFile(ifs, "/etc/group"); err != nil || b != nil {
+		t.Errorf("second read of the missing /etc/group = %q, %v; want nil, nil", b, err)
+	}
+	// Another layer stack is another image.
+	other := writeLayer(t, map[string]string{"etc/group": testGroup})
+	if b, err := readImageFile(imageFS{layers: []string{other, layer}}, "/etc/group"); err != nil || string(b) != testGroup {
+		t.Errorf("/etc/group of another layer stack = %q, %v; want %q", b, err, testGroup)
+	}
+}
+
+// A hostile file is an error every time: only what was read, or found
+// missing, is kept.
+func TestReadImageFileErrorNotKept(t *testing.T) {
+	layer := writeLayer(t, map[string]string{"etc/group": testGroup})
+	if err := unix.Mkfifo(filepath.Join(layer, "etc", "passwd"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ifs := imageFS{layers: []string{layer}}
+	for i := 0; i < 2; i++ {
+		if _, err := readImageFile(ifs, "/etc/passwd"); err == nil {
+			t.Fatalf("read %d of a FIFO /etc/passwd succeeded", i+1)
+		}
+	}
+}
+
+// The cache holds at most maxBytes, and no file of more than a quarter of it.
+func TestFileCacheBound(t *testing.T) {
+	c := fileCache{maxBytes: 100}
+	c.put("big", make([]byte, 30))
+	if _, ok := c.get("big"); ok {
+		t.Error("a file of more than a quarter of the bound was kept")
+	}
+	for i := 0; i < 20; i++ {
+		c.put(strings.Repeat("k", i+1), make([]byte, 10))
+		if c.size > c.maxBytes {
+			t.Fatalf("after %d puts the cache holds %d bytes; bound %d", i+1, c.size, c.maxBytes)
+		}
+	}
+	c.put("a", []byte("1"))
+	c.put("a", []byte("22"))
+	if b, ok := c.get("a"); !ok || string(b) != "22" {
+		t.Errorf("get(a) = %q, %v; want the latest put", b, ok)
+	}
+}
