@@ -100,5 +100,5 @@ for s in "$work/warmpod.sock" "$work/containerd.sock"; do
   [ -S "$s" ] || { echo "no socket $s; logs in $work" >&2; cat "$work"/*.log >&2; exit 1; }
 done
 
-echo "warmpod $("$bin/warmpod" version | awk '{print $2}') vs containerd $(containerd --version | awk '{print $3}') + runc $(runc --version | awk 'NR==1 {print $3}')"
+echo "warmpod $("$bin/warmpod" --version | awk 'NR==1 {print $2}') vs containerd $(containerd --version | awk '{print $3}') + runc $(runc --version | awk 'NR==1 {print $3}')"
 "$bin/warmpodctl" bench reset --endpoint "unix://$work/warmpod.sock" --compare "unix://$work/containerd.sock" "$@"
