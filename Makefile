@@ -44,7 +44,7 @@ GOLANGCI_LINT := $(CURDIR)/bin/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)/gola
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all deps build install release run test test-unit test-integration test-fast soak fuzz lint proto clean e2e
+.PHONY: all deps build install release run test test-unit test-integration test-libcontainer soak fuzz lint proto clean e2e
 
 all: build
 
@@ -95,10 +95,10 @@ run: deps build
 	BIN=$(BIN) integration/quickstart.sh
 
 # The CRI conformance run (critest) is part of the tests: a runtime that fails it is not done. Both
-# spawners are tested: the default one by test-integration and conformance, the fast one by test-fast (the
-# same two, and the shim's tests, with runtime.spawner = "fast"), and runtime/container's equivalence tests
-# (in test-unit) compare what the two make.
-test: test-unit test-integration conformance test-fast
+# spawners are tested: the default one (fast) by test-unit, test-integration and conformance, libcontainer by
+# test-libcontainer (the shim's tests, the integration tests and critest with runtime.spawner =
+# "libcontainer"), and runtime/container's equivalence tests (in test-unit) compare what the two make.
+test: test-unit test-integration conformance test-libcontainer
 
 test-unit: deps
 	$(GO) test -tags $(TAGS) -race -count=1 $(TEST_FLAGS) $(UNIT_PKGS)
@@ -107,12 +107,12 @@ test-unit: deps
 test-integration: deps
 	$(GO) test -tags $(TAGS) -count=1 -v -timeout $(INTEGRATION_TIMEOUT) $(TEST_FLAGS) ./integration/
 
-# The tests that start containers again, with the fast spawner (runtime.spawner = "fast"): the shim's, the
-# integration tests and critest. WARMPOD_SPAWNER names the spawner for all of them. (runtime/container's
+# The tests that start containers again, with libcontainer (runtime.spawner = "libcontainer"): the shim's,
+# the integration tests and critest. WARMPOD_SPAWNER names the spawner for all of them. (runtime/container's
 # tests run both spawners anyway: TestSpawnersMakeTheSameContainer compares what they make.)
-test-fast:
-	WARMPOD_SPAWNER=fast $(GO) test -tags $(TAGS) -race -count=1 $(TEST_FLAGS) ./runtime/shim/service/
-	WARMPOD_SPAWNER=fast $(MAKE) test-integration conformance
+test-libcontainer:
+	WARMPOD_SPAWNER=libcontainer $(GO) test -tags $(TAGS) -race -count=1 $(TEST_FLAGS) ./runtime/shim/service/
+	WARMPOD_SPAWNER=libcontainer $(MAKE) test-integration conformance
 
 # The long load and soak runs, not part of "make test" (the suite runs TestLoad for 20 s): TestLoad's 50
 # clients on 20 pods for LOAD_DURATION against a race-built daemon, then TestSoak's SOAK_RESETS resets of

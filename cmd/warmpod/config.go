@@ -180,7 +180,7 @@ func defaultConfig() Config {
 			Handlers:     []string{"", "warmpod"},
 			CgroupDriver: cgroup.DriverCgroupfs,
 			CDISpecDirs:  []string{"/etc/cdi", "/var/run/cdi"},
-			Spawner:      container.SpawnerLibcontainer,
+			Spawner:      container.SpawnerFast,
 
 			CgroupFavorDynMods: true,
 		},

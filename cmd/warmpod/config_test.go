@@ -139,7 +139,7 @@ func TestEveryOptionHasAFlag(t *testing.T) {
 		case "metrics-address":
 			val = "127.0.0.1:9090"
 		case "spawner":
-			val = "fast"
+			val = "libcontainer"
 		}
 		args := []string{"--config", emptyFile(t), "--" + o.name, val}
 		if _, ok := o.field(&def).(*bool); ok {

@@ -85,9 +85,9 @@ func newFixture(t testing.TB, cfgMod func(*shim.Config)) *fixture {
 		StateDir:     state,
 		RootDir:      root,
 		CgroupParent: cgroup,
-		// WARMPOD_SPAWNER runs the tests with another spawner, as the
-		// integration tests (see Makefile).
-		Spawner: os.Getenv("WARMPOD_SPAWNER"),
+		// WARMPOD_SPAWNER runs the tests with another spawner than the
+		// daemon's default, as the integration tests (see Makefile).
+		Spawner: testSpawner(),
 	}
 	if cfgMod != nil {
 		cfgMod(cfg)
@@ -122,6 +122,15 @@ func newFixture(t testing.TB, cfgMod func(*shim.Config)) *fixture {
 		removeCgroup(cgroup)
 	})
 	return f
+}
+
+// testSpawner is the spawner the tests run with: WARMPOD_SPAWNER, or the
+// daemon's default (the fast spawner).
+func testSpawner() string {
+	if sp := os.Getenv("WARMPOD_SPAWNER"); sp != "" {
+		return sp
+	}
+	return container.SpawnerFast
 }
 
 // mountsBelow lists the mount points below dir, in mount order.
@@ -230,7 +239,7 @@ func (f *fixture) spec(args ...string) []byte {
 	spec.Process.Terminal = false
 	spec.Process.Args = args
 	spec.Hostname = "shimtest"
-	if os.Getenv("WARMPOD_SPAWNER") == container.SpawnerFast {
+	if testSpawner() == container.SpawnerFast {
 		// The host's network: a pod's containers join its network
 		// namespace, and the fast spawner leaves a new, empty one to
 		// libcontainer.
