@@ -34,14 +34,16 @@ const soakCallDeadline = 3 * time.Minute
 
 // soakSample is the daemon's and the shims' footprint at one moment.
 type soakSample struct {
-	At        time.Duration `json:"at_s"`
-	Resets    int64         `json:"resets"`
-	DaemonRSS int64         `json:"daemon_rss"`
-	DaemonFDs int           `json:"daemon_fds"`
-	ShimRSS   []int64       `json:"shim_rss"`
-	ShimFDs   []int         `json:"shim_fds"`
-	Mounts    int           `json:"mounts"`
-	Cgroups   int           `json:"cgroups"`
+	At time.Duration `json:"-"`
+	// AtS is At in seconds, for the JSON figures.
+	AtS       float64 `json:"at_s"`
+	Resets    int64   `json:"resets"`
+	DaemonRSS int64   `json:"daemon_rss"`
+	DaemonFDs int     `json:"daemon_fds"`
+	ShimRSS   []int64 `json:"shim_rss"`
+	ShimFDs   []int   `json:"shim_fds"`
+	Mounts    int     `json:"mounts"`
+	Cgroups   int     `json:"cgroups"`
 }
 
 // soakReset is one reset as the client and the shim timed it.
@@ -104,7 +106,8 @@ func TestSoak(t *testing.T) {
 	)
 	start := time.Now()
 	sample := func() {
-		s := soakSample{At: time.Since(start), Resets: done.Load(), DaemonRSS: procRSS(d.PID(), "VmRSS"), DaemonFDs: countFDs(d.PID())}
+		at := time.Since(start)
+		s := soakSample{At: at, AtS: at.Seconds(), Resets: done.Load(), DaemonRSS: procRSS(d.PID(), "VmRSS"), DaemonFDs: countFDs(d.PID())}
 		for _, pid := range shimPids {
 			s.ShimRSS = append(s.ShimRSS, procRSS(pid, "VmRSS"))
 			s.ShimFDs = append(s.ShimFDs, countFDs(pid))
