@@ -65,6 +65,9 @@ func (b *Builder) criDevice(d Device) ([]addedDevice, error) {
 	if strings.Trim(access, "rwm") != "" || hasRepeat(access) {
 		return nil, invalidf("permissions %q are not a subset of \"rwm\"", d.Permissions)
 	}
+	if strings.ContainsRune(d.ContainerPath, 0) || strings.ContainsRune(d.HostPath, 0) {
+		return nil, invalidf("path %q or %q holds a NUL byte", d.ContainerPath, d.HostPath)
+	}
 	if !filepath.IsAbs(d.HostPath) {
 		return nil, invalidf("host path is not absolute")
 	}

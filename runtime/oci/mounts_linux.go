@@ -98,6 +98,10 @@ func (b *Builder) buildMounts(c *Container, pod *Pod, sysBind bool) ([]specs.Mou
 	var plan mountPlan
 	user := make(map[string]int, len(c.Mounts)) // destination -> index of the winning CRI mount
 	for i, m := range c.Mounts {
+		// The kernel takes paths as C strings: a NUL would cut one short.
+		if strings.ContainsRune(m.ContainerPath, 0) || strings.ContainsRune(m.HostPath, 0) {
+			return nil, plan, invalidf("mounts[%d]: path %q or %q holds a NUL byte", i, m.ContainerPath, m.HostPath)
+		}
 		if !filepath.IsAbs(m.ContainerPath) {
 			return nil, plan, invalidf("mounts[%d]: container path %q is not absolute", i, m.ContainerPath)
 		}
