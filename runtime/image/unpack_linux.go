@@ -63,6 +63,11 @@ func unpack(r io.Reader, dir string, lim Limits, img *budget) error {
 			return readErr(err)
 		}
 		if err := u.entry(hdr, tr); err != nil {
+			if errors.Is(err, unix.ENAMETOOLONG) && !errors.Is(err, ErrInvalidImage) {
+				// A name this filesystem cannot hold (a component over
+				// NAME_MAX, a path over PATH_MAX) is the image's fault.
+				return reject(hdr.Name, "has a name too long for the filesystem: "+err.Error())
+			}
 			return err
 		}
 	}
