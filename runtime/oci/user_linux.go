@@ -119,19 +119,17 @@ func readImageFile(ifs imageFS, name string) ([]byte, error) {
 		return b, nil
 	}
 	b, err := ifs.readFile(name)
-	if err == nil || errors.Is(err, errNotInImage) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, errNotADirectory) {
-		imageFiles.put(key, b)
-	}
 	switch {
 	case err == nil:
-		return b, nil
 	case errors.Is(err, errNotInImage), errors.Is(err, fs.ErrNotExist), errors.Is(err, errNotADirectory):
-		return nil, nil
+		b = nil
 	default:
 		// Everything but a missing file is the image's doing (a FIFO, a device, a huge file, a
-		// symlink loop): the image cannot run as it is.
+		// symlink loop): the image cannot run as it is. Not kept: it is reported each time.
 		return nil, invalidf("image file %s: %w", name, err)
 	}
+	imageFiles.put(key, b)
+	return b, nil
 }
 
 // reader returns an untyped nil for a missing file: GetExecUser tells "no file" from "empty file" by a nil
