@@ -460,9 +460,9 @@ func (t *target) removeRunPods(ctx context.Context) {
 }
 
 // memory measures the pod's warmpod processes once its next generations
-// are ready and pre-creation has settled: the shim, the pause process, the fork server, and the
-// pre-created container processes still blocked before execve. Only on the
-// same node.
+// are ready and pre-creation has settled: the shim, the pause process, the
+// fork server, and the pre-created container processes still blocked
+// before execve. Only on the same node.
 func (p *benchPod) memory(ctx context.Context) *memory {
 	var shimPid int
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {

@@ -279,16 +279,10 @@ func (s *Shim) endLinger(sl *slot) {
 		return
 	}
 	gens := sl.abandon()
-	// Held until discarded, so Shutdown waits for them.
-	s.bg.Add(1)
-	s.mu.Unlock()
-	defer s.bg.Done()
 	if len(gens) > 0 {
 		s.log.WithField("container", sl.name).Debugf("no container of the name for %s: %d next generations discarded", s.removedLinger, len(gens))
 	}
-	for _, g := range gens {
-		s.discard(g)
-	}
+	s.discardUnlock(gens)
 }
 
 // armTrimLocked arms sl's trim timer unless it is armed.
@@ -315,12 +309,18 @@ func (s *Shim) trim(sl *slot) {
 		s.mu.Unlock()
 		return
 	}
-	extra := sl.trimTo(s.depthLocked(sl))
-	// Held until discarded, so Shutdown waits for them.
+	s.discardUnlock(sl.trimTo(s.depthLocked(sl)))
+}
+
+// discardUnlock releases s.mu and discards gens, taken from a slot under
+// it; s.bg is held until they are handed over, so that a Shutdown begun
+// meanwhile waits for them.
+// Preconditions: s.mu held, and the shim not closed; released on return.
+func (s *Shim) discardUnlock(gens []*gen) {
 	s.bg.Add(1)
 	s.mu.Unlock()
 	defer s.bg.Done()
-	for _, g := range extra {
+	for _, g := range gens {
 		s.discard(g)
 	}
 }
